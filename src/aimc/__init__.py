@@ -1,0 +1,45 @@
+"""aimc: analog in-memory computing with phase-change memory for deep learning.
+
+The public API, in one place::
+
+    analog = aimc.convert(model, aimc.presets.joshi2020())     # a converted copy
+    aimc.program(analog, seed=0)                               # programming noise, drift exponents
+    aimc.at_time(analog, 86_400.0, seed=0)                     # one day later (drift + read noise, GDC)
+    res = aimc.evaluate(analog, test_loader, times=[25, 86_400], seeds=range(10), compensation=("none", "gdc"))
+"""
+
+from aimc import devices as devices
+from aimc import presets as presets
+from aimc.compensation import recalibrate_bn as recalibrate_bn
+from aimc.config import AnalogConfig as AnalogConfig
+from aimc.config import CompensationConfig as CompensationConfig
+from aimc.config import MappingConfig as MappingConfig
+from aimc.config import PeripheryConfig as PeripheryConfig
+from aimc.config import TrainingConfig as TrainingConfig
+from aimc.errors import AimcError as AimcError
+from aimc.errors import ConfigError as ConfigError
+from aimc.errors import DataError as DataError
+from aimc.errors import FileFormatError as FileFormatError
+from aimc.errors import NonFiniteError as NonFiniteError
+from aimc.errors import ShapeError as ShapeError
+from aimc.errors import StateError as StateError
+from aimc.errors import UnsupportedLayerError as UnsupportedLayerError
+from aimc.evaluation import Results as Results
+from aimc.evaluation import evaluate as evaluate
+from aimc.inference import at_time as at_time
+from aimc.inference import calibrate_input_ranges as calibrate_input_ranges
+from aimc.inference import program as program
+from aimc.io import load as load
+from aimc.io import save as save
+from aimc.nn.convert import convert as convert
+from aimc.train import clip as clip
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnalogConfig", "MappingConfig", "PeripheryConfig", "CompensationConfig", "TrainingConfig",
+    "presets", "devices", "convert", "clip", "program", "at_time", "calibrate_input_ranges", "recalibrate_bn",
+    "evaluate", "Results", "save", "load",
+    "AimcError", "ConfigError", "StateError", "ShapeError", "NonFiniteError", "FileFormatError", "DataError",
+    "UnsupportedLayerError", "__version__",
+]

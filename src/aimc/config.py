@@ -1,0 +1,323 @@
+"""Configuration of an analog model: frozen dataclasses, validated on construction, JSON/YAML round trip.
+
+Edit a config by copy, never by mutation::
+
+    cfg = dataclasses.replace(aimc.presets.joshi2020(), training=aimc.config.TrainingConfig(eta=0.05))
+
+Units: conductances in µS, times in seconds. Every field is documented with its unit and source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aimc.devices import PCM, Ideal
+from aimc.errors import ConfigError
+
+__all__ = [
+    "AnalogConfig",
+    "MappingConfig",
+    "PeripheryConfig",
+    "CompensationConfig",
+    "TrainingConfig",
+    "CONFIG_VERSION",
+]
+
+CONFIG_VERSION = 1
+
+
+def _choice(problems: list[str], owner: str, name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        problems.append(f"{owner}.{name}={value!r} is not one of {list(allowed)}")
+
+
+def _number(problems: list[str], owner: str, name: str, value: Any, *, lo: float, strict: bool, unit: str = "",
+            optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if strict else value >= lo)
+    if not ok:
+        rel = ">" if strict else "≥"
+        problems.append(f"{owner}.{name}={value!r} must be a finite number {rel} {lo}{unit}"
+                        + (" (or null to switch it off)" if optional else ""))
+
+
+def _integer(problems: list[str], owner: str, name: str, value: Any, *, lo: int, hi: int | None = None,
+             optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
+    if not ok:
+        rng = f"≥ {lo}" if hi is None else f"in [{lo}, {hi}]"
+        problems.append(f"{owner}.{name}={value!r} must be an integer {rng}" + (" (or null = off)" if optional else ""))
+
+
+def _raise(owner: str, problems: list[str]) -> None:
+    if problems:
+        raise ConfigError(f"invalid {owner}: " + "; ".join(problems) + ".")
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    """How a weight matrix is laid out on crossbar tiles and mapped to conductances.
+
+    Attributes:
+        tile_rows: crossbar input lines per tile (rows of W^T). Default 512 (aihwkit ``max_input_size``).
+        tile_cols: crossbar output lines per tile. Default 512 (aihwkit ``max_output_size``).
+        scale: which max|W| is mapped to g_max: ``"tile"`` (each tile on its own, aihwkit), ``"column"``
+            (each output column of each tile), ``"layer"`` (one scale per layer, Joshi et al. 2020).
+    """
+
+    tile_rows: int = 512
+    tile_cols: int = 512
+    scale: Literal["tile", "column", "layer"] = "tile"
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        _integer(p, "mapping", "tile_rows", self.tile_rows, lo=1)
+        _integer(p, "mapping", "tile_cols", self.tile_cols, lo=1)
+        _choice(p, "mapping", "scale", self.scale, ("tile", "column", "layer"))
+        _raise("mapping config", p)
+
+
+@dataclass(frozen=True)
+class PeripheryConfig:
+    """DAC, ADC and output noise around each tile's MVM. All ``None``/0 = ideal periphery.
+
+    Order in one tile (as aihwkit ``IOParameters``): scale the input into [−1, 1] (static range or per-vector
+    abs-max) → DAC quantisation → MVM → + output noise → ADC quantisation and clipping at ``out_bound`` → undo the
+    input scale → digital per-column scale and GDC factor → sum the partial outputs of the tiles.
+
+    Attributes:
+        dac_bits: DAC resolution; step = 2 / (2^bits − 2) of the input range (7 bits ↦ 1/63). ``None`` = no DAC.
+        input_range: ``"static"`` — one range per layer (``input_bound``), the DAC is then elementwise and a
+            convolution stays a convolution; ``"dynamic"`` — per input vector abs-max (aihwkit noise management
+            ABS_MAX), exact but convolutions are unfolded.
+        input_bound: static input range in the layer's input units; ``None`` = calibrate from data
+            (``aimc.calibrate_input_ranges`` or during hardware-aware training).
+        adc_bits: ADC resolution; step = 2·out_bound / (2^bits − 2) (9 bits, bound 12 ↦ 0.047). ``None`` = none.
+        out_bound: output range of the ADC (outputs clip at ±out_bound), in MVM output units. ``None`` = no clip.
+        out_noise: std of additive Gaussian output noise per MVM output, in MVM output units (aihwkit 0.06).
+        bound_management: ``"iterative"``: when an output clips, halve the input scale and repeat (aihwkit
+            ITERATIVE); ``"none"``.
+        max_bm_factor: largest input down-scaling of iterative bound management (aihwkit 1000).
+        max_bm_res: stop bound management when factor·DAC step exceeds this (aihwkit 0.25).
+        output_units: ``"weight"`` — the MVM output is in weight units × normalised input (aihwkit with
+            ``weight_scaling_omega = 0``); ``"normalized"`` — in units of g/g_max × normalised input, so noise and
+            ADC range are relative to full-scale conductance.
+    """
+
+    dac_bits: int | None = None
+    input_range: Literal["static", "dynamic"] = "static"
+    input_bound: float | None = None
+    adc_bits: int | None = None
+    out_bound: float | None = None
+    out_noise: float = 0.0
+    bound_management: Literal["none", "iterative"] = "none"
+    max_bm_factor: int = 1000
+    max_bm_res: float = 0.25
+    output_units: Literal["weight", "normalized"] = "weight"
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        _integer(p, "periphery", "dac_bits", self.dac_bits, lo=2, hi=24, optional=True)
+        _integer(p, "periphery", "adc_bits", self.adc_bits, lo=2, hi=24, optional=True)
+        _choice(p, "periphery", "input_range", self.input_range, ("static", "dynamic"))
+        _number(p, "periphery", "input_bound", self.input_bound, lo=0, strict=True, optional=True)
+        _number(p, "periphery", "out_bound", self.out_bound, lo=0, strict=True, optional=True)
+        _number(p, "periphery", "out_noise", self.out_noise, lo=0, strict=False)
+        _choice(p, "periphery", "bound_management", self.bound_management, ("none", "iterative"))
+        _integer(p, "periphery", "max_bm_factor", self.max_bm_factor, lo=1)
+        _number(p, "periphery", "max_bm_res", self.max_bm_res, lo=0, strict=True)
+        _choice(p, "periphery", "output_units", self.output_units, ("weight", "normalized"))
+        if self.adc_bits is not None and self.out_bound is None:
+            p.append("periphery.adc_bits is set but out_bound is null: an ADC needs an output range (e.g. 12)")
+        if self.bound_management == "iterative" and self.out_bound is None:
+            p.append("periphery.bound_management='iterative' needs out_bound (it reacts to clipped outputs)")
+        _raise("periphery config", p)
+
+    @property
+    def is_ideal(self) -> bool:
+        """True when every part is off, so the layer computes one exact MVM."""
+        return (self.dac_bits is None and self.adc_bits is None and self.out_bound is None
+                and self.out_noise == 0 and self.input_range == "static")
+
+    @property
+    def needs_matrix_path(self) -> bool:
+        """True when the output side (noise, ADC, bounds) or dynamic ranges need per-tile partial outputs."""
+        return not (self.adc_bits is None and self.out_bound is None and self.out_noise == 0
+                    and self.input_range == "static")
+
+
+@dataclass(frozen=True)
+class CompensationConfig:
+    """Global drift compensation (GDC, reference B.7).
+
+    Attributes:
+        gdc: apply GDC after ``at_time`` (``evaluate`` sets it per grid cell).
+        readout: ``"identity_abs_mean"`` — one-hot inputs through the non-ideal forward, mean |output|
+            (aihwkit ≥ 0.7; biased upwards by output noise, so it under-compensates under noise);
+            ``"correlation"`` — fixed random ±1 inputs, gain = ⟨y₀,y₀′⟩ / ⟨y₀,y_t⟩ from independent reads, which
+            stays unbiased under zero-mean output noise (aimc's own presets).
+        granularity: ``"tile"`` (one factor per tile, aihwkit) or ``"layer"`` (Joshi et al. 2020).
+        n_readout: number of random input vectors of the ``"correlation"`` read-out.
+    """
+
+    gdc: bool = True
+    readout: Literal["identity_abs_mean", "correlation"] = "correlation"
+    granularity: Literal["tile", "layer"] = "tile"
+    n_readout: int = 64
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        if not isinstance(self.gdc, bool):
+            p.append(f"compensation.gdc={self.gdc!r} must be true or false")
+        _choice(p, "compensation", "readout", self.readout, ("identity_abs_mean", "correlation"))
+        _choice(p, "compensation", "granularity", self.granularity, ("tile", "layer"))
+        _integer(p, "compensation", "n_readout", self.n_readout, lo=2)
+        _raise("compensation config", p)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hardware-aware training (Joshi et al. 2020, reference A.2).
+
+    Attributes:
+        noise: ``"additive"`` — Gaussian noise with std = eta × current max|W| of the layer added to the weights
+            in every training forward pass (gradients through the noisy weights, update to the clean ones);
+            ``"none"``.
+        eta: relative noise std (dimensionless). Default 0.038 = 0.94 µS / 25 µS, the PCM programming error.
+        clip: ``"gaussian"`` — ``aimc.clip`` clips each layer at ±alpha·std(W); ``"none"``.
+        clip_alpha: clipping in units of the layer's weight std. Default 2.0 (Joshi et al. 2020).
+    """
+
+    noise: Literal["none", "additive"] = "additive"
+    eta: float = 0.038
+    clip: Literal["none", "gaussian"] = "gaussian"
+    clip_alpha: float = 2.0
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        _choice(p, "training", "noise", self.noise, ("none", "additive"))
+        _number(p, "training", "eta", self.eta, lo=0, strict=False)
+        _choice(p, "training", "clip", self.clip, ("none", "gaussian"))
+        _number(p, "training", "clip_alpha", self.clip_alpha, lo=0, strict=True)
+        _raise("training config", p)
+
+
+_DEVICES = {"pcm": PCM, "ideal": Ideal}
+_PARTS = {"mapping": MappingConfig, "periphery": PeripheryConfig, "compensation": CompensationConfig,
+          "training": TrainingConfig}
+
+
+@dataclass(frozen=True)
+class AnalogConfig:
+    """Everything that decides how a model runs on simulated analog hardware.
+
+    Attributes:
+        device: the device model (``aimc.devices.PCM`` or ``aimc.devices.Ideal``).
+        mapping: tiles and weight → conductance scaling (:class:`MappingConfig`).
+        periphery: DAC / ADC / output noise (:class:`PeripheryConfig`).
+        compensation: global drift compensation (:class:`CompensationConfig`).
+        training: hardware-aware training noise and clipping (:class:`TrainingConfig`).
+        name: free-form label (presets set it to their function name).
+    """
+
+    device: PCM | Ideal = field(default_factory=PCM)
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    periphery: PeripheryConfig = field(default_factory=PeripheryConfig)
+    compensation: CompensationConfig = field(default_factory=CompensationConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        p = []
+        if not isinstance(self.device, (PCM, Ideal)):
+            p.append(f"device={self.device!r} must be aimc.devices.PCM or aimc.devices.Ideal")
+        for key, cls in _PARTS.items():
+            if not isinstance(getattr(self, key), cls):
+                p.append(f"{key}={getattr(self, key)!r} must be a {cls.__name__}")
+        _raise("AnalogConfig", p)
+
+    # ---- serialisation --------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON/YAML-ready) with a ``version`` key; ``from_dict(to_dict())`` gives an equal config."""
+        dev = {f.name: _plain(getattr(self.device, f.name)) for f in dataclasses.fields(self.device) if f.init}
+        out: dict[str, Any] = {"version": CONFIG_VERSION, "name": self.name,
+                               "device": {"kind": self.device.kind, **dev}}
+        for key in _PARTS:
+            part = getattr(self, key)
+            out[key] = {f.name: _plain(getattr(part, f.name)) for f in dataclasses.fields(part)}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnalogConfig:
+        """Build from :meth:`to_dict` output. Unknown keys are errors (listed all at once), never ignored."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"an AnalogConfig must be a mapping, got {type(data).__name__}")
+        data = dict(data)
+        version = data.pop("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ConfigError(f"config version {version!r} is not supported (this aimc reads version "
+                              f"{CONFIG_VERSION}); re-save the config with this aimc version.")
+        problems: list[str] = []
+        unknown = set(data) - {"device", "name", *_PARTS}
+        if unknown:
+            problems.append(f"unknown key(s) {sorted(unknown)} (allowed: device, name, {', '.join(_PARTS)})")
+        kwargs: dict[str, Any] = {}
+        dev = dict(data.get("device", {"kind": "pcm"}))
+        kind = dev.pop("kind", "pcm")
+        if kind not in _DEVICES:
+            problems.append(f"device.kind={kind!r} is not one of {sorted(_DEVICES)}")
+        else:
+            kwargs["device"] = _build(_DEVICES[kind], dev, f"device ({kind})", problems)
+        for key, part_cls in _PARTS.items():
+            if key in data:
+                kwargs[key] = _build(part_cls, data[key], key, problems)
+        if "name" in data:
+            kwargs["name"] = str(data["name"])
+        if problems:
+            raise ConfigError("invalid AnalogConfig: " + "; ".join(problems) + ".")
+        return cls(**kwargs)
+
+    def to_yaml(self) -> str:
+        """YAML text of :meth:`to_dict`."""
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> AnalogConfig:
+        """Inverse of :meth:`to_yaml`."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config YAML does not parse: {e}") from None
+        return cls.from_dict(data)
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _build(cls: type, values: Any, where: str, problems: list[str]) -> Any:
+    if not isinstance(values, dict):
+        problems.append(f"{where} must be a mapping, got {values!r}")
+        return None
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(values) - names
+    if unknown:
+        problems.append(f"unknown key(s) {sorted(unknown)} in {where} (allowed: {sorted(names)})")
+        return None
+    vals = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**vals)
+    except ConfigError as e:
+        problems.append(str(e).rstrip("."))
+        return None

@@ -1,0 +1,187 @@
+"""Statistical PCM device model for inference (programming noise, drift, 1/f read noise).
+
+The equations are those of Nandakumar et al., ICECS 2019 (doi:10.1109/ICECS46596.2019.8964852), calibrated on
+the one-million-device PCM array of Joshi et al., Nat. Commun. 11, 2473 (2020), as implemented in IBM aihwkit
+(``PCMLikeNoiseModel``). Reference sheet section B (``shared/reference/pcm-model-and-paper-facts.md``) lists them;
+we keep the equations and drop the quirks of its section B.10:
+
+* the programming-noise reference conductance is an ordinary field (always used, never silently ignored);
+* drift starts from the programmed conductances at their programming-time scale (no re-normalisation of the
+  noisy programmed weights by their own max|W| at every drift call).
+
+Units: conductances in µS, times in seconds since programming. Every function is pure: randomness comes in as a
+``torch.Generator``; nothing reads the global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from aimc.errors import ConfigError, NonFiniteError, ShapeError
+
+__all__ = ["PCM", "DeviceState"]
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """Per-device state sampled once at programming time.
+
+    All tensors have the same shape (any shape, typically ``(2, out, rows)`` for a differential pair).
+
+    Attributes:
+        g_target: target conductance in µS.
+        g_prog: programmed conductance in µS (target + programming noise, clamped ≥ 0).
+        nu: drift exponent of each device (dimensionless, ≥ 0).
+    """
+
+    g_target: torch.Tensor
+    g_prog: torch.Tensor
+    nu: torch.Tensor
+
+
+def _check_finite(name: str, x: torch.Tensor) -> None:
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise NonFiniteError(
+            f"{name} holds {bad} NaN/Inf value(s); conductances must be finite. "
+            "Check the weights you are programming (a diverged training run is the usual cause)."
+        )
+
+
+def _check_time(t_seconds: float) -> float:
+    try:
+        t = float(t_seconds)
+    except (TypeError, ValueError):
+        raise ConfigError(f"t_seconds={t_seconds!r} is not a number; give seconds since programming, e.g. 3600.0.")
+    if not math.isfinite(t) or t < 0:
+        raise ConfigError(
+            f"t_seconds={t_seconds!r} is invalid: time since programming must be finite and ≥ 0 seconds "
+            "(e.g. 25.0 for the first read-out, 86400.0 for one day)."
+        )
+    return t
+
+
+@dataclass(frozen=True)
+class PCM:
+    """Statistical model of a phase-change memory device (reference sheet B.2–B.4).
+
+    Attributes:
+        g_max: largest target conductance, µS. Weights are mapped so that max|W| ↦ ``g_max``. Default 25 µS
+            (Joshi et al. 2020).
+        t0: time of the first read after programming, s; drift is measured relative to it (t = t_inf + t0).
+            Default 20 s.
+        t_read: duration of one read, s; sets the low-frequency cut-off of the 1/f noise. Default 250 ns.
+        prog_coeffs: (c0, c1, c2) of σ_prog(g_T) = c0 + c1·(g_T/g_max) + c2·(g_T/g_max)², in µS at the reference
+            g_max. Default (0.26348, 1.9650, −1.1731), fitted on hardware (aihwkit ``PCMLikeNoiseModel``).
+        prog_g_max_reference: g_max at which ``prog_coeffs`` were fitted, µS; σ_prog scales with
+            g_max / prog_g_max_reference. Default 25 µS.
+        prog_noise_scale: multiplies σ_prog (1 = calibrated model, 0 = perfect programming).
+        read_noise_scale: multiplies the 1/f read-noise σ.
+        drift_scale: multiplies every drift exponent ν.
+        drift_mean: (a, b, lo, hi) of μ_ν = clip(a·ln g_r + b, lo, hi) with g_r = g_T/g_max.
+        drift_std: (a, b, lo, hi) of σ_ν = clip(a·ln g_r + b, lo, hi).
+        read_q: (q0, exponent, floor, cap) of Q_s = min(q0 / max(g_r_prog^exponent, floor), cap).
+    """
+
+    g_max: float = 25.0
+    t0: float = 20.0
+    t_read: float = 250e-9
+    prog_coeffs: tuple[float, float, float] = (0.26348, 1.9650, -1.1731)
+    prog_g_max_reference: float = 25.0
+    prog_noise_scale: float = 1.0
+    read_noise_scale: float = 1.0
+    drift_scale: float = 1.0
+    drift_mean: tuple[float, float, float, float] = (-0.0155, 0.0244, 0.049, 0.1)
+    drift_std: tuple[float, float, float, float] = (-0.0125, -0.0059, 0.008, 0.045)
+    read_q: tuple[float, float, float, float] = (0.0088, 0.65, 1e-3, 0.2)
+    kind: str = field(default="pcm", init=False)
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("g_max", "t0", "t_read", "prog_g_max_reference"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                problems.append(f"{name}={v!r} must be a finite number > 0")
+        for name in ("prog_noise_scale", "read_noise_scale", "drift_scale"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                problems.append(f"{name}={v!r} must be a finite number ≥ 0 (1.0 = calibrated model, 0 = off)")
+        for name, n in (("prog_coeffs", 3), ("drift_mean", 4), ("drift_std", 4), ("read_q", 4)):
+            v = getattr(self, name)
+            if len(tuple(v)) != n or not all(isinstance(c, (int, float)) and math.isfinite(c) for c in v):
+                problems.append(f"{name}={v!r} must be {n} finite numbers")
+            else:
+                object.__setattr__(self, name, tuple(float(c) for c in v))
+        for name in ("drift_mean", "drift_std"):
+            v = getattr(self, name)
+            if len(v) == 4 and v[2] > v[3]:
+                problems.append(f"{name} clip range lo={v[2]} > hi={v[3]}")
+        if problems:
+            raise ConfigError("invalid PCM device parameters: " + "; ".join(problems) + ". Units: µS and seconds.")
+
+    # ---- closed-form statistics (used by program/read and by the tests) -------------------------------------
+    def prog_std(self, g_target: torch.Tensor) -> torch.Tensor:
+        """σ of the programming noise in µS at target conductance ``g_target`` (µS), before ``prog_noise_scale``."""
+        c0, c1, c2 = self.prog_coeffs
+        r = g_target / self.g_max
+        return (c0 + c1 * r + c2 * r * r) * (self.g_max / self.prog_g_max_reference)
+
+    def drift_stats(self, g_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ_ν, σ_ν) of the drift exponent before folding and ``drift_scale``, from the target conductance."""
+        lg = torch.log(torch.clamp(g_target.abs() / self.g_max, min=1e-7))
+        a, b, lo, hi = self.drift_mean
+        mu = torch.clamp(a * lg + b, lo, hi)
+        a, b, lo, hi = self.drift_std
+        sig = torch.clamp(a * lg + b, lo, hi)
+        return mu, sig
+
+    def read_q_s(self, g_prog: torch.Tensor) -> torch.Tensor:
+        """Q_s, the relative 1/f read-noise coefficient, from the programmed conductance (µS)."""
+        q0, ex, floor, cap = self.read_q
+        return torch.clamp(q0 / torch.clamp((g_prog.abs() / self.g_max) ** ex, min=floor), max=cap)
+
+    def drift_factor(self, nu: torch.Tensor, t_seconds: float) -> torch.Tensor:
+        """(t/t0)^(−ν) with t = t_seconds + t0 (1 at t_seconds = 0)."""
+        t = _check_time(t_seconds) + self.t0
+        return torch.exp(-nu * math.log(t / self.t0))
+
+    def read_time_factor(self, t_seconds: float) -> float:
+        """sqrt(ln((t + t_read)/(2·t_read))) with t = t_seconds + t0: 1/f noise accumulated since programming."""
+        t = _check_time(t_seconds) + self.t0
+        return math.sqrt(math.log((t + self.t_read) / (2.0 * self.t_read)))
+
+    # ---- sampling -------------------------------------------------------------------------------------------
+    def program(self, g_target: torch.Tensor, *, generator: torch.Generator) -> DeviceState:
+        """Program devices to ``g_target`` (µS, any shape, values in [0, g_max]).
+
+        Samples programming noise and one drift exponent per device, once.
+
+        Returns:
+            A :class:`DeviceState` with tensors of ``g_target``'s shape.
+        """
+        _check_finite("g_target", g_target)
+        if g_target.numel() and (g_target.min() < 0 or g_target.max() > self.g_max * (1 + 1e-6)):
+            raise ShapeError(
+                f"g_target must lie in [0, g_max={self.g_max}] µS, found [{float(g_target.min()):.4g}, "
+                f"{float(g_target.max()):.4g}]; map weights with aimc.mapping first."
+            )
+        n1 = torch.randn(g_target.shape, generator=generator, device=g_target.device, dtype=g_target.dtype)
+        n2 = torch.randn(g_target.shape, generator=generator, device=g_target.device, dtype=g_target.dtype)
+        g_prog = torch.clamp(g_target + self.prog_noise_scale * self.prog_std(g_target) * n1, min=0.0)
+        mu, sig = self.drift_stats(g_target)
+        nu = (mu + sig * n2).abs() * self.drift_scale
+        return DeviceState(g_target=g_target, g_prog=g_prog, nu=nu)
+
+    def read(self, state: DeviceState, t_seconds: float, *, generator: torch.Generator) -> torch.Tensor:
+        """Conductance (µS) ``t_seconds`` after programming: drift with the stored ν plus fresh 1/f read noise.
+
+        Two calls share programming noise and ν but draw independent read noise (the ensemble semantics of
+        reference B.5).
+        """
+        g_drift = state.g_prog * self.drift_factor(state.nu, t_seconds)
+        sigma = g_drift.abs() * self.read_q_s(state.g_prog) * self.read_time_factor(t_seconds) * self.read_noise_scale
+        n = torch.randn(g_drift.shape, generator=generator, device=g_drift.device, dtype=g_drift.dtype)
+        return torch.clamp(g_drift + sigma * n, min=0.0)

@@ -1,0 +1,143 @@
+"""The verbs of analog inference: ``program``, ``at_time``, ``calibrate_input_ranges``.
+
+Randomness is always an argument: ``program(model, seed=s)`` samples programming noise and drift exponents of
+every device once; ``at_time(model, t, seed=s)`` draws fresh read noise (seeded by ``s``, ``t`` and the layer name),
+so calls at different times share programming noise and ν but not read noise (ensemble semantics, as aihwkit).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from aimc.errors import ConfigError, DataError, StateError
+from aimc.nn.convert import analog_layers
+
+__all__ = ["program", "at_time", "calibrate_input_ranges", "check_seed", "check_time", "device_state_bytes"]
+
+
+def check_seed(seed: object) -> int:
+    """Validate a seed: an integer ≥ 0."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed={seed!r} must be an integer ≥ 0 (it names one programmed chip).")
+    return seed
+
+
+def check_time(t: object) -> float:
+    """Validate a time since programming in seconds: finite and ≥ 0."""
+    try:
+        v = float(t)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"time {t!r} is not a number of seconds since programming.") from None
+    if not math.isfinite(v) or v < 0:
+        raise ConfigError(f"time {t!r} s is invalid: times since programming must be finite and ≥ 0 "
+                          "(e.g. 25, 3600, 86400, 3.15e7).")
+    return v
+
+
+def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    layers = list(analog_layers(model))
+    if not layers:
+        raise StateError("the model has no analog layers; convert it first: analog = aimc.convert(model, config).")
+    return layers
+
+
+def program(model: nn.Module, *, seed: int) -> None:
+    """Program every analog layer: map weights to conductances and sample programming noise and drift exponents.
+
+    In place. Call again (with any seed) to re-program from the current master weights.
+    """
+    check_seed(seed)
+    with torch.no_grad():
+        for name, layer in _layers(model):
+            for sfx, (mat, w) in layer.analog_matrices().items():
+                mat.program(w.reshape(w.shape[0], -1), seed=seed, name=name + sfx)
+
+
+def at_time(model: nn.Module, t_seconds: float, *, seed: int, gdc: bool | None = None) -> None:
+    """Set every analog layer to ``t_seconds`` after programming: drift with the stored exponents, fresh read noise,
+    effective weights cached for all following forward passes, GDC factors updated.
+
+    Args:
+        model: a converted and programmed model.
+        t_seconds: time since programming, s (≥ 0).
+        seed: seed of the read noise (use the programming seed to name one chip).
+        gdc: apply global drift compensation; ``None`` = ``config.compensation.gdc``.
+    """
+    t = check_time(t_seconds)
+    check_seed(seed)
+    with torch.no_grad():
+        for name, layer in _layers(model):
+            for sfx, (mat, _) in layer.analog_matrices().items():
+                use = mat.config.compensation.gdc if gdc is None else bool(gdc)
+                mat.at_time(t, seed=seed, name=name + sfx, gdc=use)
+
+
+def calibrate_input_ranges(model: nn.Module, data: Iterable, *, n_batches: int = 10, quantile: float = 0.9999) -> None:
+    """Set each layer's static DAC input range from data: the ``quantile`` of |input| over ``n_batches`` batches.
+
+    Runs the model digitally (master weights) in eval mode; in place.
+    """
+    if not 0 < quantile <= 1:
+        raise ConfigError(f"quantile={quantile!r} must be in (0, 1].")
+    layers = _layers(model)
+    samples: dict[str, list[torch.Tensor]] = {n: [] for n, _ in layers}
+    hooks = []
+    for name, layer in layers:
+        def hook(mod, inp, _out, name=name):  # noqa: ANN001
+            x = inp[0].detach().abs().flatten()
+            if x.numel() > 200_000:
+                x = x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:200_000]]
+            samples[name].append(x.float().cpu())
+        hooks.append(layer.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(data):
+                if i >= n_batches:
+                    break
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                _digital_forward(model, layers, x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    if not any(samples.values()):
+        raise DataError("calibrate_input_ranges got no batches; pass an iterable of (inputs, labels) batches.")
+    for name, layer in layers:
+        if samples[name]:
+            r = torch.quantile(torch.cat(samples[name]), quantile).clamp_min(1e-8)
+            for mat, _ in layer.analog_matrices().values():
+                mat.input_range.fill_(float(r))
+
+
+def _digital_forward(model: nn.Module, layers: list, x: torch.Tensor) -> None:
+    """Forward with analog layers temporarily in their digital (unprogrammed) mode."""
+    saved = []
+    for _, layer in layers:
+        for mat, _ in layer.analog_matrices().values():
+            saved.append((mat, mat.g_prog))
+            mat.g_prog = torch.empty(0, device=mat.g_prog.device)
+    try:
+        model(x)
+    finally:
+        for mat, g in saved:
+            mat.g_prog = g
+
+
+def device_state_bytes(model: nn.Module) -> dict[str, float]:
+    """Bytes of device state per weight (persistent buffers) and of cached weights, over all analog layers."""
+    n_w = state = cache = 0
+    for _, layer in _layers(model):
+        for mat, w in layer.analog_matrices().values():
+            n_w += w.numel()
+            state += sum(b.numel() * b.element_size() for k, b in mat.named_buffers()
+                         if k in ("g_target", "g_prog", "nu"))
+            cache += sum(b.numel() * b.element_size() for k, b in mat.named_buffers()
+                         if k in ("w_eff", "w_analog"))
+    return {"weights": n_w, "state_bytes_per_weight": state / max(n_w, 1),
+            "cache_bytes_per_weight": cache / max(n_w, 1)}

@@ -1,0 +1,146 @@
+"""``save`` / ``load``: safetensors files (no pickle) with the analog config as JSON metadata.
+
+The file holds the model's full ``state_dict`` (master weights, BN statistics, programmed device state, GDC
+baselines, the last ``at_time`` call) and metadata: the config, the list of analog layers and, if known, how to
+rebuild the architecture (a zoo name or ``package.module:function``). Writing is atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aimc.config import AnalogConfig
+from aimc.errors import ConfigError, FileFormatError, StateError
+from aimc.nn.convert import LAYER_MAP, analog_layers, convert
+
+__all__ = ["save", "load", "read_metadata", "FORMAT"]
+
+FORMAT = "aimc-model/1"
+log = logging.getLogger("aimc")
+_DEVICE_KEYS = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_ref", "gdc_alpha", "t_seconds", "read_seed",
+                "gdc_on")
+
+
+def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None) -> None:
+    """Save a converted model to ``path`` (safetensors).
+
+    Args:
+        model: a model returned by :func:`aimc.convert` (programmed or not).
+        path: destination file; written atomically.
+        arch: how :func:`load` can rebuild the architecture: a zoo name (``"resnet32_cifar"``) or
+            ``"package.module:function"``; defaults to ``model.aimc_arch`` if set.
+    """
+    from safetensors.torch import save_file
+
+    cfg = getattr(model, "aimc_config", None)
+    if cfg is None or not list(analog_layers(model)):
+        raise StateError("aimc.save expects a converted model (aimc.convert(model, config)); "
+                         "for a plain torch model use safetensors.torch.save_file(model.state_dict(), path).")
+    arch = arch if arch is not None else getattr(model, "aimc_arch", None)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()),
+            "analog_layers": json.dumps([n for n, _ in analog_layers(model)]),
+            "arch": arch or "", "torch": torch.__version__}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of an aimc model file; clear errors for missing, truncated or foreign files."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"model file {str(path)!r} does not exist; check the path.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise FileFormatError(f"{str(path)!r} is not a readable safetensors file ({e}); it may be truncated or "
+                              "corrupt: re-create it with aimc.save.") from None
+    if meta.get("format") != FORMAT:
+        raise FileFormatError(f"{str(path)!r} is a safetensors file but not an aimc model (format "
+                              f"{meta.get('format')!r}, expected {FORMAT!r}); for a plain torch state_dict use "
+                              "safetensors.torch.load_file and aimc.convert.")
+    return meta
+
+
+def _build_arch(arch: str) -> nn.Module:
+    if ":" in arch:
+        mod, _, fn = arch.partition(":")
+        try:
+            return getattr(importlib.import_module(mod), fn)()
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"cannot build architecture {arch!r}: {e}") from None
+    from aimc import models
+
+    return models.get_model(arch)
+
+
+def load(path: str | os.PathLike, *, model: nn.Module | None = None, config: AnalogConfig | None = None) -> nn.Module:
+    """Load a model saved with :func:`save`.
+
+    Args:
+        path: the ``.safetensors`` file.
+        model: the architecture to load into (a plain torch model, converted here); default: rebuilt from the
+            file's ``arch``.
+        config: load into a different config. Explicit choice: master weights and BN statistics are loaded,
+            programmed device state is not (it belongs to the stored config) and the model must be programmed
+            again. ``None`` = the stored config, device state restored exactly.
+
+    Returns:
+        The converted model, with cached weights recomputed for the stored ``at_time`` call, if any.
+    """
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    try:
+        stored = AnalogConfig.from_dict(json.loads(meta["config"]))
+        analog_names = set(json.loads(meta["analog_layers"]))
+    except (KeyError, json.JSONDecodeError) as e:
+        raise FileFormatError(f"{str(path)!r}: damaged aimc metadata ({e}).") from None
+    cfg = stored if config is None else config
+    if model is None:
+        if not meta.get("arch"):
+            raise FileFormatError(f"{str(path)!r} does not say how to rebuild its architecture; pass "
+                                  "model=<an instance of the original torch model> to aimc.load.")
+        model = _build_arch(meta["arch"])
+        model.aimc_arch = meta["arch"]
+    if not list(analog_layers(model)):
+        convertible = [n for n, m in model.named_modules() if type(m) in LAYER_MAP]
+        model = convert(model, cfg, exclude=[n for n in convertible if n not in analog_names])
+    try:
+        state = load_file(str(path))
+    except Exception as e:
+        raise FileFormatError(f"{str(path)!r}: tensors cannot be read ({e}); the file may be truncated.") from None
+    if config is not None and config != stored:
+        state = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] not in _DEVICE_KEYS}
+        log.warning("aimc.load: %s was saved with config %r; loading into the config you passed, without the "
+                    "programmed device state. Call aimc.program(model, seed=...) again.", path, stored.name)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if config is not None and config != stored:
+        missing = [k for k in missing if k.rsplit(".", 1)[-1] not in _DEVICE_KEYS]
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise FileFormatError(f"{str(path)!r} does not match the architecture: missing keys {missing[:8]}, "
+                              f"unexpected keys {unexpected[:8]}.")
+    for name, layer in analog_layers(model):
+        for sfx, (mat, _) in layer.analog_matrices().items():
+            mat.restore_time(name + sfx)
+    return model

@@ -1,0 +1,171 @@
+"""Weights ↔ conductances: tile layout, per-tile scales, differential pairs, device counts.
+
+A layer's weight is viewed as a matrix ``W`` of shape ``(out, rows)``: ``rows = in_features`` for a Linear,
+``rows = in_channels/groups · prod(kernel)`` for a convolution. Crossbar tiles hold ``tile_rows`` input lines and
+``tile_cols`` output lines. Rows of a convolution are split on channel boundaries (a kernel never straddles two
+tiles), columns on group boundaries (each group of a grouped convolution has its own tiles).
+
+Differential pair (reference B.1): g+ = clamp(W·g_max/w_max, 0, g_max), g− = clamp(−W·g_max/w_max, 0, g_max),
+where ``w_max`` is the largest |W| of the tile (or column, or layer). Back: W = (g+ − g−)·w_max/g_max.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+from aimc.errors import ConfigError
+
+__all__ = ["TileLayout", "make_layout", "weight_scale", "weights_to_conductances", "conductances_to_weights"]
+
+
+def _even_splits(n_units: int, n_parts: int) -> list[int]:
+    base, extra = divmod(n_units, n_parts)
+    return [base + (1 if i < extra else 0) for i in range(n_parts)]
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """How one weight matrix ``(out, rows)`` is cut into crossbar tiles.
+
+    Attributes:
+        out_features: number of output columns (all groups).
+        rows: input lines of one group (``in_channels/groups · prod(kernel)``).
+        groups: convolution groups (1 for Linear).
+        row_splits: sizes of the row chunks (same for every group); one chunk = one tile row band.
+        col_splits: sizes of the column chunks over all ``out_features`` (group-aligned).
+    """
+
+    out_features: int
+    rows: int
+    groups: int
+    row_splits: tuple[int, ...]
+    col_splits: tuple[int, ...]
+
+    @property
+    def n_row_tiles(self) -> int:
+        return len(self.row_splits)
+
+    @property
+    def n_col_tiles(self) -> int:
+        return len(self.col_splits)
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of crossbar tiles used by this matrix."""
+        return self.n_row_tiles * self.n_col_tiles
+
+    @property
+    def n_weights(self) -> int:
+        return self.out_features * self.rows
+
+    @property
+    def n_devices(self) -> int:
+        """Two PCM devices (a differential pair) per weight."""
+        return 2 * self.n_weights
+
+    @cached_property
+    def row_bounds(self) -> list[tuple[int, int]]:
+        """[start, stop) of each row chunk."""
+        out, a = [], 0
+        for s in self.row_splits:
+            out.append((a, a + s))
+            a += s
+        return out
+
+    @cached_property
+    def col_bounds(self) -> list[tuple[int, int]]:
+        """[start, stop) of each column chunk."""
+        out, a = [], 0
+        for s in self.col_splits:
+            out.append((a, a + s))
+            a += s
+        return out
+
+    def row_tile_index(self, device: torch.device | None = None) -> torch.Tensor:
+        """Row-chunk index of each row, shape ``(rows,)`` int64."""
+        return torch.repeat_interleave(torch.arange(self.n_row_tiles, device=device),
+                                       torch.tensor(self.row_splits, device=device))
+
+    def col_tile_index(self, device: torch.device | None = None) -> torch.Tensor:
+        """Column-chunk index of each output, shape ``(out_features,)`` int64."""
+        return torch.repeat_interleave(torch.arange(self.n_col_tiles, device=device),
+                                       torch.tensor(self.col_splits, device=device))
+
+
+def make_layout(out_features: int, rows: int, *, groups: int = 1, row_unit: int = 1, tile_rows: int = 512,
+                tile_cols: int = 512) -> TileLayout:
+    """Split a ``(out_features, rows)`` matrix into tiles of at most ``tile_rows × tile_cols``.
+
+    Args:
+        out_features: output columns over all groups (divisible by ``groups``).
+        rows: input lines per group; a multiple of ``row_unit``.
+        groups: convolution groups.
+        row_unit: rows that must stay together (``prod(kernel)`` for a convolution: split on channels).
+        tile_rows, tile_cols: tile size.
+    """
+    if row_unit > tile_rows:
+        raise ConfigError(
+            f"a kernel of {row_unit} rows does not fit a tile of {tile_rows} rows; "
+            f"increase mapping.tile_rows to at least {row_unit}."
+        )
+    if rows % row_unit or out_features % groups:
+        raise ConfigError(f"inconsistent layer shape: rows={rows} not a multiple of {row_unit} "
+                          f"or out_features={out_features} not divisible by groups={groups}")
+    units = rows // row_unit
+    n = max(1, math.ceil(rows / tile_rows))
+    while max(_even_splits(units, n)) * row_unit > tile_rows:
+        n += 1
+    row_splits = tuple(u * row_unit for u in _even_splits(units, n))
+    out_pg = out_features // groups
+    per_group = _even_splits(out_pg, max(1, math.ceil(out_pg / tile_cols)))
+    return TileLayout(out_features, rows, groups, row_splits, tuple(per_group * groups))
+
+
+def weight_scale(weight: torch.Tensor, layout: TileLayout, granularity: str) -> torch.Tensor:
+    """Largest |W| that is mapped to g_max, per output column and row chunk.
+
+    Args:
+        weight: ``(out, rows)``.
+        layout: its tile layout.
+        granularity: ``"tile"``, ``"column"`` or ``"layer"``.
+
+    Returns:
+        ``w_max`` of shape ``(out, n_row_tiles)``, every entry > 0 (a zero tile gets a tiny positive scale).
+    """
+    a = weight.detach().abs()
+    colmax = torch.stack([a[:, s:e].amax(dim=1) for s, e in layout.row_bounds], dim=1)  # (out, n_row_tiles)
+    if granularity == "column":
+        w_max = colmax
+    elif granularity == "layer":
+        w_max = colmax.amax().expand_as(colmax).clone()
+    elif granularity == "tile":
+        idx = layout.col_tile_index(weight.device)
+        per_tile = torch.zeros(layout.n_col_tiles, layout.n_row_tiles, dtype=a.dtype, device=a.device)
+        per_tile = per_tile.scatter_reduce(0, idx[:, None].expand_as(colmax), colmax, reduce="amax")
+        w_max = per_tile[idx]
+    else:
+        raise ConfigError(f"mapping.scale={granularity!r} is not one of ['tile', 'column', 'layer']")
+    return torch.clamp(w_max, min=1e-12)
+
+
+def expand_rows(per_tile: torch.Tensor, layout: TileLayout) -> torch.Tensor:
+    """Expand an ``(out, n_row_tiles)`` tensor to ``(out, rows)``."""
+    if layout.n_row_tiles == 1:
+        return per_tile.expand(-1, layout.rows)
+    return per_tile.index_select(1, layout.row_tile_index(per_tile.device))
+
+
+def weights_to_conductances(weight: torch.Tensor, w_max: torch.Tensor, layout: TileLayout,
+                            g_max: float) -> torch.Tensor:
+    """Target conductances (µS) of the differential pairs, shape ``(2, out, rows)``: [g+, g−]."""
+    scaled = weight.detach() * (g_max / expand_rows(w_max, layout))
+    return torch.stack([torch.clamp(scaled, 0.0, g_max), torch.clamp(-scaled, 0.0, g_max)])
+
+
+def conductances_to_weights(g: torch.Tensor, w_max: torch.Tensor, layout: TileLayout, g_max: float) -> torch.Tensor:
+    """Weights ``(out, rows)`` from conductances ``(2, out, rows)`` (µS): (g+ − g−)·w_max/g_max."""
+    return (g[0] - g[1]) * (expand_rows(w_max, layout) / g_max)

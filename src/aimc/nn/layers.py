@@ -1,0 +1,181 @@
+"""Analog layers: each subclasses the torch layer it replaces, keeps its master weights and state-dict keys,
+and adds an ``AnalogMatrix`` (``.analog``) holding the crossbar state.
+
+Modes of the forward pass:
+* ``train()``: master weights + hardware-aware training noise (torch ops, differentiable).
+* ``eval()`` before ``aimc.program``: the digital master weights (what HWA validation measures).
+* ``eval()`` after ``aimc.program`` and ``aimc.at_time``: the drifted analog weights through the periphery.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aimc.config import AnalogConfig
+from aimc.errors import NonFiniteError, ShapeError, StateError
+from aimc.nn.tile import AnalogMatrix
+from aimc.periphery import quantize_input
+
+__all__ = ["AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogLayer"]
+
+
+def _check_input(x: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(x).all():
+        raise NonFiniteError(f"layer {name!r}: the input holds NaN/Inf; analog hardware cannot represent it. "
+                             "Check the data and the preceding layers.")
+
+
+class AnalogLayer:
+    """Behaviour shared by the single-matrix analog layers (mixin; not a module on its own)."""
+
+    analog: AnalogMatrix
+    weight: nn.Parameter
+    aimc_name: str = ""
+
+    @property
+    def analog_config(self) -> AnalogConfig:
+        return self.analog.config
+
+    def _matrix(self) -> torch.Tensor:
+        return self.weight.reshape(self.weight.shape[0], -1)
+
+    def analog_matrices(self) -> dict[str, tuple[AnalogMatrix, torch.Tensor]]:
+        """{suffix: (matrix state, master weight as (out, rows))}."""
+        return {"": (self.analog, self._matrix())}
+
+    def _mode(self) -> str:
+        if self.training:
+            return "train"
+        if not self.analog.programmed:
+            return "digital"
+        if not self.analog.drifted:
+            raise StateError(f"layer {self.aimc_name!r} is programmed but has no time yet; call "
+                             "aimc.at_time(model, t_seconds, seed=...) before the forward pass.")
+        return "analog"
+
+    def _track_range(self, x: torch.Tensor) -> None:
+        """While training with a static DAC and no fixed range: running max|x| becomes the input range."""
+        p = self.analog.config.periphery
+        if p.dac_bits is None or p.input_range != "static" or p.input_bound is not None:
+            return
+        m = x.detach().abs().max().to(self.analog.input_range.dtype)
+        r = self.analog.input_range
+        self.analog.input_range = m if math.isnan(float(r)) else torch.maximum(r * 0.99 + 0.01 * m, 0.5 * r)
+
+    def _static_dac(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.analog.config.periphery
+        if p.dac_bits is None and p.input_bound is None:
+            return x
+        r = self.analog.static_range(self.aimc_name)
+        return quantize_input(x / r, p) * r
+
+
+class AnalogLinear(AnalogLayer, nn.Linear):
+    """``nn.Linear`` on analog crossbars. Input ``(*, in_features)``, output ``(*, out_features)``."""
+
+    @classmethod
+    def from_torch(cls, m: nn.Linear, config: AnalogConfig) -> AnalogLinear:
+        new = cls(m.in_features, m.out_features, bias=m.bias is not None, device=m.weight.device,
+                  dtype=m.weight.dtype)
+        new.load_state_dict(m.state_dict())
+        new.train(m.training)
+        new.analog = AnalogMatrix(m.out_features, m.in_features, config)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ShapeError(f"layer {self.aimc_name!r}: input has {x.shape[-1]} features in its last dimension, "
+                             f"expected in_features={self.in_features} (input shape {tuple(x.shape)}).")
+        mode = self._mode()
+        if mode == "train":
+            self._track_range(x)
+            return F.linear(x, self.analog.train_weight(self.weight), self.bias)
+        if mode == "digital":
+            return F.linear(x, self.weight, self.bias)
+        _check_input(x, self.aimc_name)
+        if not self.analog.config.periphery.needs_matrix_path:
+            return F.linear(self._static_dac(x), self.analog.effective_weight(), self.bias)
+        lead = x.shape[:-1]
+        y = self.analog.matrix_forward(x.reshape(-1, self.in_features), self.aimc_name)
+        y = y.reshape(*lead, self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+class _AnalogConvNd(AnalogLayer):
+    """Shared code of the analog convolutions (mixin before ``nn.ConvNd``)."""
+
+    @classmethod
+    def from_torch(cls, m: nn.modules.conv._ConvNd, config: AnalogConfig):  # noqa: ANN206
+        new = cls(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
+                  dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode,
+                  device=m.weight.device, dtype=m.weight.dtype)
+        new.load_state_dict(m.state_dict())
+        new.train(m.training)
+        k = math.prod(m.kernel_size)
+        new.analog = AnalogMatrix(m.out_channels, m.in_channels // m.groups * k, config, groups=m.groups,
+                                  row_unit=k)
+        return new
+
+    def _unfolded_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Matrix path: pad, unfold patches, per-tile MVMs, fold back. ``x`` is ``(B, C, *spatial)``."""
+        pad = self._reversed_padding_repeated_twice
+        if any(pad):
+            x = F.pad(x, pad, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
+        one_d = x.dim() == 3
+        if one_d:  # Conv1d: run as 2-d with height 1
+            x = x.unsqueeze(2)
+        k = tuple(self.kernel_size) if not one_d else (1, *self.kernel_size)
+        dil = tuple(self.dilation) if not one_d else (1, *self.dilation)
+        st = tuple(self.stride) if not one_d else (1, *self.stride)
+        b, _, h, w = x.shape
+        ho = (h - dil[0] * (k[0] - 1) - 1) // st[0] + 1
+        wo = (w - dil[1] * (k[1] - 1) - 1) // st[1] + 1
+        cols = F.unfold(x, k, dilation=dil, stride=st)  # (B, C·kh·kw, L)
+        y = self.analog.matrix_forward(cols.transpose(1, 2).reshape(b * ho * wo, -1), self.aimc_name)
+        y = y.reshape(b, ho * wo, self.out_channels).transpose(1, 2).reshape(b, self.out_channels, ho, wo)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y.squeeze(2) if one_d else y
+
+    def _analog_forward(self, x: torch.Tensor) -> torch.Tensor:
+        mode = self._mode()
+        if mode == "train":
+            self._track_range(x)
+            return self._conv_forward(x, self.analog.train_weight(self.weight), self.bias)
+        if mode == "digital":
+            return self._conv_forward(x, self.weight, self.bias)
+        _check_input(x, self.aimc_name)
+        if not self.analog.config.periphery.needs_matrix_path:
+            w = self.analog.effective_weight().view_as(self.weight)
+            return self._conv_forward(self._static_dac(x), w, self.bias)
+        return self._unfolded_forward(x)
+
+    def _check_shape(self, x: torch.Tensor, nd: int) -> None:
+        if x.dim() not in (nd + 1, nd + 2) or x.shape[-nd - 1] != self.in_channels:
+            raise ShapeError(
+                f"layer {self.aimc_name!r}: expected input (N, {self.in_channels}, {', '.join('L' * nd)}) "
+                f"for {type(self).__name__}, got {tuple(x.shape)}.")
+
+
+class AnalogConv1d(_AnalogConvNd, nn.Conv1d):
+    """``nn.Conv1d`` on analog crossbars. Input ``(N, C_in, L)``, output ``(N, C_out, L_out)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_shape(x, 1)
+        if x.dim() == 2:
+            return self._analog_forward(x.unsqueeze(0)).squeeze(0)
+        return self._analog_forward(x)
+
+
+class AnalogConv2d(_AnalogConvNd, nn.Conv2d):
+    """``nn.Conv2d`` on analog crossbars. Input ``(N, C_in, H, W)``, output ``(N, C_out, H_out, W_out)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_shape(x, 2)
+        if x.dim() == 3:
+            return self._analog_forward(x.unsqueeze(0)).squeeze(0)
+        return self._analog_forward(x)

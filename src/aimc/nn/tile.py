@@ -1,0 +1,264 @@
+"""``AnalogMatrix``: the crossbar state of one weight matrix (tiles, devices, drift, GDC, cached weights).
+
+An analog layer owns one ``AnalogMatrix`` per weight matrix (a Linear or convolution one, an LSTM one per gate
+matrix). The layer keeps its digital master weight as the usual ``nn.Parameter``; the matrix holds the device
+state in buffers, so ``state_dict`` round-trips it.
+
+Buffers (all persistent):
+    g_target, g_prog, nu: ``(2, out, rows)`` device state of the differential pairs, µS / µS / dimensionless.
+    w_max: ``(out, n_row_tiles)`` the |W| mapped to g_max, weight units.
+    gdc_base: ``(n_col_tiles, n_row_tiles)`` GDC read-out right after programming.
+    gdc_ref: ``(n_row_tiles, n_readout, out)`` reference outputs of the correlation read-out.
+    input_range: ``()`` static DAC input range of the layer (NaN = not calibrated).
+    t_seconds, read_seed, gdc_on: the last ``at_time`` call, so a loaded model recomputes the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from aimc import mapping
+from aimc.config import AnalogConfig
+from aimc.devices import DeviceState
+from aimc.errors import NonFiniteError, StateError
+from aimc.periphery import block_mvm
+
+__all__ = ["AnalogMatrix", "derive_seed"]
+
+_EMPTY = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_ref", "gdc_alpha")
+_READOUT_SEED = 0x5EED
+
+
+def derive_seed(*parts: int | float | str) -> int:
+    """A 63-bit seed from user seed, layer name, purpose and time, stable across processes and platforms."""
+    ints: list[int] = []
+    for p in parts:
+        if isinstance(p, str):
+            ints.append(zlib.crc32(p.encode()))
+        elif isinstance(p, float):
+            ints.append(int.from_bytes(struct.pack("<d", p), "little"))
+        else:
+            ints.append(int(p))
+    a, b = np.random.SeedSequence(ints).generate_state(2, dtype=np.uint32)
+    return (int(a) << 31) ^ int(b)
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+class AnalogMatrix(nn.Module):
+    """Device state and effective weights of one ``(out, rows)`` weight matrix laid out on crossbar tiles.
+
+    Args:
+        out_features: output columns (over all groups).
+        rows: input lines per group.
+        config: the analog configuration.
+        groups: convolution groups.
+        row_unit: rows that stay together on one tile (kernel size of a convolution).
+    """
+
+    def __init__(self, out_features: int, rows: int, config: AnalogConfig, *, groups: int = 1, row_unit: int = 1):
+        super().__init__()
+        self.config = config
+        m = config.mapping
+        self.layout = mapping.make_layout(out_features, rows, groups=groups, row_unit=row_unit,
+                                          tile_rows=m.tile_rows, tile_cols=m.tile_cols)
+        for name in _EMPTY:
+            self.register_buffer(name, torch.empty(0))
+        bound = config.periphery.input_bound
+        self.register_buffer("input_range", torch.tensor(float("nan") if bound is None else float(bound)))
+        self.register_buffer("t_seconds", torch.tensor(float("nan"), dtype=torch.float64))
+        self.register_buffer("read_seed", torch.tensor(-1, dtype=torch.int64))
+        self.register_buffer("gdc_on", torch.tensor(False))
+        self.register_buffer("w_analog", torch.empty(0), persistent=False)
+        self.register_buffer("out_scale", torch.empty(0), persistent=False)
+        self.register_buffer("w_eff", torch.empty(0), persistent=False)
+        self._forward_gen: torch.Generator | None = None
+
+    # ---- state -----------------------------------------------------------------------------------------------
+    @property
+    def programmed(self) -> bool:
+        return self.g_prog.numel() > 0
+
+    @property
+    def drifted(self) -> bool:
+        return self.programmed and not math.isnan(float(self.t_seconds))
+
+    def device_state(self) -> DeviceState:
+        return DeviceState(g_target=self.g_target, g_prog=self.g_prog, nu=self.nu)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        for name in _EMPTY:  # programmed buffers take the shape of what is loaded
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key], device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def restore_time(self, name: str) -> None:
+        """After loading a state dict: recompute the cached weights of the stored ``at_time`` call."""
+        if self.drifted and int(self.read_seed) >= 0:
+            self._drift(float(self.t_seconds), int(self.read_seed), bool(self.gdc_on))
+
+    # ---- programming -----------------------------------------------------------------------------------------
+    def program(self, weight: torch.Tensor, *, seed: int, name: str) -> None:
+        """Map ``weight`` ``(out, rows)`` to conductances and program the devices (sampled once)."""
+        w = weight.detach()
+        if not torch.isfinite(w).all():
+            raise NonFiniteError(f"layer {name!r}: the weights hold NaN/Inf, they cannot be programmed; "
+                                 "check the training run that produced them.")
+        dev = self.config.device
+        lay = self.layout
+        self.w_max = mapping.weight_scale(w, lay, self.config.mapping.scale)
+        g_t = mapping.weights_to_conductances(w, self.w_max, lay, dev.g_max)
+        st = dev.program(g_t, generator=_generator(derive_seed(seed, name, 1), w.device))
+        self.g_target, self.g_prog, self.nu = st.g_target, st.g_prog, st.nu
+        self.t_seconds.fill_(float("nan"))
+        self.read_seed.fill_(-1)
+        self._clear_cache()
+        # GDC baseline from the programmed conductances, before any drift or read noise (reference B.7)
+        w_a = self._analog_weights(self.g_prog)
+        gen = _generator(derive_seed(seed, name, 2), w.device)
+        self.gdc_base, ref = self._readout(w_a, gen, baseline=True)
+        self.gdc_ref = ref if ref is not None else torch.empty(0, device=w.device)
+
+    def _clear_cache(self) -> None:
+        self.w_analog = torch.empty(0, device=self.g_prog.device)
+        self.out_scale = torch.empty(0, device=self.g_prog.device)
+        self.w_eff = torch.empty(0, device=self.g_prog.device)
+
+    def _analog_weights(self, g: torch.Tensor) -> torch.Tensor:
+        """Analog matrix the tile computes with: weight units, or g/g_max for ``output_units='normalized'``."""
+        g_max = self.config.device.g_max
+        if self.config.periphery.output_units == "normalized":
+            return (g[0] - g[1]) / g_max
+        return mapping.conductances_to_weights(g, self.w_max, self.layout, g_max)
+
+    def _digital_scale(self) -> torch.Tensor:
+        """``(out, n_row_tiles)`` factor from analog outputs back to weight units (before GDC)."""
+        if self.config.periphery.output_units == "normalized":
+            return self.w_max
+        return torch.ones_like(self.w_max)
+
+    # ---- time ------------------------------------------------------------------------------------------------
+    def at_time(self, t_seconds: float, *, seed: int, name: str, gdc: bool) -> None:
+        """Conductances ``t_seconds`` after programming (drift + fresh read noise); cache effective weights."""
+        if not self.programmed:
+            raise StateError(f"layer {name!r} is not programmed; call aimc.program(model, seed=...) "
+                             "before aimc.at_time(...).")
+        self._drift(float(t_seconds), derive_seed(seed, name, 3, float(t_seconds)), gdc)
+
+    def _drift(self, t: float, read_seed: int, gdc: bool) -> None:
+        dev = self.config.device
+        gen = _generator(read_seed, self.g_prog.device)
+        g_t = dev.read(self.device_state(), t, generator=gen)
+        w_a = self._analog_weights(g_t)
+        self._forward_gen = _generator(read_seed ^ 0x1F2E3D, self.g_prog.device)
+        alpha = torch.ones_like(self.gdc_base)
+        if gdc:
+            current, _ = self._readout(w_a, self._forward_gen, baseline=False)
+            alpha = self.gdc_base / torch.maximum(current, 1e-3 * self.gdc_base.abs() + 1e-30)
+        self.gdc_alpha = alpha
+        scale = self._digital_scale() * alpha[self.layout.col_tile_index(alpha.device)]
+        self.t_seconds.fill_(t)
+        self.read_seed.fill_(read_seed)
+        self.gdc_on.fill_(gdc)
+        if self.config.periphery.needs_matrix_path:
+            self.w_analog, self.out_scale = w_a, scale
+            self.w_eff = torch.empty(0, device=w_a.device)
+        else:
+            self.w_eff = w_a * mapping.expand_rows(scale, self.layout)
+            self.w_analog = self.out_scale = torch.empty(0, device=w_a.device)
+
+    def _readout(self, w_a: torch.Tensor, gen: torch.Generator,
+                 baseline: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """GDC read-out per tile, ``(n_col_tiles, n_row_tiles)``; with the correlation read-out at baseline also
+        the reference outputs ``(n_row_tiles, n_readout, out)``."""
+        cfg, lay = self.config, self.layout
+        p = cfg.periphery
+        val = torch.zeros(lay.n_col_tiles, lay.n_row_tiles, dtype=w_a.dtype, device=w_a.device)
+        cnt = torch.zeros_like(val)
+        refs = []
+        corr = cfg.compensation.readout == "correlation"
+        for k, (s, e) in enumerate(lay.row_bounds):
+            if corr:
+                rg = _generator(derive_seed(_READOUT_SEED, k), w_a.device)
+                x = torch.randint(0, 2, (cfg.compensation.n_readout, e - s), generator=rg, device=w_a.device)
+                x = x.to(w_a.dtype) * 2 - 1
+            else:
+                x = torch.eye(e - s, dtype=w_a.dtype, device=w_a.device)
+            y = torch.cat([block_mvm(x, w_a[cs:ce, s:e], p, gen) for cs, ce in lay.col_bounds], dim=1)
+            if corr:
+                if baseline:
+                    y2 = torch.cat([block_mvm(x, w_a[cs:ce, s:e], p, gen) for cs, ce in lay.col_bounds], dim=1)
+                    prod, ref = y * y2, y
+                    refs.append(ref)
+                else:
+                    prod = self.gdc_ref[k] * y
+                per_col = prod.sum(dim=0)
+            else:
+                per_col = y.abs().sum(dim=0)
+            for j, (cs, ce) in enumerate(lay.col_bounds):
+                val[j, k] = per_col[cs:ce].sum()
+                cnt[j, k] = y.shape[0] * (ce - cs)
+        if cfg.compensation.granularity == "layer":
+            val = val.sum().expand_as(val).clone()
+            cnt = cnt.sum().expand_as(cnt).clone()
+        out = val / cnt
+        if not corr:
+            out = torch.clamp(out, min=1e-4 if p.output_units == "weight" else 1e-8)
+        return out, (torch.stack(refs) if refs else None)
+
+    # ---- forward ---------------------------------------------------------------------------------------------
+    def effective_weight(self) -> torch.Tensor:
+        """``(out, rows)`` weights of the ideal-output path (drifted, GDC folded in)."""
+        return self.w_eff
+
+    def matrix_forward(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """Analog MVM of ``x`` ``(N, groups·rows)`` through tiles and periphery; returns ``(N, out)``."""
+        lay, p = self.layout, self.config.periphery
+        out_pg = lay.out_features // lay.groups
+        y = x.new_zeros(x.shape[0], lay.out_features)
+        static = self.static_range(name) if p.input_range == "static" else None
+        for k, (s, e) in enumerate(lay.row_bounds):
+            scales: dict[int, torch.Tensor] = {}
+            for cs, ce in lay.col_bounds:
+                g = cs // out_pg
+                xk = x[:, g * lay.rows + s: g * lay.rows + e]
+                if static is None:
+                    if g not in scales:
+                        scales[g] = xk.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
+                    sc = scales[g]
+                else:
+                    sc = static
+                yk = block_mvm(xk / sc, self.w_analog[cs:ce, s:e], p, self._forward_gen) * sc
+                y[:, cs:ce] += yk * self.out_scale[cs:ce, k]
+        return y
+
+    def static_range(self, name: str) -> torch.Tensor | float:
+        """The layer's static input range (1.0 when no DAC needs one and none is set)."""
+        r = float(self.input_range)
+        if math.isnan(r):
+            if self.config.periphery.dac_bits is None:
+                return 1.0
+            raise StateError(
+                f"layer {name!r} has a static DAC input range that was never set; call "
+                "aimc.calibrate_input_ranges(model, data) on digital data first, or set periphery.input_bound."
+            )
+        return r
+
+    def train_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """Master weight plus hardware-aware training noise (std = eta·max|W|; torch's default RNG, like dropout)."""
+        tr = self.config.training
+        if tr.noise == "none" or tr.eta == 0:
+            return weight
+        std = tr.eta * weight.detach().abs().max()
+        return weight + std * torch.randn_like(weight)

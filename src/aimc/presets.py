@@ -1,0 +1,80 @@
+"""Published configurations, one function each, with their source.
+
+``get(name)`` looks a preset up by name; :data:`PRESETS` lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aimc.config import AnalogConfig, CompensationConfig, MappingConfig, PeripheryConfig, TrainingConfig
+from aimc.devices import PCM, Ideal
+from aimc.errors import ConfigError
+
+__all__ = ["joshi2020", "aihwkit_default", "ideal", "get", "PRESETS"]
+
+
+def joshi2020() -> AnalogConfig:
+    """Joshi et al., Nat. Commun. 11, 2473 (2020): PCM weights on differential pairs, ideal periphery.
+
+    The setting of the paper's headline numbers: the statistical PCM model (g_max = 25 µS), one weight scale per
+    layer (largest |W| ↦ g_max) and one global-drift-compensation factor per layer, no DAC/ADC quantisation and no
+    output noise. Layers still occupy 512×512 tiles for cost accounting. GDC uses the noise-robust correlation
+    read-out. Hardware-aware training: additive noise η = 3.8 %, Gaussian clipping α = 2.0.
+    """
+    return AnalogConfig(
+        device=PCM(),
+        mapping=MappingConfig(tile_rows=512, tile_cols=512, scale="layer"),
+        periphery=PeripheryConfig(),
+        compensation=CompensationConfig(gdc=True, readout="correlation", granularity="layer"),
+        training=TrainingConfig(noise="additive", eta=0.038, clip="gaussian", clip_alpha=2.0),
+        name="joshi2020",
+    )
+
+
+def aihwkit_default() -> AnalogConfig:
+    """aihwkit ``InferenceRPUConfig()`` defaults (reference B.9), for side-by-side comparison with that tool.
+
+    PCM model, 512×512 tiles with one scale per tile, 7-bit DAC with per-input-vector abs-max scaling (noise
+    management ABS_MAX), 9-bit ADC with output bound 12, output noise 0.06 (weight units × normalised input),
+    iterative bound management, and global drift compensation per tile with aihwkit's read-out (identity inputs,
+    mean |output|; biased by output noise). aihwkit applies no weight noise during training by default; we keep
+    aimc's HWA training defaults so the same config can be used for fine-tuning.
+    """
+    return AnalogConfig(
+        device=PCM(),
+        mapping=MappingConfig(tile_rows=512, tile_cols=512, scale="tile"),
+        periphery=PeripheryConfig(dac_bits=7, input_range="dynamic", adc_bits=9, out_bound=12.0, out_noise=0.06,
+                                  bound_management="iterative", max_bm_factor=1000, max_bm_res=0.25,
+                                  output_units="weight"),
+        compensation=CompensationConfig(gdc=True, readout="identity_abs_mean", granularity="tile"),
+        training=TrainingConfig(),
+        name="aihwkit_default",
+    )
+
+
+def ideal() -> AnalogConfig:
+    """Ideal devices and periphery: the converted model computes exactly what the digital model does."""
+    return AnalogConfig(
+        device=Ideal(),
+        mapping=MappingConfig(),
+        periphery=PeripheryConfig(),
+        compensation=CompensationConfig(gdc=False),
+        training=TrainingConfig(noise="none", clip="none"),
+        name="ideal",
+    )
+
+
+PRESETS: dict[str, Callable[[], AnalogConfig]] = {
+    "joshi2020": joshi2020,
+    "aihwkit_default": aihwkit_default,
+    "ideal": ideal,
+}
+
+
+def get(name: str) -> AnalogConfig:
+    """Return the preset called ``name`` (see :data:`PRESETS`)."""
+    try:
+        return PRESETS[name]()
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}.") from None
