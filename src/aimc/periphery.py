@@ -31,9 +31,9 @@ def quantize(x: torch.Tensor, step: float, bound: float) -> torch.Tensor:
 
 
 def quantize_input(x_n: torch.Tensor, p: PeripheryConfig) -> torch.Tensor:
-    """DAC of normalised inputs: quantised to ``dac_step`` (if a DAC is configured) and clipped to ±1."""
+    """DAC of normalised inputs: quantised to ``dac_step`` and clipped to ±1; unchanged when there is no DAC."""
     if p.dac_bits is None:
-        return torch.clamp(x_n, -1.0, 1.0)
+        return x_n
     return quantize(x_n, dac_step(p.dac_bits), 1.0)
 
 

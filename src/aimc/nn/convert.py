@@ -111,6 +111,14 @@ def convert(model: nn.Module, config: AnalogConfig, *, exclude: Iterable[str] = 
                           f"valid names look like {sorted(n for n in names if n)[:5]}.")
     new = copy.deepcopy(model)
     report = ConversionReport()
+    if type(new) in LAYER_MAP:  # a bare layer: convert it itself
+        layer = LAYER_MAP[type(new)].from_torch(new, config)
+        mats = layer.analog_matrices()
+        report.analog.append(("", type(new).__name__, type(layer).__name__,
+                              sum(w.numel() for _, w in mats.values()),
+                              sum(mat.layout.n_tiles for mat, _ in mats.values())))
+        layer.aimc_report, layer.aimc_config = report, config
+        return layer
     parents = {id(c): m for m in new.modules() for c in m.children()}
     for name, m in list(new.named_modules()):
         if not name:

@@ -68,7 +68,7 @@ class AnalogLayer:
 
     def _static_dac(self, x: torch.Tensor) -> torch.Tensor:
         p = self.analog.config.periphery
-        if p.dac_bits is None and p.input_bound is None:
+        if p.dac_bits is None:
             return x
         r = self.analog.static_range(self.aimc_name)
         return quantize_input(x / r, p) * r

@@ -73,7 +73,7 @@ class AnalogLSTM(nn.LSTM):
         p = mat.config.periphery
         if p.needs_matrix_path:
             return mat.matrix_forward(x, f"{self.aimc_name}.{name}")
-        if p.dac_bits is not None or p.input_bound is not None:
+        if p.dac_bits is not None:
             r = mat.static_range(f"{self.aimc_name}.{name}")
             x = quantize_input(x / r, p) * r
         return F.linear(x, mat.effective_weight())
