@@ -24,7 +24,9 @@ __all__ = ["AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogLayer"]
 
 
 def _check_input(x: torch.Tensor, name: str) -> None:
-    if not torch.isfinite(x).all():
+    # a sum is NaN/Inf whenever an element is (cheaper than an elementwise isfinite); confirm before raising,
+    # since huge finite values can also overflow the sum
+    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         raise NonFiniteError(f"layer {name!r}: the input holds NaN/Inf; analog hardware cannot represent it. "
                              "Check the data and the preceding layers.")
 
