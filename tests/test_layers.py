@@ -232,3 +232,13 @@ def test_static_dac_needs_a_range_and_calibration_sets_it():
     aimc.at_time(a, 3600.0, seed=0)
     y = a(x)
     assert torch.isfinite(y).all()
+
+
+def test_resnet32_device_count_is_twice_the_conv_and_fc_weights():
+    from aimc.models import resnet32_cifar
+
+    m = resnet32_cifar()
+    n = sum(mod.weight.numel() for mod in m.modules() if isinstance(mod, (nn.Conv2d, nn.Linear)))
+    rep = aimc.convert(m, aimc.presets.joshi2020()).aimc_report
+    assert rep.n_devices == 2 * n == 2 * 461_872
+    assert len(rep.analog) == 32 and rep.n_tiles == 41  # 9 layers of 576 rows take 2 row tiles of 512

@@ -162,7 +162,7 @@ def expand_rows(per_tile: torch.Tensor, layout: TileLayout) -> torch.Tensor:
 def weights_to_conductances(weight: torch.Tensor, w_max: torch.Tensor, layout: TileLayout,
                             g_max: float) -> torch.Tensor:
     """Target conductances (µS) of the differential pairs, shape ``(2, out, rows)``: [g+, g−]."""
-    scaled = weight.detach() * (g_max / expand_rows(w_max, layout))
+    scaled = weight.detach() / expand_rows(w_max, layout) * g_max  # max|W| ↦ exactly g_max in float32
     return torch.stack([torch.clamp(scaled, 0.0, g_max), torch.clamp(-scaled, 0.0, g_max)])
 
 

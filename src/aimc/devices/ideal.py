@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aimc.devices.pcm import DeviceState, _check_time
+from aimc.devices.pcm import DeviceState, _check_time, check_targets
 from aimc.errors import ConfigError
 
 __all__ = ["Ideal"]
@@ -26,6 +26,7 @@ class Ideal:
 
     def program(self, g_target: torch.Tensor, *, generator: torch.Generator) -> DeviceState:
         """Return a state with ``g_prog == g_target`` and ``nu == 0``."""
+        check_targets(g_target, self.g_max)
         return DeviceState(g_target=g_target, g_prog=g_target.clone(), nu=torch.zeros_like(g_target))
 
     def read(self, state: DeviceState, t_seconds: float, *, generator: torch.Generator) -> torch.Tensor:

@@ -51,6 +51,16 @@ def _check_finite(name: str, x: torch.Tensor) -> None:
         )
 
 
+def check_targets(g_target: torch.Tensor, g_max: float) -> None:
+    """Target conductances must be finite and within [0, g_max] µS."""
+    _check_finite("g_target", g_target)
+    if g_target.numel() and (g_target.min() < 0 or g_target.max() > g_max * (1 + 1e-6)):
+        raise ShapeError(
+            f"g_target must lie in [0, g_max={g_max}] µS, found [{float(g_target.min()):.4g}, "
+            f"{float(g_target.max()):.4g}]; map weights with aimc.mapping first."
+        )
+
+
 def _check_time(t_seconds: float) -> float:
     try:
         t = float(t_seconds)
@@ -162,12 +172,7 @@ class PCM:
         Returns:
             A :class:`DeviceState` with tensors of ``g_target``'s shape.
         """
-        _check_finite("g_target", g_target)
-        if g_target.numel() and (g_target.min() < 0 or g_target.max() > self.g_max * (1 + 1e-6)):
-            raise ShapeError(
-                f"g_target must lie in [0, g_max={self.g_max}] µS, found [{float(g_target.min()):.4g}, "
-                f"{float(g_target.max()):.4g}]; map weights with aimc.mapping first."
-            )
+        check_targets(g_target, self.g_max)
         n1 = torch.randn(g_target.shape, generator=generator, device=g_target.device, dtype=g_target.dtype)
         n2 = torch.randn(g_target.shape, generator=generator, device=g_target.device, dtype=g_target.dtype)
         g_prog = torch.clamp(g_target + self.prog_noise_scale * self.prog_std(g_target) * n1, min=0.0)

@@ -49,16 +49,28 @@ class ConversionReport:
     """Which layers became analog and which stayed digital, and why.
 
     Attributes:
-        analog: ``[(name, torch type, analog type, weights, tiles)]``.
+        analog: ``[(name, torch type, analog type, weights, tiles)]``; devices = 2 × weights (differential pairs).
         digital: ``[(name, type, reason)]`` for every module with parameters or a known digital role.
     """
 
     analog: list[tuple[str, str, str, int, int]] = field(default_factory=list)
     digital: list[tuple[str, str, str]] = field(default_factory=list)
 
+    @property
+    def n_devices(self) -> int:
+        """PCM devices over all analog layers (2 per weight)."""
+        return 2 * sum(r[3] for r in self.analog)
+
+    @property
+    def n_tiles(self) -> int:
+        """Crossbar tiles over all analog layers."""
+        return sum(r[4] for r in self.analog)
+
     def __str__(self) -> str:
-        lines = [f"{len(self.analog)} analog layer(s):"]
-        lines += [f"  {n:<28} {t:<10} -> {a:<14} {w:>9,} weights {k:>3} tile(s)" for n, t, a, w, k in self.analog]
+        w_tot, k_tot = sum(r[3] for r in self.analog), sum(r[4] for r in self.analog)
+        lines = [f"{len(self.analog)} analog layer(s): {w_tot:,} weights on {2 * w_tot:,} PCM devices, {k_tot} tile(s)"]
+        lines += [f"  {n or '<root>':<28} {t:<10} -> {a:<14} {w:>10,} weights {2 * w:>10,} devices {k:>3} tile(s)"
+                  for n, t, a, w, k in self.analog]
         lines.append(f"{len(self.digital)} digital module(s):")
         lines += [f"  {n:<28} {t:<18} {r}" for n, t, r in self.digital]
         return "\n".join(lines)
