@@ -3,6 +3,10 @@
 import pytest
 import torch
 
+# Small test models run fastest on one thread, and two threads on a busy 2-core machine can be 100x slower
+# (OpenMP threads waiting for each other).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_everything():

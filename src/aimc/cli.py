@@ -44,6 +44,65 @@ def demo(out: Path = typer.Option(Path("aimc-demo"), help="output directory"),
     console.print(table)
 
 
+def _fail(e: BaseException, debug: bool) -> None:
+    """One paragraph on stderr and exit code 2 (the traceback only with --debug)."""
+    if debug:
+        raise e
+    import textwrap
+
+    msg = str(e) if str(e) else type(e).__name__
+    if isinstance(e, OSError) and not isinstance(e, AimcErrorT):
+        msg = f"{e.strerror or e} ({e.filename or ''}); nothing half-written was left behind."
+    typer.echo(textwrap.indent(f"error: {msg}", ""), err=True)
+    raise typer.Exit(2)
+
+
+from aimc.errors import AimcError as AimcErrorT  # noqa: E402
+
+
+@app.command()
+def run(experiment: Path = typer.Argument(..., help="experiment file (YAML or TOML)"),
+        out: Path = typer.Option(None, help="run directory (default: runs/<experiment name>)"),
+        force: bool = typer.Option(False, help="start over if --out holds a different experiment"),
+        workers: int = typer.Option(1, help="processes for independent evaluation cells"),
+        threads: int = typer.Option(None, min=1, help="torch threads (1 is fastest for small models)"),
+        quiet: bool = typer.Option(False, help="no progress bars"),
+        debug: bool = typer.Option(False, help="show tracebacks")) -> None:
+    """Run (or resume) an experiment: training stages, digital baselines, evaluation sweeps, summary, report."""
+    from aimc.experiment.runner import run_experiment
+    from aimc.experiment.spec import load_experiment
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        exp = load_experiment(experiment)
+        path = run_experiment(exp, out or Path("runs") / exp.name, force=force, quiet=quiet, workers=workers)
+    except (AimcErrorT, OSError, FloatingPointError) as e:
+        _fail(e, debug)
+        return
+    if not quiet:
+        typer.echo((path / "summary.md").read_text())
+    typer.echo(f"results in {path}")
+
+
+@app.command()
+def validate(experiment: Path = typer.Argument(..., help="experiment file (YAML or TOML)"),
+             debug: bool = typer.Option(False, help="show tracebacks")) -> None:
+    """Check an experiment file without running it; lists every problem with its path, value and what is allowed."""
+    from aimc.experiment.spec import load_experiment
+
+    try:
+        exp = load_experiment(experiment)
+    except (AimcErrorT, OSError) as e:
+        _fail(e, debug)
+        return
+    n_cells = sum(len(s.models) * len(s.seed_list()) * len(s.times) * len(s.compensations) for s in exp.evaluation)
+    typer.echo(f"{experiment}: valid. {len(exp.training)} training stage(s), {len(exp.evaluation)} sweep(s), "
+               f"{n_cells} evaluation cell(s).")
+
+
 @app.command()
 def version() -> None:
     """Print the aimc and torch versions."""

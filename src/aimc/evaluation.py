@@ -22,7 +22,7 @@ from aimc.compensation import recalibrate_bn
 from aimc.errors import ConfigError, DataError
 from aimc.inference import at_time, check_seed, check_time, program
 
-__all__ = ["evaluate", "accuracy", "Results", "COMPENSATIONS", "summarize"]
+__all__ = ["evaluate", "evaluate_seed", "accuracy", "Results", "COMPENSATIONS", "summarize"]
 
 COMPENSATIONS = ("none", "gdc", "gdc+bn")
 
@@ -171,31 +171,42 @@ def evaluate(model: nn.Module, data: Iterable, times: Iterable[float], seeds: It
         raise ConfigError("compensation 'gdc+bn' needs calibration data: pass calib=<iterable of batches> "
                           "(e.g. a DataLoader over unlabeled training images).")
     rows = []
+    bar = _progress(progress, len(seeds) * len(times) * len(comps), f"evaluating {name}")
+    try:
+        for seed in seeds:
+            cells = [(t, c) for t in times for c in comps]
+            for row in evaluate_seed(model, data, seed, cells, calib=calib, n_calib=n_calib):
+                rows.append({"model": name, **row})
+                bar.advance()
+    finally:
+        bar.close()
+    return Results(pd.DataFrame(rows, columns=["model", "compensation", "t_seconds", "seed", "accuracy"]))
+
+
+def evaluate_seed(model: nn.Module, data: Iterable, seed: int, cells: Sequence[tuple[float, str]], *,
+                  calib: Iterable | None = None, n_calib: int | None = None):  # noqa: ANN201
+    """Program ``model`` with ``seed`` and score each ``(t_seconds, compensation)`` cell; yields one row per cell.
+
+    BN statistics changed by ``gdc+bn`` are restored after each cell; the model's train/eval mode is restored at
+    the end. Each cell's result depends only on (seed, t, compensation), not on which other cells are scored.
+    """
     was_training = model.training
     model.eval()
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     bn_state = [copy.deepcopy(m.state_dict()) for m in bns]
-    total = len(seeds) * len(times) * len(comps)
-    bar = _progress(progress, total, f"evaluating {name}")
     try:
-        for seed in seeds:
-            program(model, seed=seed)
-            for t in times:
-                for comp in comps:
-                    at_time(model, t, seed=seed, gdc=comp != "none")
-                    if comp == "gdc+bn":
-                        recalibrate_bn(model, calib, n_calib)
-                    acc = accuracy(model, data)
-                    if comp == "gdc+bn":
-                        for m, st in zip(bns, bn_state):
-                            m.load_state_dict(st)
-                    rows.append({"model": name, "compensation": comp, "t_seconds": t, "seed": seed,
-                                 "accuracy": acc})
-                    bar.advance()
+        program(model, seed=seed)
+        for t, comp in cells:
+            at_time(model, t, seed=seed, gdc=comp != "none")
+            if comp == "gdc+bn":
+                recalibrate_bn(model, calib, n_calib)
+            acc = accuracy(model, data)
+            if comp == "gdc+bn":
+                for m, st in zip(bns, bn_state):
+                    m.load_state_dict(st)
+            yield {"compensation": comp, "t_seconds": float(t), "seed": seed, "accuracy": acc}
     finally:
-        bar.close()
         model.train(was_training)
-    return Results(pd.DataFrame(rows, columns=["model", "compensation", "t_seconds", "seed", "accuracy"]))
 
 
 class _progress:

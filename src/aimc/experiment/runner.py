@@ -1,0 +1,349 @@
+"""``aimc run``: train the stages, evaluate the sweeps, write the results — resumable at every step.
+
+Run directory::
+
+    config.yaml            the resolved experiment (defaults filled in); a different experiment is refused
+    analog/<name>.yaml     each named analog config, fully resolved
+    environment.json       aimc / torch / python versions, command line, start time
+    run.log                the log
+    checkpoints/<stage>/last.safetensors   model + optimizer + scheduler + RNG after the last finished epoch
+    stages/<stage>.safetensors             final weights of each stage (plain state_dict)
+    results.csv            one row per finished (sweep, model, periphery, compensation, t_seconds, seed)
+    summary.md, accuracy_vs_time.png, report.html
+
+Every file is written atomically; every epoch and every evaluated cell is kept, so a killed run resumed with the
+same command continues where it stopped and gives bit-identical results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aimc.errors import ConfigError, FileFormatError
+from aimc.evaluation import accuracy, evaluate_seed
+from aimc.experiment.build import Splits, build_model, build_splits, plain_state
+from aimc.experiment.spec import Experiment, StageSpec, experiment_from_dict, experiment_to_yaml
+from aimc.experiment.store import ResultsStore, atomic_write, load_checkpoint, save_checkpoint
+from aimc.nn.convert import convert
+from aimc.nn.tile import derive_seed
+from aimc.train.hwa import clip
+
+__all__ = ["run_experiment", "RunDirError"]
+
+log = logging.getLogger("aimc.run")
+_OWNED = ("config.yaml", "analog", "environment.json", "run.log", "checkpoints", "stages", "results.csv",
+          "summary.md", "accuracy_vs_time.png", "report.html", "report")
+
+
+class RunDirError(ConfigError):
+    """The run directory belongs to a different experiment."""
+
+
+# ---- run directory -----------------------------------------------------------------------------------------------
+def _prepare(exp: Experiment, out: Path, force: bool) -> None:
+    text = experiment_to_yaml(exp)
+    cfg = out / "config.yaml"
+    if cfg.exists():
+        if cfg.read_text() != text:
+            if not force:
+                raise RunDirError(
+                    f"{out} holds a different experiment (its config.yaml differs from this one); choose another "
+                    "--out directory, or pass --force to delete that run's files and start over.")
+            for name in _OWNED:
+                p = out / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(cfg, lambda tmp: Path(tmp).write_text(text))
+    for name in exp.analog:
+        atomic_write(out / "analog" / f"{name}.yaml", lambda tmp, n=name: Path(tmp).write_text(
+            exp.analog_config(n).to_yaml()))
+    env = {"aimc": _version(), "torch": torch.__version__, "python": platform.python_version(),
+           "platform": platform.platform(), "threads": torch.get_num_threads(), "command": sys.argv,
+           "seed": exp.seed, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    atomic_write(out / "environment.json", lambda tmp: Path(tmp).write_text(json.dumps(env, indent=1)))
+
+
+def _version() -> str:
+    import aimc
+
+    return aimc.__version__
+
+
+# ---- training -----------------------------------------------------------------------------------------------------
+def _optimizer(stage: StageSpec, params) -> torch.optim.Optimizer:  # noqa: ANN001
+    o = stage.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                               nesterov=o.nesterov and o.momentum > 0)
+    cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+    return cls(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def _scheduler(stage: StageSpec, opt: torch.optim.Optimizer):  # noqa: ANN202
+    s = stage.schedule
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(stage.epochs, 1))
+    if s.name == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=1.0)
+
+
+class _Context:
+    """What the stages and sweeps share: the experiment, the run directory, the data."""
+
+    def __init__(self, exp: Experiment, out: Path):
+        self.exp, self.out = exp, out
+        self._splits: Splits | None = None
+        self._keys: set[str] | None = None
+
+    @property
+    def splits(self) -> Splits:
+        if self._splits is None:
+            self._splits = build_splits(self.exp.data, self.exp.seed)
+        return self._splits
+
+    def fresh_model(self) -> nn.Module:
+        return build_model(self.exp.model)
+
+    @property
+    def plain_keys(self) -> set[str]:
+        if self._keys is None:
+            self._keys = set(self.fresh_model().state_dict())
+        return self._keys
+
+    def stage_path(self, name: str) -> Path:
+        return self.out / "stages" / f"{name}.safetensors"
+
+    def weights(self, stage: str) -> nn.Module:
+        """A plain model holding the final weights of ``stage`` (or of the model section for 'model')."""
+        model = self.fresh_model()
+        if stage != "model":
+            from safetensors.torch import load_file
+
+            path = self.stage_path(stage)
+            try:
+                sd = load_file(str(path))
+            except Exception as e:  # noqa: BLE001
+                raise FileFormatError(f"stage weights {str(path)!r} are missing or corrupt ({e}); delete the file "
+                                      "to retrain that stage.") from None
+            model.load_state_dict(sd, strict=False)
+        return model
+
+
+def _train_stage(ctx: _Context, stage: StageSpec, progress) -> None:  # noqa: ANN001
+    from safetensors.torch import save_file
+
+    final = ctx.stage_path(stage.name)
+    if final.exists():
+        log.info("stage %s: done before, using %s", stage.name, final)
+        return
+    model = ctx.weights(stage.init)
+    if stage.kind == "hwa":
+        model = convert(model, ctx.exp.stage_config(stage))
+    opt = _optimizer(stage, model.parameters())
+    sched = _scheduler(stage, opt)
+    ckpt = ctx.out / "checkpoints" / stage.name / "last.safetensors"
+    start, history = 0, []
+    if ckpt.exists():
+        state = load_checkpoint(ckpt)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start, history = state["epoch"], state["extra"].get("history", [])
+        log.info("stage %s: resuming after epoch %d from %s", stage.name, start, ckpt)
+    sp = ctx.splits
+    bs = ctx.exp.data.batch_size
+    task = progress.add(f"stage {stage.name} ({stage.kind})", stage.epochs, start)
+    for epoch in range(start, stage.epochs):
+        t0 = time.perf_counter()
+        torch.manual_seed(derive_seed(ctx.exp.seed, stage.name, epoch, "noise"))
+        loader = sp.loader("train", bs, seed=derive_seed(ctx.exp.seed, stage.name, epoch, "order") % 2**62)
+        model.train()
+        total, n = 0.0, 0
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"stage {stage.name}, epoch {epoch + 1}: the loss is {float(loss)}; "
+                                         "lower the learning rate.")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if stage.kind == "hwa":
+                clip(model)
+            total += float(loss.detach()) * len(y)
+            n += len(y)
+        sched.step()
+        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"],
+                               "seconds": time.perf_counter() - t0}
+        if sp.val is not None:
+            rec["val_accuracy"] = accuracy(model.eval(), sp.loader("val", ctx.exp.data.eval_batch_size))
+        history.append(rec)
+        t1 = time.perf_counter()
+        save_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, epoch=epoch + 1,
+                        extra={"history": history})
+        rec["checkpoint_seconds"] = time.perf_counter() - t1
+        log.info("stage %s epoch %d/%d: %s", stage.name, epoch + 1, stage.epochs,
+                 ", ".join(f"{k} {v:.4g}" for k, v in rec.items() if k != "epoch"))
+        progress.advance(task)
+    sd = plain_state(model, ctx.plain_keys)
+    atomic_write(final, lambda tmp: save_file(sd, tmp, metadata={"stage": stage.name, "history": json.dumps(history)}))
+    if stage.kind == "hwa":
+        from aimc.io import save
+
+        save(model, ctx.out / "stages" / f"{stage.name}.aimc.safetensors")
+    log.info("stage %s: finished, weights in %s", stage.name, final)
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _eval_unit(out: str, sweep_name: str, label: str, seed: int, cells: list[tuple[float, str]],
+               threads: int | None = None) -> list[dict[str, Any]]:
+    """Evaluate the cells of one (sweep, model, seed): program once, then each (t, compensation)."""
+    if threads:
+        torch.set_num_threads(threads)
+    key = out
+    if _WORKER.get("key") != key:  # one context per process, reused across units
+        exp = experiment_from_dict(_read_yaml(Path(out) / "config.yaml"))
+        _WORKER.update(key=key, ctx=_Context(exp, Path(out)))
+    ctx: _Context = _WORKER["ctx"]
+    sweep = next(s for s in ctx.exp.evaluation if s.name == sweep_name)
+    model = convert(ctx.weights(sweep.models[label]), ctx.exp.analog_config(sweep.analog))
+    sp = ctx.splits
+    test = sp.loader("test", ctx.exp.data.eval_batch_size)
+    calib = sp.loader("calib", ctx.exp.data.eval_batch_size)
+    rows = []
+    for r in evaluate_seed(model, test, seed, cells, calib=calib, n_calib=sweep.n_calib):
+        rows.append({"sweep": sweep.name, "model": label, "periphery": sweep.analog, **r})
+    return rows
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def _baselines(ctx: _Context, store: ResultsStore) -> None:
+    for label, stage in ctx.exp.baselines.items():
+        row = {"sweep": "baseline", "model": label, "periphery": "digital", "compensation": "none",
+               "t_seconds": 0.0, "seed": 0}
+        if store.done(row):
+            continue
+        acc = accuracy(ctx.weights(stage).eval(), ctx.splits.loader("test", ctx.exp.data.eval_batch_size))
+        store.add([{**row, "accuracy": acc}])
+        log.info("baseline %s (stage %s, digital): %.2f %%", label, stage, 100 * acc)
+
+
+def _sweeps(ctx: _Context, store: ResultsStore, progress, workers: int) -> None:  # noqa: ANN001
+    units = []
+    for sw in ctx.exp.evaluation:
+        for label in sw.models:
+            for seed in sw.seed_list():
+                cells = [(float(t), c) for t in sw.times for c in sw.compensations
+                         if not store.done({"sweep": sw.name, "model": label, "periphery": sw.analog,
+                                            "compensation": c, "t_seconds": float(t), "seed": seed})]
+                if cells:
+                    units.append((sw.name, label, seed, cells))
+    n_cells = sum(len(u[3]) for u in units)
+    if not n_cells:
+        return
+    task = progress.add("evaluation cells", n_cells, 0)
+    if workers <= 1:
+        for sweep, label, seed, cells in units:
+            rows = _eval_unit(str(ctx.out), sweep, label, seed, cells)
+            store.add(rows)
+            progress.advance(task, len(rows))
+        return
+    import multiprocessing as mp
+
+    threads = max(1, torch.get_num_threads() // workers)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futs = [pool.submit(_eval_unit, str(ctx.out), *u, threads) for u in units]
+        for f in as_completed(futs):
+            rows = f.result()
+            store.add(rows)
+            progress.advance(task, len(rows))
+
+
+# ---- progress -----------------------------------------------------------------------------------------------------
+class _Progress:
+    def __init__(self, enabled: bool):
+        self.p = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+            self.p = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn(), TimeRemainingColumn())
+
+    def __enter__(self) -> _Progress:
+        if self.p is not None:
+            self.p.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.p is not None:
+            self.p.stop()
+
+    def add(self, label: str, total: int, done: int) -> Any:
+        return None if self.p is None else self.p.add_task(label, total=total, completed=done)
+
+    def advance(self, task: Any, n: int = 1) -> None:
+        if self.p is not None:
+            self.p.advance(task, n)
+
+
+# ---- entry point --------------------------------------------------------------------------------------------------
+def run_experiment(exp: Experiment, out: str | Path, *, force: bool = False, quiet: bool = False,
+                   workers: int = 1) -> Path:
+    """Run (or resume) ``exp`` in ``out``; returns the run directory."""
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers={workers!r} must be an integer ≥ 1.")
+    out = Path(out)
+    _prepare(exp, out, force)
+    handler = logging.FileHandler(out / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("aimc")
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    t0 = time.perf_counter()
+    try:
+        log.info("run %s in %s", exp.name, out)
+        ctx = _Context(exp, out)
+        store = ResultsStore(out / "results.csv")
+        with _Progress(not quiet) as progress:
+            for stage in exp.training:
+                _train_stage(ctx, stage, progress)
+            _baselines(ctx, store)
+            _sweeps(ctx, store, progress, workers)
+        from aimc.experiment.summary import write_summary
+
+        write_summary(out, exp, store.table())
+        log.info("finished in %.0f s; results in %s", time.perf_counter() - t0, out / "results.csv")
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(old_level)
+    return out
+
+
+_ = math

@@ -1,0 +1,258 @@
+"""What an experiment file says: model, data, training stages, named analog configs, evaluation sweeps.
+
+Every field documents its meaning and unit; ``load_experiment(path)`` reports every problem at once. See
+``examples/digits.yaml`` for a commented example.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from aimc import presets
+from aimc.config import AnalogConfig, TrainingConfig
+from aimc.errors import ConfigError, FileFormatError
+from aimc.evaluation import COMPENSATIONS
+from aimc.experiment.schema import ExperimentConfigError, nonneg, parse, positive, spec, to_plain
+
+__all__ = ["Experiment", "ModelSpec", "DataSpec", "StageSpec", "OptimizerSpec", "ScheduleSpec", "AnalogEntry",
+           "SweepSpec", "load_experiment", "experiment_from_dict", "experiment_to_yaml"]
+
+
+def _int_ge(lo: int):  # noqa: ANN202
+    return lambda v: isinstance(v, int) and v >= lo
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = spec(help="a zoo name (aimc.models.MODEL_NAMES) or package.module:function returning a torch model")
+    kwargs: dict = spec(default_factory=dict, help="keyword arguments of the model function")
+    pretrained: str | None = spec(None, help="weights to start from: a .safetensors state_dict or a PyTorch "
+                                  "checkpoint (.pt/.pth/.th, read with torch.load(weights_only=True))")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str = spec(help="digits, mnist, cifar10, or package.module:function(split) returning a Dataset")
+    root: str | None = spec(None, help="data directory (default: $AIMC_DATA or ../shared/data)")
+    batch_size: int = spec(128, help="training batch size", unit="images", check=_int_ge(1), allowed="≥ 1")
+    eval_batch_size: int = spec(500, help="evaluation batch size", unit="images", check=_int_ge(1), allowed="≥ 1")
+    augment: bool = spec(True, help="training augmentation where the data set has one (CIFAR-10: crop + flip)")
+    validation: int = spec(0, help="training images held out for validation (choices are made on these, never on "
+                           "the test set)", unit="images", check=_int_ge(0), allowed="≥ 0")
+    train_limit: int | None = spec(None, help="use a class-balanced subset of the training set", unit="images",
+                                   check=_int_ge(10), allowed="≥ 10")
+    test_limit: int | None = spec(None, help="use a fixed class-balanced subset of the test set", unit="images",
+                                  check=_int_ge(10), allowed="≥ 10")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: Literal["sgd", "adam", "adamw"] = spec("sgd", help="torch optimizer")
+    lr: float = spec(0.01, help="initial learning rate", unit="per step", check=positive, allowed="> 0")
+    momentum: float = spec(0.9, help="SGD momentum", check=lambda v: 0 <= v < 1, allowed="in [0, 1)")
+    weight_decay: float = spec(0.0, help="L2 weight decay", check=nonneg, allowed="≥ 0")
+    nesterov: bool = spec(False, help="Nesterov momentum (SGD)")
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    name: Literal["constant", "cosine", "step"] = spec("cosine", help="learning-rate schedule, stepped per epoch")
+    step_size: int = spec(10, help="epochs between decays (step)", unit="epochs", check=_int_ge(1), allowed="≥ 1")
+    gamma: float = spec(0.1, help="decay factor (step)", check=positive, allowed="> 0")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str = spec(help="stage name; its weights are referred to by this name")
+    kind: Literal["fp", "hwa"] = spec(help="fp: floating-point training; hwa: hardware-aware (noise + clipping)")
+    epochs: int = spec(help="passes over the training set", unit="epochs", check=_int_ge(0), allowed="≥ 0")
+    init: str = spec("model", help="start from 'model' (the model section, pretrained if given) or a previous stage")
+    optimizer: OptimizerSpec = spec(default_factory=OptimizerSpec, help="optimizer")
+    schedule: ScheduleSpec = spec(default_factory=ScheduleSpec, help="learning-rate schedule")
+    analog: str | None = spec(None, help="hwa: the named analog config whose training noise is used "
+                              "(default: the first entry of `analog`)")
+    training: dict = spec(default_factory=dict, help="hwa: overrides of the analog config's training section "
+                          "(noise, eta, clip, clip_alpha)")
+
+
+@dataclass(frozen=True)
+class AnalogEntry:
+    preset: str = spec("joshi2020", help="a preset: " + ", ".join(presets.PRESETS))
+    overrides: dict = spec(default_factory=dict, help="nested overrides, e.g. {periphery: {dac_bits: 8}}")
+
+    def resolve(self) -> AnalogConfig:
+        base = presets.get(self.preset).to_dict()
+        return AnalogConfig.from_dict(_merge(base, self.overrides))
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str = spec(help="sweep name (a column of results.csv)")
+    analog: str = spec(help="the named analog config to program (the `periphery` column of results.csv)")
+    models: dict = spec(help="results label -> stage name whose weights are programmed, e.g. {hwa: hwa}")
+    times: list[float] = spec(help="times after programming", unit="s", check=nonneg, allowed="≥ 0")
+    seeds: int | list[int] = spec(10, help="number of seeds (0..n-1) or an explicit list", unit="seeds")
+    compensations: list[Literal["none", "gdc", "gdc+bn"]] = spec(
+        default_factory=lambda: ["none", "gdc", "gdc+bn"], help="compensations scored on the same conductances")
+    n_calib: int = spec(2600, help="unlabeled training images for BN re-estimation (gdc+bn)", unit="images",
+                        check=_int_ge(1), allowed="≥ 1")
+    test_limit: int | None = spec(None, help="evaluate on a fixed class-balanced subset of the test set",
+                                  unit="images", check=_int_ge(10), allowed="≥ 10")
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str = spec(help="experiment name")
+    model: ModelSpec = spec(help="the network")
+    data: DataSpec = spec(help="the data set")
+    seed: int = spec(0, help="master seed of training (data order, noise) ", check=_int_ge(0), allowed="≥ 0")
+    training: list[StageSpec] = spec(default_factory=list, help="training stages, run in order")
+    analog: dict = spec(default_factory=lambda: {"joshi2020": {"preset": "joshi2020"}},
+                        help="named analog configs: name -> {preset, overrides}")
+    baselines: dict = spec(default_factory=dict, help="results label -> stage (or 'model') evaluated digitally")
+    evaluation: list[SweepSpec] = spec(default_factory=list, help="evaluation sweeps")
+
+    def analog_entries(self) -> dict[str, AnalogEntry]:
+        return {k: parse(AnalogEntry, v, f"analog.{k}") for k, v in self.analog.items()}
+
+    def analog_config(self, name: str) -> AnalogConfig:
+        return self.analog_entries()[name].resolve()
+
+    def stage_config(self, stage: StageSpec) -> AnalogConfig:
+        """The analog config of an HWA stage, with its training overrides applied."""
+        import dataclasses
+
+        cfg = self.analog_config(stage.analog or next(iter(self.analog)))
+        tr = TrainingConfig(**{**to_plain(cfg.training), **stage.training})
+        return dataclasses.replace(cfg, training=tr)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _cross_checks(exp: Experiment, problems: list[tuple[str, str]]) -> None:
+    """Checks that span sections: references between stages, sweeps and analog configs."""
+    from aimc.data import DATASETS
+    from aimc.models import MODEL_NAMES
+
+    if ":" not in exp.model.name and exp.model.name not in MODEL_NAMES:
+        problems.append(("model.name", f"unknown model {exp.model.name!r}; known: {', '.join(MODEL_NAMES)} "
+                         "(or package.module:function)"))
+    if ":" not in exp.data.name and exp.data.name not in DATASETS:
+        problems.append(("data.name", f"unknown data set {exp.data.name!r}; known: {', '.join(DATASETS)} "
+                         "(or package.module:function)"))
+    analog_ok = True
+    for name, entry in exp.analog.items():
+        try:
+            a = parse(AnalogEntry, entry, f"analog.{name}")
+            a.resolve()
+        except ExperimentConfigError as e:
+            problems.extend(e.problems)
+            analog_ok = False
+        except ConfigError as e:
+            problems.append((f"analog.{name}", str(e)))
+            analog_ok = False
+    stage_names: list[str] = []
+    for i, st in enumerate(exp.training):
+        p = f"training[{i}]"
+        if st.name in stage_names or st.name == "model":
+            problems.append((f"{p}.name", f"{st.name!r} is used twice (or is the reserved name 'model')"))
+        if st.init != "model" and st.init not in stage_names:
+            problems.append((f"{p}.init", f"{st.init!r} is not 'model' or an earlier stage ({stage_names})"))
+        if st.analog is not None and st.analog not in exp.analog:
+            problems.append((f"{p}.analog", f"{st.analog!r} is not a named analog config ({list(exp.analog)})"))
+        if st.kind == "hwa":
+            if not exp.analog:
+                problems.append((f"{p}.analog", "an hwa stage needs a named analog config in `analog`"))
+            elif analog_ok and (st.analog is None or st.analog in exp.analog):
+                try:
+                    exp.stage_config(st)
+                except (ConfigError, TypeError) as e:
+                    problems.append((f"{p}.training", str(e)))
+        elif st.training:
+            problems.append((f"{p}.training", "only hwa stages take training-noise overrides"))
+        stage_names.append(st.name)
+    known = ["model", *stage_names]
+    for label, stage in exp.baselines.items():
+        if stage not in known:
+            problems.append((f"baselines.{label}", f"{stage!r} is not 'model' or a stage ({stage_names})"))
+    seen = set()
+    for i, sw in enumerate(exp.evaluation):
+        p = f"evaluation[{i}]"
+        if sw.name in seen:
+            problems.append((f"{p}.name", f"{sw.name!r} is used twice"))
+        seen.add(sw.name)
+        if sw.analog not in exp.analog:
+            problems.append((f"{p}.analog", f"{sw.analog!r} is not a named analog config ({list(exp.analog)})"))
+        if not sw.models:
+            problems.append((f"{p}.models", "empty: name at least one model, e.g. {hwa: hwa}"))
+        for label, stage in sw.models.items():
+            if stage not in known:
+                problems.append((f"{p}.models.{label}", f"{stage!r} is not 'model' or a stage ({stage_names})"))
+        if not sw.times:
+            problems.append((f"{p}.times", "empty: give times after programming in seconds, e.g. [25, 3600]"))
+        seeds = sw.seed_list()
+        if not seeds or any((not isinstance(s, int)) or s < 0 for s in seeds):
+            problems.append((f"{p}.seeds", f"{sw.seeds!r} is not allowed: a count ≥ 1 or a list of integers ≥ 0"))
+        if not sw.compensations:
+            problems.append((f"{p}.compensations", f"empty: choose from {list(COMPENSATIONS)}"))
+
+
+def experiment_from_dict(data: Any, source: str = "experiment") -> Experiment:
+    """Validate and build an :class:`Experiment`; every problem is reported at once."""
+    problems: list[tuple[str, str]] = []
+    exp = parse(Experiment, data, "", problems)
+    if exp is not None:
+        _cross_checks(exp, problems)
+    if problems:
+        raise ExperimentConfigError(problems, source)
+    return exp
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read a YAML (or TOML, by extension) experiment file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"experiment file {str(path)!r} does not exist; check the path "
+                              "(examples live in examples/).")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FileFormatError(f"cannot read experiment file {str(path)!r}: {e}") from None
+    if path.suffix == ".toml":
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise FileFormatError(f"{path}: TOML syntax error: {e}") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise FileFormatError(f"{path}: YAML syntax error{where}: {getattr(e, 'problem', e)}") from None
+    return experiment_from_dict(data, str(path))
+
+
+def experiment_to_yaml(exp: Experiment) -> str:
+    """The resolved experiment (all defaults filled in) as YAML; ``experiment_from_dict`` reads it back."""
+    import yaml
+
+    return yaml.safe_dump(to_plain(exp), sort_keys=False)

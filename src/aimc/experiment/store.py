@@ -1,0 +1,157 @@
+"""Files of a run that must survive interruption: training checkpoints and the results table.
+
+Both are written atomically (temp file in the same directory, fsync, rename): a crash, SIGKILL or full disk leaves
+either the old file or the new one, never half of one. Reading a damaged file raises ``FileFormatError`` naming it,
+never a silent restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from aimc.errors import FileFormatError
+
+__all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "ResultsStore", "RESULT_COLUMNS"]
+
+CHECKPOINT_FORMAT = "aimc-checkpoint/1"
+RESULT_COLUMNS = ["sweep", "model", "periphery", "compensation", "t_seconds", "seed", "accuracy"]
+KEY_COLUMNS = RESULT_COLUMNS[:-1]
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)``, fsync, then rename onto ``path``; on any error remove the temp file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, epoch: int, extra: dict[str, Any] | None = None) -> None:
+    """Training state after ``epoch`` (1-based count of finished epochs), as safetensors + JSON metadata."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {f"model/{k}": v.detach().cpu().contiguous()
+                                        for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in opt["state"].items():
+        for name, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim/{idx}/{name}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[name] = v
+    tensors["rng/torch"] = torch.get_rng_state()
+    meta = {"format": CHECKPOINT_FORMAT, "epoch": str(epoch), "optim_groups": json.dumps(opt["param_groups"]),
+            "optim_scalars": json.dumps(scalars), "scheduler": json.dumps(scheduler.state_dict()),
+            "extra": json.dumps(extra or {})}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns:
+        ``{"epoch", "model" (state_dict), "optimizer" (state_dict), "scheduler" (state_dict), "rng", "extra"}``.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        state: dict[Any, dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim/"):
+                _, idx, name = k.split("/", 2)
+                state.setdefault(int(idx), {})[name] = v
+        for idx, d in json.loads(meta["optim_scalars"]).items():
+            state.setdefault(int(idx), {}).update(d)
+        return {
+            "epoch": int(meta["epoch"]),
+            "model": {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")},
+            "optimizer": {"state": state, "param_groups": json.loads(meta["optim_groups"])},
+            "scheduler": json.loads(meta["scheduler"]),
+            "rng": tensors["rng/torch"],
+            "extra": json.loads(meta.get("extra", "{}")),
+        }
+    except FileNotFoundError:
+        raise FileFormatError(f"checkpoint {str(path)!r} does not exist.") from None
+    except Exception as e:  # safetensors header errors, JSON errors, missing keys
+        raise FileFormatError(
+            f"checkpoint {str(path)!r} is corrupt or truncated ({type(e).__name__}: {e}). It was not used; delete "
+            "it to restart that training stage from its previous checkpoint or from scratch.") from None
+
+
+class ResultsStore:
+    """``results.csv`` of a run: one row per finished (sweep, model, periphery, compensation, t, seed) cell.
+
+    Each :meth:`add` rewrites the file atomically, so the file on disk always holds every finished cell exactly once.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+        self._keys: set[tuple] = set()
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            df = pd.read_csv(self.path, dtype={"sweep": str, "model": str, "periphery": str, "compensation": str})
+        except Exception as e:  # noqa: BLE001 - pandas raises many types for broken CSV
+            raise FileFormatError(f"results file {str(self.path)!r} cannot be parsed ({e}); it is corrupt. Move it "
+                                  "away to recompute every cell.") from None
+        missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+        if missing:
+            raise FileFormatError(f"results file {str(self.path)!r} lacks columns {missing}; it was not written by "
+                                  "this aimc run. Move it away or use another --out directory.")
+        bad = df[RESULT_COLUMNS].isna().any(axis=1) | ~df["accuracy"].between(0, 1)
+        if bad.any():
+            raise FileFormatError(f"results file {str(self.path)!r} has {int(bad.sum())} damaged row(s) (first at "
+                                  f"line {int(bad.to_numpy().argmax()) + 2}); move it away to recompute.")
+        if df.duplicated(KEY_COLUMNS).any():
+            raise FileFormatError(f"results file {str(self.path)!r} holds duplicated cells; it was edited by hand "
+                                  "or by another program. Move it away to recompute.")
+        self.rows = df.to_dict("records")
+        self._keys = {self.key(r) for r in self.rows}
+
+    @staticmethod
+    def key(row: dict[str, Any]) -> tuple:
+        return (str(row["sweep"]), str(row["model"]), str(row["periphery"]), str(row["compensation"]),
+                float(row["t_seconds"]), int(row["seed"]))
+
+    def done(self, row: dict[str, Any]) -> bool:
+        return self.key(row) in self._keys
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """Add finished cells (skipping any already present) and rewrite the file atomically."""
+        new = [r for r in rows if not self.done(r)]
+        if not new:
+            return
+        for r in new:
+            self._keys.add(self.key(r))
+        self.rows.extend({c: r[c] for c in RESULT_COLUMNS} for r in new)
+        atomic_write(self.path, lambda tmp: self.table().to_csv(tmp, index=False))
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=RESULT_COLUMNS)
