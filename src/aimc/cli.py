@@ -104,6 +104,21 @@ def validate(experiment: Path = typer.Argument(..., help="experiment file (YAML 
 
 
 @app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run directory written by `aimc run`"),
+           debug: bool = typer.Option(False, help="show tracebacks")) -> None:
+    """(Re)write summary.md and the self-contained report.html of a run directory."""
+    from aimc.experiment.summary import rewrite
+
+    try:
+        paths = rewrite(run_dir)
+    except (AimcErrorT, OSError) as e:
+        _fail(e, debug)
+        return
+    for p in paths:
+        typer.echo(f"wrote {p}")
+
+
+@app.command()
 def version() -> None:
     """Print the aimc and torch versions."""
     import torch

@@ -184,28 +184,77 @@ class CompensationConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Hardware-aware training (Joshi et al. 2020, reference A.2).
+    """Hardware-aware training: weight noise, drop-connect, clipping, learned DAC input ranges.
+
+    Defaults follow Joshi et al., Nat. Commun. 11, 2473 (2020) (reference A.2): additive noise with η = 3.8 % of
+    max|W| and per-layer clipping at ±2.0·σ_W. The noise types mirror aihwkit's ``WeightModifierType`` and the
+    clip types its ``WeightClipType`` (reference B.8). The formulas are implemented in ``aimc.train.noise`` and
+    ``aimc.train.hwa``. Below, W is one weight matrix, w one weight, N a fresh standard normal per weight and
+    per training forward pass (i.e. per mini-batch), and max|W| the current largest |w| of the layer.
 
     Attributes:
-        noise: ``"additive"`` — Gaussian noise with std = eta × current max|W| of the layer added to the weights
-            in every training forward pass (gradients through the noisy weights, update to the clean ones);
-            ``"none"``.
-        eta: relative noise std (dimensionless). Default 0.038 = 0.94 µS / 25 µS, the PCM programming error.
-        clip: ``"gaussian"`` — ``aimc.clip`` clips each layer at ±alpha·std(W); ``"none"``.
-        clip_alpha: clipping in units of the layer's weight std. Default 2.0 (Joshi et al. 2020).
+        noise: weight noise of every training forward pass (the master weights stay clean; gradients go
+            straight through, see ``aimc.train.noise``):
+            ``"none"``;
+            ``"additive"`` — w + η·max|W|·N (aihwkit ADD_NORMAL, ``rel_to_actual_wmax``; Joshi et al. 2020);
+            ``"multiplicative"`` — w·(1 + η·N) (aihwkit MULT_NORMAL as in its torch tile);
+            ``"pcm_programming"`` — w + σ(w)·N with σ(w) = max|W| · σ_prog(g_T)/g_max · (η / 0.038) and
+            g_T = |w|/max|W|·g_max, σ_prog the PCM programming-noise polynomial (reference B.2, µS). With the
+            default η = 0.038 this is the calibrated device's programming noise of the conductance the weight
+            maps to (1.05 % of max|W| at w = 0, 4.3 % at |w| = 0.84·max|W|); η scales it linearly.
+        eta: noise strength (dimensionless, ≥ 0); its meaning depends on ``noise`` (see above). Default 0.038
+            = 0.94 µS / 25 µS, the PCM programming error of Joshi et al. 2020.
+        drop_connect: probability in [0, 1) that a weight is set to 0 in a training forward pass (re-drawn every
+            pass, after the noise; kept weights are not rescaled, as in aihwkit ``pdrop``). Default 0.0 = off.
+        clip: what ``aimc.clip`` does to the master weights after each optimizer step, per weight matrix
+            (an LSTM's matrices each on their own):
+            ``"none"``;
+            ``"gaussian"`` — clip to ±clip_alpha·std(W) (aihwkit LAYER_GAUSSIAN; Joshi et al. 2020);
+            ``"fixed"`` — clip to ±clip_value (aihwkit FIXED_VALUE);
+            ``"channel_gaussian"`` — clip each output channel (row of the ``(out, rows)`` matrix) to
+            ±clip_alpha·std of that row's weights.
+            std is the sample standard deviation (n − 1 in the denominator).
+        clip_alpha: clipping in units of the weight std (``"gaussian"``, ``"channel_gaussian"``). Default 2.0
+            (Joshi et al. 2020; aihwkit's default is 2.5).
+        clip_value: the bound of ``clip = "fixed"``, in weight units (> 0); must be null for the other clip types.
+        learn_input_range: with a static DAC (``periphery.dac_bits`` set, ``input_range = "static"``) the layer's
+            input range r becomes a trainable parameter: training forward passes quantise the input as the DAC
+            does, with a straight-through estimator for x and an LSQ-style gradient for r (see
+            ``aimc.train.noise.quantize_ste``); it starts from ``input_bound``, a calibrated range, or the running
+            max |x| of the first training batches. ``aimc.clip`` (and every training forward) copies it into the
+            inference range. No effect without a static DAC. Default False: the range follows the running max
+            of |x| during training (when ``input_bound`` is null).
     """
 
-    noise: Literal["none", "additive"] = "additive"
+    noise: Literal["none", "additive", "multiplicative", "pcm_programming"] = "additive"
     eta: float = 0.038
-    clip: Literal["none", "gaussian"] = "gaussian"
+    clip: Literal["none", "gaussian", "fixed", "channel_gaussian"] = "gaussian"
     clip_alpha: float = 2.0
+    drop_connect: float = 0.0
+    clip_value: float | None = None
+    learn_input_range: bool = False
 
     def __post_init__(self) -> None:
         p: list[str] = []
-        _choice(p, "training", "noise", self.noise, ("none", "additive"))
+        _choice(p, "training", "noise", self.noise, ("none", "additive", "multiplicative", "pcm_programming"))
         _number(p, "training", "eta", self.eta, lo=0, strict=False)
-        _choice(p, "training", "clip", self.clip, ("none", "gaussian"))
+        _choice(p, "training", "clip", self.clip, ("none", "gaussian", "fixed", "channel_gaussian"))
         _number(p, "training", "clip_alpha", self.clip_alpha, lo=0, strict=True)
+        _number(p, "training", "drop_connect", self.drop_connect, lo=0, strict=False)
+        if isinstance(self.drop_connect, (int, float)) and not isinstance(self.drop_connect, bool) \
+                and self.drop_connect >= 1:
+            p.append(f"training.drop_connect={self.drop_connect!r} must be < 1 (it is the probability that a weight "
+                     "is dropped; 1 would drop every weight)")
+        if self.clip == "fixed":
+            if self.clip_value is None:
+                p.append("training.clip='fixed' needs clip_value, the bound in weight units (e.g. 1.0)")
+            else:
+                _number(p, "training", "clip_value", self.clip_value, lo=0, strict=True)
+        elif self.clip_value is not None:
+            p.append(f"training.clip_value={self.clip_value!r} is only used by clip='fixed' (clip is "
+                     f"{self.clip!r}); set clip_value to null or clip to 'fixed'")
+        if not isinstance(self.learn_input_range, bool):
+            p.append(f"training.learn_input_range={self.learn_input_range!r} must be true or false")
         _raise("training config", p)
 
 

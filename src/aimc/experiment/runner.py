@@ -119,7 +119,10 @@ class _Context:
         return self._splits
 
     def fresh_model(self) -> nn.Module:
-        return build_model(self.exp.model)
+        """The model section's network; its random initialisation is seeded by the experiment seed."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.exp.seed, "init") % 2**63)
+            return build_model(self.exp.model)
 
     @property
     def plain_keys(self) -> set[str]:

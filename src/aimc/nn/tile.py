@@ -76,6 +76,11 @@ class AnalogMatrix(nn.Module):
             self.register_buffer(name, torch.empty(0))
         bound = config.periphery.input_bound
         self.register_buffer("input_range", torch.tensor(float("nan") if bound is None else float(bound)))
+        # learned static DAC range (TrainingConfig.learn_input_range; NaN until the first training batches set it);
+        # the layers' training forward learns it, aimc.clip copies it into input_range
+        p, learn = config.periphery, config.training.learn_input_range
+        self.register_parameter("learned_input_range", nn.Parameter(self.input_range.clone())
+                                if learn and p.dac_bits is not None and p.input_range == "static" else None)
         self.register_buffer("t_seconds", torch.tensor(float("nan"), dtype=torch.float64))
         self.register_buffer("read_seed", torch.tensor(-1, dtype=torch.int64))
         self.register_buffer("gdc_on", torch.tensor(False))
@@ -256,9 +261,13 @@ class AnalogMatrix(nn.Module):
         return r
 
     def train_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        """Master weight plus hardware-aware training noise (std = eta·max|W|; torch's default RNG, like dropout)."""
-        tr = self.config.training
-        if tr.noise == "none" or tr.eta == 0:
-            return weight
-        std = tr.eta * weight.detach().abs().max()
-        return weight + std * torch.randn_like(weight)
+        """Weight of a training forward pass: ``aimc.train.noise.noisy_weight`` with this matrix's training config.
+
+        Fresh noise and drop-connect on every call (torch's default RNG, like dropout); gradients pass straight
+        through to ``weight``. ``"pcm_programming"`` noise uses the configured device when it is a PCM.
+        """
+        from aimc.devices import PCM
+        from aimc.train.noise import noisy_weight
+
+        dev = self.config.device
+        return noisy_weight(weight, self.config.training, device=dev if isinstance(dev, PCM) else None)

@@ -1,5 +1,15 @@
-"""Training helpers: hardware-aware training (noise injection lives in the analog layers; clipping here)."""
+"""Training helpers of hardware-aware training.
+
+* ``aimc.train.noise``: weight noise, drop-connect and the learned-range DAC of the training forward pass
+  (the analog layers call them; no import of ``aimc.nn`` so the layers can import it).
+* ``aimc.train.hwa``: ``clip`` after each optimizer step, ``sync_input_ranges``.
+"""
 
 from aimc.train.hwa import clip as clip
+from aimc.train.hwa import clip_bounds as clip_bounds
+from aimc.train.hwa import sync_input_ranges as sync_input_ranges
+from aimc.train.noise import noise_std as noise_std
+from aimc.train.noise import noisy_weight as noisy_weight
+from aimc.train.noise import quantize_ste as quantize_ste
 
-__all__ = ["clip"]
+__all__ = ["clip", "clip_bounds", "sync_input_ranges", "noisy_weight", "noise_std", "quantize_ste"]

@@ -1,0 +1,199 @@
+"""Experiment files and `aimc run`: validation, resumption after SIGKILL, atomic results, refusal, workers."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import aimc
+from aimc.cli import app
+from aimc.experiment.runner import RunDirError, run_experiment
+from aimc.experiment.schema import ExperimentConfigError
+from aimc.experiment.spec import experiment_from_dict, experiment_to_yaml, load_experiment
+from aimc.experiment.store import ResultsStore, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(**over) -> dict:
+    d = {"name": "tiny", "seed": 3, "model": {"name": "digits_cnn"},
+         "data": {"name": "digits", "batch_size": 64, "train_limit": 400, "validation": 50},
+         "training": [{"name": "fp", "kind": "fp", "epochs": 2, "optimizer": {"name": "adam", "lr": 0.003}},
+                      {"name": "hwa", "kind": "hwa", "init": "fp", "epochs": 1,
+                       "optimizer": {"name": "sgd", "lr": 0.01}}],
+         "baselines": {"fp_digital": "fp"},
+         "evaluation": [{"name": "pcm", "analog": "joshi2020", "models": {"fp_direct": "fp", "hwa": "hwa"},
+                         "times": [25, 86400], "seeds": 2, "compensations": ["none", "gdc", "gdc+bn"],
+                         "n_calib": 64}]}
+    d.update(over)
+    return d
+
+
+def test_examples_validate_and_round_trip():
+    for f in sorted((ROOT / "examples").glob("*.yaml")):
+        exp = load_experiment(f)
+        text = experiment_to_yaml(exp)
+        assert experiment_to_yaml(experiment_from_dict(yaml.safe_load(text))) == text
+
+
+@pytest.mark.parametrize("preset", sorted(aimc.presets.PRESETS))
+def test_resolved_config_round_trips_for_every_preset(preset):
+    exp = experiment_from_dict(tiny(analog={"a": {"preset": preset, "overrides": {"name": "x"}}},
+                                    evaluation=[]))
+    text = experiment_to_yaml(exp)
+    again = experiment_from_dict(yaml.safe_load(text))
+    assert again == exp and experiment_to_yaml(again) == text
+    cfg = again.analog_config("a")
+    assert aimc.AnalogConfig.from_yaml(cfg.to_yaml()) == cfg
+
+
+def test_every_problem_reported_with_path_value_and_unit():
+    bad = tiny(data={"name": "digitz", "batch_size": 0, "colour": "red"})
+    bad["evaluation"][0].update(times=[-1], seeds=-2, compensations=["magic"])
+    bad["training"][0]["optimizer"]["lr"] = -1
+    with pytest.raises(ExperimentConfigError) as e:
+        experiment_from_dict(bad)
+    paths = {p for p, _ in e.value.problems}
+    assert {"data.name", "data.batch_size", "data.colour", "evaluation[0].times[0]", "training[0].optimizer.lr",
+            "evaluation[0].compensations[0]"} <= paths
+    msg = str(e.value)
+    assert "digits, mnist, cifar10" in msg and "(images)" in msg and "(s)" in msg and "-1" in msg
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(aimc.FileFormatError, match="does not exist"):
+        load_experiment(tmp_path / "nope.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nmodel: {name: digits_cnn\n")
+    with pytest.raises(aimc.FileFormatError, match="line 3"):
+        load_experiment(p)
+    t = tmp_path / "e.toml"
+    t.write_text('name = "t"\n[model]\nname = "digits_cnn"\n[data]\nname = "digits"\n')
+    assert load_experiment(t).name == "t"
+
+
+def test_cli_errors_are_one_paragraph_and_exit_2(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(tiny(seed=-1)))
+    r = CliRunner().invoke(app, ["validate", str(p)])
+    assert r.exit_code == 2 and "seed" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["run", str(tmp_path / "missing.yaml")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(tiny()))
+    r = CliRunner().invoke(app, ["validate", str(good)])
+    assert r.exit_code == 0 and "valid" in r.output
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    run_experiment(experiment_from_dict(tiny()), out, quiet=True)
+    return out
+
+
+def test_run_directory_contents(finished):
+    for name in ("config.yaml", "analog/joshi2020.yaml", "environment.json", "run.log", "results.csv",
+                 "summary.md", "checkpoints/fp/last.safetensors", "stages/fp.safetensors",
+                 "stages/hwa.aimc.safetensors"):
+        assert (finished / name).exists(), name
+    t = pd.read_csv(finished / "results.csv")
+    assert {"model", "compensation", "t_seconds", "seed", "accuracy", "periphery", "sweep"} <= set(t.columns)
+    assert len(t) == 1 + 2 * 2 * 2 * 3 and not t.duplicated(["sweep", "model", "compensation", "t_seconds",
+                                                              "seed"]).any()
+    hwa = aimc.load(finished / "stages/hwa.aimc.safetensors")
+    assert hwa.aimc_config.name == "joshi2020"
+
+
+def test_rerun_skips_everything_and_changes_nothing(finished):
+    before = (finished / "results.csv").read_bytes()
+    stage = (finished / "stages/fp.safetensors").stat().st_mtime_ns
+    t0 = time.perf_counter()
+    run_experiment(experiment_from_dict(tiny()), finished, quiet=True)
+    assert (finished / "results.csv").read_bytes() == before
+    assert (finished / "stages/fp.safetensors").stat().st_mtime_ns == stage
+    assert time.perf_counter() - t0 < 5
+
+
+def test_different_experiment_refused_unless_forced(finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(finished, out)
+    with pytest.raises(RunDirError, match="--force"):
+        run_experiment(experiment_from_dict(tiny(seed=4)), out, quiet=True)
+    run_experiment(experiment_from_dict(tiny(seed=4, evaluation=[])), out, quiet=True, force=True)
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 4
+
+
+def test_corrupt_files_give_clear_errors(finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "c"
+    shutil.copytree(finished, out)
+    ck = out / "checkpoints/fp/last.safetensors"
+    ck.write_bytes(ck.read_bytes()[:100])
+    with pytest.raises(aimc.FileFormatError, match="last.safetensors"):
+        load_checkpoint(ck)
+    (out / "results.csv").write_text("sweep,model\npcm,hwa\n")
+    with pytest.raises(aimc.FileFormatError, match="results.csv"):
+        ResultsStore(out / "results.csv")
+    with pytest.raises(aimc.FileFormatError, match="results.csv"):
+        run_experiment(experiment_from_dict(tiny()), out, quiet=True)  # never a silent restart
+    (out / "results.csv").unlink()
+    (out / "stages/fp.safetensors").unlink()
+    with pytest.raises(aimc.FileFormatError, match="last.safetensors"):
+        run_experiment(experiment_from_dict(tiny()), out, quiet=True)
+
+
+def test_workers_give_identical_results(finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "w"
+    shutil.copytree(finished, out)
+    (out / "results.csv").unlink()
+    run_experiment(experiment_from_dict(tiny()), out, quiet=True, workers=2)
+    a = pd.read_csv(finished / "results.csv")
+    b = pd.read_csv(out / "results.csv")
+    key = ["sweep", "model", "compensation", "t_seconds", "seed"]
+    pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True))
+
+
+def _cli(exp_file: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "aimc.cli", "run", str(exp_file), "--out", str(out), "--quiet",
+                             "--threads", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_sigkill_and_resume_is_bit_identical(tmp_path):
+    d = tiny(model={"name": "tests.slow_model:make"})
+    d["training"][0]["epochs"] = 4
+    d["evaluation"][0]["seeds"] = 3
+    f = tmp_path / "e.yaml"
+    f.write_text(yaml.safe_dump(d))
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    assert _cli(f, ref).wait(timeout=300) == 0
+    # kill once in the middle of training (after the first checkpoint), once during evaluation
+    for marker in ("checkpoints/fp/last.safetensors", "results.csv"):
+        p = _cli(f, cut)
+        deadline = time.time() + 120
+        while not (cut / marker).exists() and p.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert p.poll() is None, "the run finished before it could be killed"
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert _cli(f, cut).wait(timeout=300) == 0
+    for stage in ("fp", "hwa"):
+        a, b = load_file(str(ref / f"stages/{stage}.safetensors")), load_file(str(cut / f"stages/{stage}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(pd.read_csv(ref / "results.csv"), pd.read_csv(cut / "results.csv"))
+    assert not list(cut.rglob("*.tmp"))
