@@ -1,6 +1,7 @@
 """report.html: one self-contained page per run directory, also for runs without (swept) results."""
 
 import base64
+import os
 import re
 import shutil
 from pathlib import Path
@@ -81,6 +82,9 @@ def test_report_of_a_run(run_dir):
     assert "torch" in page and "command" in page
     assert "no results yet" not in page
     assert path.stat().st_size < 2_000_000
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # shareable, not the 0600 of a temp file
 
 
 def test_report_with_only_baselines_and_no_stage_weights(run_dir, tmp_path):

@@ -290,6 +290,10 @@ class AnalogConfig:
         for key, cls in _PARTS.items():
             if not isinstance(getattr(self, key), cls):
                 p.append(f"{key}={getattr(self, key)!r} must be a {cls.__name__}")
+        if not p and self.training.learn_input_range and (self.periphery.dac_bits is None
+                                                          or self.periphery.input_range != "static"):
+            p.append("training.learn_input_range needs a static DAC (periphery.dac_bits set and "
+                     "periphery.input_range='static'); switch it off or configure the DAC")
         _raise("AnalogConfig", p)
 
     # ---- serialisation --------------------------------------------------------------------------------------

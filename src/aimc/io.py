@@ -11,7 +11,6 @@ import importlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ __all__ = ["save", "load", "read_metadata", "FORMAT"]
 FORMAT = "aimc-model/1"
 log = logging.getLogger("aimc")
 _DEVICE_KEYS = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_ref", "gdc_alpha", "t_seconds", "read_seed",
-                "gdc_on")
+                "gdc_on", "learned_input_range")
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None) -> None:
@@ -51,14 +50,9 @@ def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None) 
             "arch": arch or "", "torch": torch.__version__}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from aimc.experiment.store import atomic_write
+
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -2,7 +2,8 @@
 and adds an ``AnalogMatrix`` (``.analog``) holding the crossbar state.
 
 Modes of the forward pass:
-* ``train()``: master weights + hardware-aware training noise (torch ops, differentiable).
+* ``train()``: master weights + hardware-aware training noise and drop-connect (torch ops, differentiable); with
+  ``learn_input_range`` also the static DAC at a learned range (``aimc.train.noise``).
 * ``eval()`` before ``aimc.program``: the digital master weights (what HWA validation measures).
 * ``eval()`` after ``aimc.program`` and ``aimc.at_time``: the drifted analog weights through the periphery.
 """
@@ -19,8 +20,12 @@ from aimc.config import AnalogConfig
 from aimc.errors import NonFiniteError, ShapeError, StateError
 from aimc.nn.tile import AnalogMatrix
 from aimc.periphery import quantize_input
+from aimc.train.noise import MIN_INPUT_RANGE, quantize_ste
 
 __all__ = ["AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogLayer"]
+
+_RANGE_WARMUP = 10
+"""Training batches whose running max |x| initialises a learned input range that has no value yet."""
 
 
 def _check_input(x: torch.Tensor, name: str) -> None:
@@ -59,6 +64,50 @@ class AnalogLayer:
                              "aimc.at_time(model, t_seconds, seed=...) before the forward pass.")
         return "analog"
 
+    def _train_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Input of a training forward pass.
+
+        Without a learned range (``TrainingConfig.learn_input_range`` off or no static DAC): ``x`` unchanged, and
+        the running max |x| becomes the static input range (:meth:`_track_range`).
+
+        With a learned range r (``analog.learned_input_range``): the DAC quantisation of ``x`` at range r with
+        straight-through / LSQ gradients (``aimc.train.noise.quantize_ste``); r is then copied into the inference
+        buffer ``analog.input_range``. r starts, on the first training pass, from its stored value (a loaded
+        model, ``periphery.input_bound``), else from a calibrated ``input_range``, else it is the running max |x|
+        of the first ``_RANGE_WARMUP`` training batches (max over DDP ranks) before it is learned.
+        """
+        r = self.analog.learned_input_range
+        if r is None:
+            self._track_range(x)
+            return x
+        with torch.no_grad():
+            self._init_learned_range(x, r)
+        x_q = quantize_ste(x, r, self.analog.config.periphery.dac_bits)
+        with torch.no_grad():
+            self.analog.input_range.copy_(r.clamp_min(MIN_INPUT_RANGE))
+        return x_q
+
+    def _init_learned_range(self, x: torch.Tensor, r: torch.Tensor) -> None:
+        state = self.__dict__.get("_range_warmup")
+        if state is None:  # first training pass of this layer in this process
+            buf = self.analog.input_range
+            if not math.isnan(float(r)):
+                state = (0, None)
+            elif not math.isnan(float(buf)):
+                r.copy_(buf)
+                state = (0, None)
+            else:
+                state = (_RANGE_WARMUP, None)
+        left, running = state
+        if left > 0:
+            m = x.detach().abs().max().to(r.dtype).clamp_min(MIN_INPUT_RANGE)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(m, op=torch.distributed.ReduceOp.MAX)
+            running = m if running is None else torch.maximum(running, m)
+            r.copy_(running)
+            left -= 1
+        self._range_warmup = (left, running if left > 0 else None)
+
     def _track_range(self, x: torch.Tensor) -> None:
         """While training with a static DAC and no fixed range: running max|x| becomes the input range."""
         p = self.analog.config.periphery
@@ -94,8 +143,7 @@ class AnalogLinear(AnalogLayer, nn.Linear):
                              f"expected in_features={self.in_features} (input shape {tuple(x.shape)}).")
         mode = self._mode()
         if mode == "train":
-            self._track_range(x)
-            return F.linear(x, self.analog.train_weight(self.weight), self.bias)
+            return F.linear(self._train_input(x), self.analog.train_weight(self.weight), self.bias)
         if mode == "digital":
             return F.linear(x, self.weight, self.bias)
         _check_input(x, self.aimc_name)
@@ -146,8 +194,7 @@ class _AnalogConvNd(AnalogLayer):
     def _analog_forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self._mode()
         if mode == "train":
-            self._track_range(x)
-            return self._conv_forward(x, self.analog.train_weight(self.weight), self.bias)
+            return self._conv_forward(self._train_input(x), self.analog.train_weight(self.weight), self.bias)
         if mode == "digital":
             return self._conv_forward(x, self.weight, self.bias)
         _check_input(x, self.aimc_name)

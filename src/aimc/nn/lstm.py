@@ -21,7 +21,8 @@ __all__ = ["AnalogLSTM"]
 
 
 class AnalogLSTM(nn.LSTM):
-    """``nn.LSTM`` on analog crossbars (no ``proj_size``, no ``PackedSequence``).
+    """``nn.LSTM`` on analog crossbars (no ``proj_size``, no ``PackedSequence``). A static DAC needs a fixed or
+    calibrated input range (``training.learn_input_range`` does not apply to LSTMs).
 
     Input ``(T, N, input_size)`` (or ``(N, T, input_size)`` with ``batch_first``, or unbatched ``(T, input_size)``);
     output and ``(h_n, c_n)`` exactly as ``nn.LSTM``.
@@ -40,7 +41,7 @@ class AnalogLSTM(nn.LSTM):
         new.load_state_dict(m.state_dict())
         new.train(m.training)
         new.analog = nn.ModuleDict({
-            name: AnalogMatrix(p.shape[0], p.shape[1], config)
+            name: AnalogMatrix(p.shape[0], p.shape[1], config, learn_range=False)
             for name, p in new.named_parameters(recurse=False) if name.startswith("weight_")
         })
         return new

@@ -10,6 +10,8 @@ Buffers (all persistent):
     gdc_base: ``(n_col_tiles, n_row_tiles)`` GDC read-out right after programming.
     gdc_ref: ``(n_row_tiles, n_readout, out)`` reference outputs of the correlation read-out.
     input_range: ``()`` static DAC input range of the layer (NaN = not calibrated).
+    learned_input_range: ``()`` parameter (only with ``training.learn_input_range`` and a static DAC), trained with a
+        straight-through estimator; ``aimc.clip`` copies it into ``input_range``.
     t_seconds, read_seed, gdc_on: the last ``at_time`` call, so a loaded model recomputes the same weights.
 """
 
@@ -64,9 +66,11 @@ class AnalogMatrix(nn.Module):
         config: the analog configuration.
         groups: convolution groups.
         row_unit: rows that stay together on one tile (kernel size of a convolution).
+        learn_range: allow a learned input range (layers whose training forward does not quantise pass False).
     """
 
-    def __init__(self, out_features: int, rows: int, config: AnalogConfig, *, groups: int = 1, row_unit: int = 1):
+    def __init__(self, out_features: int, rows: int, config: AnalogConfig, *, groups: int = 1, row_unit: int = 1,
+                 learn_range: bool = True):
         super().__init__()
         self.config = config
         m = config.mapping
@@ -80,7 +84,8 @@ class AnalogMatrix(nn.Module):
         # the layers' training forward learns it, aimc.clip copies it into input_range
         p, learn = config.periphery, config.training.learn_input_range
         self.register_parameter("learned_input_range", nn.Parameter(self.input_range.clone())
-                                if learn and p.dac_bits is not None and p.input_range == "static" else None)
+                                if learn and learn_range and p.dac_bits is not None and p.input_range == "static"
+                                else None)
         self.register_buffer("t_seconds", torch.tensor(float("nan"), dtype=torch.float64))
         self.register_buffer("read_seed", torch.tensor(-1, dtype=torch.int64))
         self.register_buffer("gdc_on", torch.tensor(False))
