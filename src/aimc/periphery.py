@@ -12,7 +12,13 @@ import torch
 
 from aimc.config import PeripheryConfig
 
-__all__ = ["dac_step", "adc_step", "quantize", "block_mvm", "quantize_input"]
+__all__ = ["dac_step", "adc_step", "quantize", "block_mvm", "quantize_input", "bm_allows"]
+
+
+def bm_allows(factor: float, p: PeripheryConfig) -> bool:
+    """Whether iterative bound management may use this input down-scaling factor."""
+    step = dac_step(p.dac_bits) if p.dac_bits is not None else 0.0
+    return factor <= p.max_bm_factor and factor * step <= p.max_bm_res
 
 
 def dac_step(bits: int) -> float:
@@ -45,7 +51,7 @@ def _analog(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig, generator: t
 
 
 def block_mvm(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig,
-              generator: torch.Generator | None) -> torch.Tensor:
+              generator: torch.Generator | None, *, start_factor: float = 1.0) -> torch.Tensor:
     """One tile's MVM through the periphery.
 
     Args:
@@ -53,21 +59,22 @@ def block_mvm(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig,
         w: ``(c, r)`` analog weights of the tile.
         p: periphery settings.
         generator: source of the output noise.
+        start_factor: bound-management factor of the first attempt (2 when an attempt at 1 already clipped).
 
     Returns:
         ``(N, c)`` outputs in the same units as ``x_n @ w.T`` (bound-management factor already undone).
     """
-    y = _analog(x_n, w, p, generator)
+    y = _analog(x_n / start_factor if start_factor != 1.0 else x_n, w, p, generator)
     factor = None
     if p.bound_management == "iterative" and p.out_bound is not None and y.numel():
         bound = p.out_bound
-        factor = torch.ones(x_n.shape[0], 1, dtype=x_n.dtype, device=x_n.device)
+        factor = torch.full((x_n.shape[0], 1), start_factor, dtype=x_n.dtype, device=x_n.device)
         step = dac_step(p.dac_bits) if p.dac_bits is not None else 0.0
         todo = (y.abs() >= bound).any(dim=1)
         while bool(todo.any()):
             idx = todo.nonzero().squeeze(1)
             f = factor[idx] * 2.0
-            ok = (f[:, 0] <= p.max_bm_factor) & (f[:, 0] * step <= p.max_bm_res)
+            ok = (f[:, 0] <= p.max_bm_factor) & (f[:, 0] * step <= p.max_bm_res)  # as bm_allows, per vector
             idx, f = idx[ok], f[ok]
             if idx.numel() == 0:
                 break
@@ -80,4 +87,6 @@ def block_mvm(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig,
         y = quantize(y, adc_step(p.adc_bits, p.out_bound), p.out_bound)
     elif p.out_bound is not None:
         y = torch.clamp(y, -p.out_bound, p.out_bound)
-    return y if factor is None else y * factor
+    if factor is None:
+        return y * start_factor if start_factor != 1.0 else y
+    return y * factor

@@ -18,6 +18,7 @@ from torch import nn
 
 from aimc.config import AnalogConfig
 from aimc.errors import NonFiniteError, ShapeError, StateError
+from aimc.nn.mvm import static_conv_forward, tiles_forward
 from aimc.nn.tile import AnalogMatrix
 from aimc.periphery import quantize_input
 from aimc.train.noise import MIN_INPUT_RANGE, quantize_ste
@@ -150,8 +151,8 @@ class AnalogLinear(AnalogLayer, nn.Linear):
         if not self.analog.config.periphery.needs_matrix_path:
             return F.linear(self._static_dac(x), self.analog.effective_weight(), self.bias)
         lead = x.shape[:-1]
-        y = self.analog.matrix_forward(x.reshape(-1, self.in_features), self.aimc_name)
-        y = y.reshape(*lead, self.out_features)
+        cols = x.reshape(-1, self.in_features).t().unsqueeze(0)  # (1, in, N) view: no copy
+        y = tiles_forward(self.analog, cols, self.aimc_name)[0].t().reshape(*lead, self.out_features)
         return y if self.bias is None else y + self.bias
 
 
@@ -181,12 +182,22 @@ class _AnalogConvNd(AnalogLayer):
         k = tuple(self.kernel_size) if not one_d else (1, *self.kernel_size)
         dil = tuple(self.dilation) if not one_d else (1, *self.dilation)
         st = tuple(self.stride) if not one_d else (1, *self.stride)
-        b, _, h, w = x.shape
+        b, c, h, w = x.shape
         ho = (h - dil[0] * (k[0] - 1) - 1) // st[0] + 1
         wo = (w - dil[1] * (k[1] - 1) - 1) // st[1] + 1
+        scale_fn = None
+        if self.analog.config.periphery.input_range == "dynamic":  # per-patch abs-max by max-pooling |x|
+            lay, kk, c_pg = self.analog.layout, k[0] * k[1], self.in_channels // self.groups
+            absx = x.abs()
+
+            def scale_fn(tile: int, g: int) -> torch.Tensor:
+                s, e = lay.row_bounds[tile]
+                a = absx[:, g * c_pg + s // kk: g * c_pg + e // kk].amax(dim=1, keepdim=True)
+                return F.max_pool2d(a, k, stride=st, dilation=dil).reshape(b, 1, ho * wo)
+
         cols = F.unfold(x, k, dilation=dil, stride=st)  # (B, C·kh·kw, L)
-        y = self.analog.matrix_forward(cols.transpose(1, 2).reshape(b * ho * wo, -1), self.aimc_name)
-        y = y.reshape(b, ho * wo, self.out_channels).transpose(1, 2).reshape(b, self.out_channels, ho, wo)
+        y = tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn)
+        y = y.view(b, self.out_channels, ho, wo)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y.squeeze(2) if one_d else y
@@ -198,9 +209,14 @@ class _AnalogConvNd(AnalogLayer):
         if mode == "digital":
             return self._conv_forward(x, self.weight, self.bias)
         _check_input(x, self.aimc_name)
-        if not self.analog.config.periphery.needs_matrix_path:
+        p = self.analog.config.periphery
+        if not p.needs_matrix_path:
             w = self.analog.effective_weight().view_as(self.weight)
             return self._conv_forward(self._static_dac(x), w, self.bias)
+        if p.input_range == "static":  # stays a convolution unless bound management has to retry
+            y = static_conv_forward(self, x)
+            if y is not None:
+                return y
         return self._unfolded_forward(x)
 
     def _check_shape(self, x: torch.Tensor, nd: int) -> None:

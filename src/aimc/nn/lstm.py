@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import PackedSequence
 from aimc.config import AnalogConfig
 from aimc.errors import ShapeError, StateError, UnsupportedLayerError
 from aimc.nn.layers import _check_input
+from aimc.nn.mvm import tiles_forward
 from aimc.nn.tile import AnalogMatrix
 from aimc.periphery import quantize_input
 
@@ -73,7 +74,7 @@ class AnalogLSTM(nn.LSTM):
             return F.linear(x, getattr(self, name))
         p = mat.config.periphery
         if p.needs_matrix_path:
-            return mat.matrix_forward(x, f"{self.aimc_name}.{name}")
+            return tiles_forward(mat, x.t().unsqueeze(0), f"{self.aimc_name}.{name}")[0].t()
         if p.dac_bits is not None:
             r = mat.static_range(f"{self.aimc_name}.{name}")
             x = quantize_input(x / r, p) * r

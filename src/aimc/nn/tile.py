@@ -232,27 +232,6 @@ class AnalogMatrix(nn.Module):
         """``(out, rows)`` weights of the ideal-output path (drifted, GDC folded in)."""
         return self.w_eff
 
-    def matrix_forward(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        """Analog MVM of ``x`` ``(N, groups·rows)`` through tiles and periphery; returns ``(N, out)``."""
-        lay, p = self.layout, self.config.periphery
-        out_pg = lay.out_features // lay.groups
-        y = x.new_zeros(x.shape[0], lay.out_features)
-        static = self.static_range(name) if p.input_range == "static" else None
-        for k, (s, e) in enumerate(lay.row_bounds):
-            scales: dict[int, torch.Tensor] = {}
-            for cs, ce in lay.col_bounds:
-                g = cs // out_pg
-                xk = x[:, g * lay.rows + s: g * lay.rows + e]
-                if static is None:
-                    if g not in scales:
-                        scales[g] = xk.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
-                    sc = scales[g]
-                else:
-                    sc = static
-                yk = block_mvm(xk / sc, self.w_analog[cs:ce, s:e], p, self._forward_gen) * sc
-                y[:, cs:ce] += yk * self.out_scale[cs:ce, k]
-        return y
-
     def static_range(self, name: str) -> torch.Tensor | float:
         """The layer's static input range (1.0 when no DAC needs one and none is set)."""
         r = float(self.input_range)

@@ -1,0 +1,155 @@
+"""Fast per-tile analog MVMs through the periphery, on the layouts convolutions and linear layers already have.
+
+``tiles_forward`` works on the column layout of ``F.unfold``: ``cols`` ``(B, groups·rows, L)`` (a Linear's input
+``(N, in)`` is the view ``(1, in, N)``), so no transpose copies are made; the DAC works in integer units
+(``round(x / (scale·step))``, in place when the caller owns ``cols``) and the DAC step is folded into the result.
+``static_conv_forward`` keeps a convolution a convolution when the input range is static: one convolution per
+row tile on that tile's channels, then output noise, ADC and the digital scales on its output.
+
+Semantics are those of :func:`aimc.periphery.block_mvm` (which the GDC read-out and bound-management retries use):
+input scaling → DAC → MVM → + output noise → bound management → ADC → undo scaling → × digital scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from aimc.periphery import adc_step, bm_allows, block_mvm, dac_step
+
+__all__ = ["tiles_forward", "static_conv_forward"]
+
+
+def _noise_(y: torch.Tensor, p, generator: torch.Generator | None) -> torch.Tensor:  # noqa: ANN001
+    """In place: + Gaussian output noise of std ``out_noise``."""
+    if p.out_noise > 0:
+        y.add_(torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype).mul_(p.out_noise))
+    return y
+
+
+def _adc_(y: torch.Tensor, p) -> torch.Tensor:  # noqa: ANN001
+    """In place: ADC quantisation and clipping at ±out_bound (or only clipping when there is no ADC)."""
+    if p.adc_bits is not None:
+        st = adc_step(p.adc_bits, p.out_bound)
+        n = (2**p.adc_bits - 2) // 2
+        return y.div_(st).round_().clamp_(-n, n).mul_(st)
+    if p.out_bound is not None:
+        return y.clamp_(-p.out_bound, p.out_bound)
+    return y
+
+
+def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  # noqa: ANN001
+                  scale_fn: Callable[[int, int], torch.Tensor] | None = None) -> torch.Tensor:
+    """Analog MVM of every tile of ``mat`` (an ``AnalogMatrix``) on ``cols`` ``(B, groups·rows, L)``.
+
+    Args:
+        mat: the layer's ``AnalogMatrix`` (drifted).
+        cols: input columns; modified in place if ``owned``.
+        name: layer name for error messages.
+        owned: the caller owns ``cols`` (e.g. the result of ``F.unfold``) and allows in-place quantisation.
+        scale_fn: ``(row_tile, group) -> (B, 1, L)`` per-vector abs-max, when the caller can compute it cheaper
+            than a pass over ``cols`` (convolutions: a max-pool of the input); only for dynamic ranges.
+
+    Returns:
+        ``(B, out_features, L)``.
+    """
+    lay, p, gen = mat.layout, mat.config.periphery, mat._forward_gen
+    rows, out_pg = lay.rows, lay.out_features // lay.groups
+    b, _, n_l = cols.shape
+    y = cols.new_zeros(b, lay.out_features, n_l)
+    static = mat.static_range(name) if p.input_range == "static" else None
+    step = dac_step(p.dac_bits) if p.dac_bits is not None else None
+    levels = (2**p.dac_bits - 2) // 2 if p.dac_bits is not None else None
+    bm = p.bound_management == "iterative" and p.out_bound is not None and bm_allows(2.0, p)
+    for k, (s, e) in enumerate(lay.row_bounds):
+        prepared: dict[int, tuple[torch.Tensor, torch.Tensor | float]] = {}
+        for cs, ce in lay.col_bounds:
+            g = cs // out_pg
+            if g not in prepared:
+                xk = cols[:, g * rows + s: g * rows + e, :]
+                if static is None:
+                    sc = scale_fn(k, g) if scale_fn is not None else xk.abs().amax(dim=1, keepdim=True)
+                    sc = sc.clamp_min(1e-30)
+                else:
+                    sc = static
+                if bm:
+                    x_raw = xk.clone() if owned else xk  # bound-management retries need the unquantised input
+                else:
+                    x_raw = None
+                if step is not None:  # DAC in integer units; the step is folded into the output
+                    q = xk.div_(sc * step) if owned else xk / (sc * step)
+                    q.round_()
+                    if static is not None:
+                        q.clamp_(-levels, levels)
+                else:
+                    q = xk.div_(sc) if owned else xk / sc
+                prepared[g] = (q, sc, x_raw)
+            q, sc, x_raw = prepared[g]
+            w = mat.w_analog[cs:ce, s:e]
+            yk = torch.matmul(w, q)  # (B, c, L)
+            if step is not None:
+                yk.mul_(step)
+            _noise_(yk, p, gen)
+            retry = None
+            if bm:
+                clipped = (yk.abs() >= p.out_bound).any(dim=1)  # (B, L): vectors with a clipped output
+                if bool(clipped.any()):
+                    idx = clipped.nonzero(as_tuple=True)
+                    xs = x_raw.permute(0, 2, 1)[idx]
+                    scs = sc if static is not None else sc.permute(0, 2, 1)[idx]
+                    retry = (idx, block_mvm(xs / scs, w, p, gen, start_factor=2.0))
+            _adc_(yk, p)
+            if retry is not None:
+                yk.permute(0, 2, 1)[retry[0]] = retry[1]
+            if static is None:
+                yk.mul_(sc)
+            elif sc != 1.0:
+                yk.mul_(sc)
+            y[:, cs:ce] += yk.mul_(mat.out_scale[cs:ce, k].view(1, -1, 1))
+    return y
+
+
+def static_conv_forward(layer, x: torch.Tensor) -> torch.Tensor | None:  # noqa: ANN001
+    """Static input range: one convolution per row tile (the DAC is elementwise), then the output periphery.
+
+    Returns ``None`` when bound management finds a clipped output (the caller then takes the unfolded path, which
+    retries clipped vectors exactly).
+    """
+    mat = layer.analog
+    lay, p, gen = mat.layout, mat.config.periphery, mat._forward_gen
+    r = mat.static_range(layer.aimc_name)
+    kk = 1
+    for k in layer.kernel_size:
+        kk *= k
+    if p.dac_bits is not None:
+        st = dac_step(p.dac_bits)
+        n = (2**p.dac_bits - 2) // 2
+        xq = (x / (r * st)).round_().clamp_(-n, n)
+        unit = st
+    else:
+        xq, unit = x / r, 1.0
+    c_pg = layer.in_channels // layer.groups
+    out = None
+    for k, (s, e) in enumerate(lay.row_bounds):
+        c0, c1 = s // kk, e // kk
+        if c0 == 0 and c1 == c_pg:
+            xk = xq
+        else:
+            idx = torch.cat([torch.arange(g * c_pg + c0, g * c_pg + c1) for g in range(layer.groups)])
+            xk = xq.index_select(1, idx.to(x.device))
+        w = mat.w_analog[:, s:e].reshape(lay.out_features, c1 - c0, *layer.kernel_size)
+        yk = layer._conv_forward(xk, w, None)
+        if unit != 1.0:
+            yk.mul_(unit)
+        _noise_(yk, p, gen)
+        if p.bound_management == "iterative" and p.out_bound is not None and bm_allows(2.0, p):
+            if bool((yk.abs() >= p.out_bound).any()):
+                return None
+        _adc_(yk, p)
+        shape = (1, -1) + (1,) * (yk.dim() - 2)
+        yk.mul_(r).mul_(mat.out_scale[:, k].view(shape))
+        out = yk if out is None else out.add_(yk)
+    if layer.bias is not None:
+        out = out + layer.bias.view((1, -1) + (1,) * (out.dim() - 2))
+    return out
