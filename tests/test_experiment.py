@@ -197,3 +197,28 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     pd.testing.assert_frame_equal(pd.read_csv(ref / "results.csv"), pd.read_csv(cut / "results.csv"))
     assert not list(cut.rglob("*.tmp"))
+
+
+def test_disk_full_leaves_nothing_half_written(tmp_path):
+    """A write that fails midway (ENOSPC) keeps the previous file intact and leaves no temp file behind."""
+    import errno
+
+    from aimc.experiment.store import atomic_write
+
+    target = tmp_path / "results.csv"
+    target.write_text("old complete content\n")
+
+    def failing(tmp):
+        Path(tmp).write_text("half of the new con")
+        raise OSError(errno.ENOSPC, "No space left on device", tmp)
+
+    with pytest.raises(OSError):
+        atomic_write(target, failing)
+    assert target.read_text() == "old complete content\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+    store = ResultsStore(tmp_path / "r2.csv")
+    row = {"sweep": "s", "model": "m", "periphery": "p", "compensation": "none", "t_seconds": 1.0, "seed": 0,
+           "accuracy": 0.5}
+    store.add([row])
+    store.add([row])  # a cell is never added twice
+    assert len(pd.read_csv(tmp_path / "r2.csv")) == 1
