@@ -158,7 +158,7 @@ def convert(model: nn.Module, config: AnalogConfig, *, exclude: Iterable[str] = 
             f"{', '.join(t.__name__ for t in LAYER_MAP)}); nothing to simulate.")
     new.aimc_report = report
     new.aimc_config = config
-    log.info("aimc.convert:\n%s", report)
+    log.debug("aimc.convert:\n%s", report)
     return new
 
 
