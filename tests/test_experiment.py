@@ -222,3 +222,27 @@ def test_disk_full_leaves_nothing_half_written(tmp_path):
     store.add([row])
     store.add([row])  # a cell is never added twice
     assert len(pd.read_csv(tmp_path / "r2.csv")) == 1
+
+
+def test_pretrained_weights_from_pytorch_checkpoint_use_weights_only(tmp_path):
+    """A foreign .pt checkpoint loads with torch.load(weights_only=True); one that smuggles code is refused."""
+    from aimc.experiment.build import load_weights
+    from aimc.models import digits_cnn
+
+    src = digits_cnn()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}, "epoch": 3},
+               tmp_path / "ok.pt")
+    dst = digits_cnn()
+    load_weights(dst, tmp_path / "ok.pt")
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"state_dict": src.state_dict(), "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(aimc.FileFormatError, match="weights_only"):
+        load_weights(digits_cnn(), tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(aimc.FileFormatError, match="do not fit"):
+        load_weights(aimc.models.mnist_mlp(), tmp_path / "ok.pt")

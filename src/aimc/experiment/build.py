@@ -66,6 +66,11 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     if not isinstance(sd, dict):
         raise FileFormatError(f"{str(path)!r} does not hold a state_dict (found {type(sd).__name__}).")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items()
+             if k in own and torch.is_tensor(v) and v.shape != own[k].shape]
+    if wrong:
+        raise FileFormatError(f"weights {str(path)!r} do not fit the model: shapes differ for {wrong[:4]}.")
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
