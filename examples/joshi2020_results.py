@@ -18,7 +18,7 @@ import pandas as pd
 import aimc
 from aimc.evaluation import format_time, plot_summary, summarize
 from aimc.experiment.runner import _Context
-from aimc.experiment.spec import experiment_from_dict
+from aimc.experiment.spec import load_run_experiment
 
 PAPER_BASELINE = 93.87  # [S] FP32 software baseline of the paper's ResNet-32
 DAY, YEAR = 86400.0, 31536000.0
@@ -140,9 +140,7 @@ def main() -> None:
     ap.add_argument("--docs", type=Path, default=Path("docs/results"))
     ap.add_argument("--models", type=Path, default=Path("models"))
     args = ap.parse_args()
-    import yaml
-
-    exp = experiment_from_dict(yaml.safe_load((args.run / "config.yaml").read_text()))
+    exp = load_run_experiment(args.run)
     args.docs.mkdir(parents=True, exist_ok=True)
     args.models.mkdir(parents=True, exist_ok=True)
     table = results_table(args.run)

@@ -148,21 +148,11 @@ class _Run:
 
 
 def _load(run_dir: Path) -> _Run:
-    import yaml
-
     from aimc.errors import FileFormatError
-    from aimc.experiment.spec import experiment_from_dict
+    from aimc.experiment.spec import load_run_experiment
     from aimc.experiment.store import ResultsStore
 
-    cfg = run_dir / "config.yaml"
-    if not cfg.is_file():
-        raise FileFormatError(f"{str(run_dir)!r} is not a run directory (no config.yaml); give the --out directory "
-                              "of an `aimc run`.")
-    try:
-        data = yaml.safe_load(cfg.read_text())
-    except yaml.YAMLError as e:
-        raise FileFormatError(f"{cfg}: YAML syntax error: {e}") from None
-    exp = experiment_from_dict(data, str(cfg))
+    exp = load_run_experiment(run_dir)
     problems = []
     try:
         table = ResultsStore(run_dir / "results.csv").table()

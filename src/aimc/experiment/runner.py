@@ -35,7 +35,7 @@ from torch import nn
 from aimc.errors import ConfigError, FileFormatError
 from aimc.evaluation import accuracy, evaluate_seed
 from aimc.experiment.build import Splits, build_model, build_splits, plain_state
-from aimc.experiment.spec import Experiment, StageSpec, experiment_from_dict, experiment_to_yaml
+from aimc.experiment.spec import Experiment, StageSpec, experiment_to_yaml, load_run_experiment
 from aimc.experiment.store import ResultsStore, atomic_write, load_checkpoint, save_checkpoint
 from aimc.nn.convert import convert
 from aimc.nn.tile import derive_seed
@@ -225,7 +225,7 @@ def _eval_unit(out: str, sweep_name: str, label: str, seed: int, cells: list[tup
         torch.set_num_threads(threads)
     key = out
     if _WORKER.get("key") != key:  # one context per process, reused across units
-        exp = experiment_from_dict(_read_yaml(Path(out) / "config.yaml"))
+        exp = load_run_experiment(out)
         _WORKER.update(key=key, ctx=_Context(exp, Path(out)))
     ctx: _Context = _WORKER["ctx"]
     sweep = next(s for s in ctx.exp.evaluation if s.name == sweep_name)
@@ -237,12 +237,6 @@ def _eval_unit(out: str, sweep_name: str, label: str, seed: int, cells: list[tup
     for r in evaluate_seed(model, test, seed, cells, calib=calib, n_calib=sweep.n_calib):
         rows.append({"sweep": sweep.name, "model": label, "periphery": sweep.analog, **r})
     return rows
-
-
-def _read_yaml(path: Path) -> Any:
-    import yaml
-
-    return yaml.safe_load(path.read_text())
 
 
 def _baselines(ctx: _Context, store: ResultsStore) -> None:

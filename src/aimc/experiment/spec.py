@@ -18,7 +18,7 @@ from aimc.evaluation import COMPENSATIONS
 from aimc.experiment.schema import ExperimentConfigError, nonneg, parse, positive, spec, to_plain
 
 __all__ = ["Experiment", "ModelSpec", "DataSpec", "StageSpec", "OptimizerSpec", "ScheduleSpec", "AnalogEntry",
-           "SweepSpec", "load_experiment", "experiment_from_dict", "experiment_to_yaml"]
+           "SweepSpec", "load_experiment", "load_run_experiment", "experiment_from_dict", "experiment_to_yaml"]
 
 
 def _int_ge(lo: int):  # noqa: ANN202
@@ -249,6 +249,22 @@ def load_experiment(path: str | Path) -> Experiment:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise FileFormatError(f"{path}: YAML syntax error{where}: {getattr(e, 'problem', e)}") from None
     return experiment_from_dict(data, str(path))
+
+
+def load_run_experiment(run_dir: str | Path) -> Experiment:
+    """The resolved experiment of a run directory (its ``config.yaml``), with clear errors for anything else."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    cfg = run_dir / "config.yaml"
+    if not cfg.is_file():
+        raise FileFormatError(f"{str(run_dir)!r} is not a run directory (no config.yaml); give the --out directory "
+                              "of an `aimc run`.")
+    try:
+        data = yaml.safe_load(cfg.read_text())
+    except yaml.YAMLError as e:
+        raise FileFormatError(f"{cfg}: YAML syntax error: {e}") from None
+    return experiment_from_dict(data, str(cfg))
 
 
 def experiment_to_yaml(exp: Experiment) -> str:

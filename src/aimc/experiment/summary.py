@@ -50,22 +50,11 @@ def write_summary(out: str | Path, exp: Experiment, table: pd.DataFrame) -> None
 
 def rewrite(run_dir: str | Path) -> list[Path]:
     """Re-create ``summary.md``, ``accuracy_vs_time.png`` and ``report.html`` from a run directory's files."""
-    import yaml
-
-    from aimc.errors import FileFormatError
-    from aimc.experiment.spec import experiment_from_dict
+    from aimc.experiment.spec import load_run_experiment
     from aimc.experiment.store import ResultsStore
 
     run_dir = Path(run_dir)
-    cfg = run_dir / "config.yaml"
-    if not cfg.is_file():
-        raise FileFormatError(f"{str(run_dir)!r} is not a run directory (no config.yaml); give the --out directory "
-                              "of an `aimc run`.")
-    try:
-        data = yaml.safe_load(cfg.read_text())
-    except yaml.YAMLError as e:
-        raise FileFormatError(f"{cfg}: YAML syntax error: {e}") from None
-    exp = experiment_from_dict(data, str(cfg))
+    exp = load_run_experiment(run_dir)
     table = ResultsStore(run_dir / "results.csv").table()
     write_summary(run_dir, exp, table)
     return [p for p in (run_dir / "summary.md", run_dir / "accuracy_vs_time.png", run_dir / "report.html")
