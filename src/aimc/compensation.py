@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from aimc.errors import DataError, StateError
+from aimc.inference import model_device
 
 __all__ = ["recalibrate_bn"]
 
@@ -47,6 +48,7 @@ def recalibrate_bn(model: nn.Module, data: Iterable, n_images: int | None = None
         m.momentum = None
         m.train()
     used = 0
+    dev = model_device(model)
     try:
         with torch.no_grad():
             for batch in data:
@@ -55,7 +57,7 @@ def recalibrate_bn(model: nn.Module, data: Iterable, n_images: int | None = None
                     x = x[: n_images - used]
                 if len(x) == 0:
                     break
-                model(x)
+                model(x.to(dev))
                 used += len(x)
                 if n_images is not None and used >= n_images:
                     break

@@ -20,7 +20,7 @@ from torch import nn
 
 from aimc.compensation import recalibrate_bn
 from aimc.errors import ConfigError, DataError
-from aimc.inference import at_time, check_seed, check_time, program
+from aimc.inference import at_time, check_seed, check_time, model_device, program
 
 __all__ = ["evaluate", "evaluate_seed", "accuracy", "Results", "COMPENSATIONS", "summarize"]
 
@@ -30,17 +30,18 @@ COMPENSATIONS = ("none", "gdc", "gdc+bn")
 def accuracy(model: nn.Module, data: Iterable) -> float:
     """Top-1 accuracy (fraction) of ``model`` in eval mode over ``data`` (iterable of ``(inputs, labels)``)."""
     correct = total = 0
+    dev = model_device(model)
     with torch.inference_mode():
         for batch in data:
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise DataError("evaluation data must yield (inputs, labels) batches, e.g. a DataLoader over a "
                                 f"TensorDataset; got a {type(batch).__name__}.")
-            x, y = batch[0], batch[1]
+            x, y = batch[0].to(dev), batch[1].to(dev)
             out = model(x)
             if out.dim() != 2 or out.shape[0] != len(y):
                 raise DataError(f"model output has shape {tuple(out.shape)}, expected (batch, classes) with "
                                 f"batch = {len(y)} labels.")
-            correct += int((out.argmax(dim=1) == y.to(out.device)).sum())
+            correct += int((out.argmax(dim=1) == y).sum())
             total += len(y)
     if total == 0:
         raise DataError("evaluation data is empty; pass a non-empty iterable of (inputs, labels) batches.")

@@ -16,7 +16,14 @@ from torch import nn
 from aimc.errors import ConfigError, DataError, StateError
 from aimc.nn.convert import analog_layers
 
-__all__ = ["program", "at_time", "calibrate_input_ranges", "check_seed", "check_time", "device_state_bytes"]
+__all__ = ["program", "at_time", "calibrate_input_ranges", "check_seed", "check_time", "device_state_bytes",
+           "model_device"]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def check_seed(seed: object) -> int:
@@ -101,7 +108,7 @@ def calibrate_input_ranges(model: nn.Module, data: Iterable, *, n_batches: int =
                 if i >= n_batches:
                     break
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                _digital_forward(model, layers, x)
+                _digital_forward(model, layers, x.to(model_device(model)))
     finally:
         for h in hooks:
             h.remove()

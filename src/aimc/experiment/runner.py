@@ -57,7 +57,11 @@ def _prepare(exp: Experiment, out: Path, force: bool) -> None:
     text = experiment_to_yaml(exp)
     cfg = out / "config.yaml"
     if cfg.exists():
-        if cfg.read_text() != text:
+        try:  # compare meaning, not text: a field added to the schema later takes its default in both
+            same = load_run_experiment(out) == exp
+        except ConfigError:
+            same = False
+        if not same:
             if not force:
                 raise RunDirError(
                     f"{out} holds a different experiment (its config.yaml differs from this one); choose another "
@@ -109,6 +113,7 @@ class _Context:
 
     def __init__(self, exp: Experiment, out: Path):
         self.exp, self.out = exp, out
+        self.device = torch.device(exp.device)
         self._splits: Splits | None = None
         self._keys: set[str] | None = None
 
@@ -146,7 +151,7 @@ class _Context:
                 raise FileFormatError(f"stage weights {str(path)!r} are missing or corrupt ({e}); delete the file "
                                       "to retrain that stage.") from None
             model.load_state_dict(sd, strict=False)
-        return model
+        return model.to(self.device)
 
 
 def _train_stage(ctx: _Context, stage: StageSpec, progress) -> None:  # noqa: ANN001
@@ -181,6 +186,7 @@ def _train_stage(ctx: _Context, stage: StageSpec, progress) -> None:  # noqa: AN
         model.train()
         total, n = 0.0, 0
         for x, y in loader:
+            x, y = x.to(ctx.device), y.to(ctx.device)
             loss = F.cross_entropy(model(x), y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"stage {stage.name}, epoch {epoch + 1}: the loss is {float(loss)}; "
@@ -314,6 +320,8 @@ def run_experiment(exp: Experiment, out: str | Path, *, force: bool = False, qui
     """Run (or resume) ``exp`` in ``out``; returns the run directory."""
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers={workers!r} must be an integer ≥ 1.")
+    if exp.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {exp.device} was asked for but torch sees no CUDA device here; use device: cpu.")
     out = Path(out)
     _prepare(exp, out, force)
     handler = logging.FileHandler(out / "run.log")

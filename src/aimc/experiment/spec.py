@@ -112,6 +112,9 @@ class Experiment:
     model: ModelSpec = spec(help="the network")
     data: DataSpec = spec(help="the data set")
     seed: int = spec(0, help="master seed of training (data order, noise) ", check=_int_ge(0), allowed="≥ 0")
+    device: str = spec("cpu", help="torch device for training and evaluation: cpu, cuda or cuda:N",
+                       check=lambda v: v == "cpu" or v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit()),
+                       allowed="cpu, cuda or cuda:N")
     training: list[StageSpec] = spec(default_factory=list, help="training stages, run in order")
     analog: dict = spec(default_factory=lambda: {"joshi2020": {"preset": "joshi2020"}},
                         help="named analog configs: name -> {preset, overrides}")

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aimc.inference import model_device
 from aimc.nn.convert import analog_layers
 from aimc.train.hwa import clip
 
@@ -33,10 +34,12 @@ def fit(model: nn.Module, data: Iterable, *, epochs: int, lr: float = 1e-3, weig
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
     is_analog = any(True for _ in analog_layers(model))
     losses = []
+    dev = model_device(model)
     model.train()
     for epoch in range(epochs):
         total, n = 0.0, 0
         for x, y in data:
+            x, y = x.to(dev), y.to(dev)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
