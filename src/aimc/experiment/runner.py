@@ -24,6 +24,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -225,8 +226,12 @@ _WORKER: dict[str, Any] = {}
 
 
 def _eval_unit(out: str, sweep_name: str, label: str, seed: int, cells: list[tuple[float, str]],
-               threads: int | None = None) -> list[dict[str, Any]]:
-    """Evaluate the cells of one (sweep, model, seed): program once, then each (t, compensation)."""
+               threads: int | None = None, on_row: Callable[[dict[str, Any]], None] | None = None
+               ) -> list[dict[str, Any]]:
+    """Evaluate cells of one (sweep, model, seed): program once, then each (t, compensation).
+
+    ``on_row`` is called with each finished cell (so the serial runner stores it at once); the rows are returned too.
+    """
     if threads:
         torch.set_num_threads(threads)
     key = out
@@ -242,6 +247,8 @@ def _eval_unit(out: str, sweep_name: str, label: str, seed: int, cells: list[tup
     rows = []
     for r in evaluate_seed(model, test, seed, cells, calib=calib, n_calib=sweep.n_calib):
         rows.append({"sweep": sweep.name, "model": label, "periphery": sweep.analog, **r})
+        if on_row is not None:
+            on_row(rows[-1])
     return rows
 
 
@@ -271,16 +278,20 @@ def _sweeps(ctx: _Context, store: ResultsStore, progress, workers: int) -> None:
         return
     task = progress.add("evaluation cells", n_cells, 0)
     if workers <= 1:
+        def keep(row: dict[str, Any]) -> None:  # every finished cell is on disk before the next one starts
+            store.add([row])
+            progress.advance(task)
+
         for sweep, label, seed, cells in units:
-            rows = _eval_unit(str(ctx.out), sweep, label, seed, cells)
-            store.add(rows)
-            progress.advance(task, len(rows))
+            _eval_unit(str(ctx.out), sweep, label, seed, cells, on_row=keep)
         return
     import multiprocessing as mp
 
     threads = max(1, torch.get_num_threads() // workers)
+    # one task per cell, so every finished cell reaches results.csv at once (programming is cheap next to a cell)
+    tasks = [(sw, label, seed, [cell]) for sw, label, seed, cells in units for cell in cells]
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futs = [pool.submit(_eval_unit, str(ctx.out), *u, threads) for u in units]
+        futs = [pool.submit(_eval_unit, str(ctx.out), *u, threads) for u in tasks]
         for f in as_completed(futs):
             rows = f.result()
             store.add(rows)
