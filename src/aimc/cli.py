@@ -119,6 +119,64 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory written by 
 
 
 @app.command()
+def cost(target: str = typer.Argument(..., metavar="MODEL_OR_RUN",
+                                      help="a zoo model (e.g. resnet32_cifar), an experiment file or a run directory"),
+         hardware: str = typer.Option("hermes_4phase", "--hardware", "--preset",
+                                      help="hardware preset: hermes_4phase, hermes_1phase, ambrogio2023, isaac2016"),
+         baseline: str = typer.Option("a100_int8", help="digital baseline: a100_int8, horowitz45_int8"),
+         tile: str = typer.Option(None, help="tile size, e.g. 256 or 256x512 (default: the run's analog config, "
+                                             "else the preset's)"),
+         input_shape: str = typer.Option(None, help="one input without the batch, e.g. 3,32,32 (zoo models and "
+                                                    "built-in data sets know theirs)"),
+         input_bits: int = typer.Option(None, help="DAC bits (default: the analog config's, else the preset's)"),
+         adc_bits: int = typer.Option(None, help="ADC bits (default: the analog config's, else the preset's)"),
+         devices_per_weight: int = typer.Option(2, help="PCM devices per weight (2: differential pair)"),
+         overflow: str = typer.Option("chips", help="more tiles than one chip has: chips, error or reprogram"),
+         program_energy: float = typer.Option(None, help="assumed energy to program one PCM device, J (no source "
+                                                         "gives it; needed by --overflow reprogram)"),
+         batch: int = typer.Option(1, help="inferences per reprogramming (--overflow reprogram)"),
+         fmt: str = typer.Option("table", "--format", help="table, json or csv (per layer) on stdout"),
+         out: Path = typer.Option(None, help="directory to write cost.json and cost_layers.csv into"),
+         debug: bool = typer.Option(False, help="show tracebacks")) -> None:
+    """Crossbar mapping, energy and latency per inference (tiles, devices, MVMs, conversions) vs a digital baseline."""
+    import warnings
+
+    from aimc.cost import CostWarning, estimate, get_hardware
+    from aimc.cost.render import parse_shape, print_report, resolve_target, to_json, write_outputs
+    from aimc.errors import ConfigError
+
+    try:
+        if fmt not in ("table", "json", "csv"):
+            raise ConfigError(f"--format {fmt!r} must be table, json or csv.")
+        hw = get_hardware(hardware)
+        if program_energy is not None:
+            hw = hw.replace(program_energy_per_device_j=program_energy)
+        tgt = resolve_target(target)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CostWarning)
+            rep = estimate(tgt.model, hw, baseline=baseline, batch=batch, tile=tile, config=tgt.config,
+                           input_shape=parse_shape(input_shape) or tgt.input_shape, input_bits=input_bits,
+                           devices_per_weight=devices_per_weight, adc_bits=adc_bits, on_overflow=overflow,
+                           name=tgt.label)
+        for w in caught:
+            typer.echo(f"warning: {w.message}", err=True)
+        written = write_outputs(rep, out) if out is not None else []
+    except (AimcErrorT, OSError) as e:
+        _fail(e, debug)
+        return
+    if fmt == "json":
+        typer.echo(to_json(rep))
+    elif fmt == "csv":
+        typer.echo(rep.to_frame().to_csv(index=False), nl=False)
+    else:
+        from rich.console import Console
+
+        print_report(rep, Console(width=max(140, Console().width)), tgt.label)
+    for p in written:
+        typer.echo(f"wrote {p}", err=fmt != "table")  # stdout stays pure JSON / CSV
+
+
+@app.command()
 def version() -> None:
     """Print the aimc and torch versions."""
     import torch

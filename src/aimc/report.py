@@ -2,7 +2,8 @@
 
 The page holds, in order: what the run is; accuracy vs time after programming per sweep (mean and 95 % confidence
 band of the mean over seeds, per model and compensation); the digital baselines; the summary tables (and the full
-results in a collapsed block); per-layer programming error and conductance histograms of the programmed model; the
+results in a collapsed block); the cost of one inference (energy, latency, devices and tiles from ``aimc.cost`` next to
+the accuracy over time, and a per-layer energy breakdown as an inline SVG bar chart); per-layer programming error and conductance histograms of the programmed model; the
 GDC factor of every tile over time; the resolved configuration; the environment.
 
 Everything is inline: CSS in a ``<style>`` element, plots as base64 PNG ``data:`` URIs, no scripts and no external
@@ -63,6 +64,7 @@ _SECTIONS = [
     ("accuracy", "Accuracy vs time"),
     ("baselines", "Digital baselines"),
     ("tables", "Summary tables"),
+    ("cost", "Cost"),
     ("devices", "Programming error and conductances"),
     ("gdc", "GDC factors vs time"),
     ("config", "Configuration"),
@@ -286,6 +288,66 @@ def _tables_section(run: _Run) -> str:
     else:
         details = _note(f"{_NO_RESULTS}: results.csv is empty or missing.")
     return intro + "".join(parts) + details
+
+
+# ---- cost: energy, latency and devices next to accuracy ------------------------------------------------------------
+COST_HARDWARE = "hermes_4phase"
+"""Hardware preset of the report's cost section (HERMES in the 4-phase mode its accuracy results used)."""
+
+
+def _cost_section(run: _Run) -> str:
+    from aimc.cost import estimate
+    from aimc.cost.plots import energy_bars_svg
+    from aimc.cost.render import digital_summary, experiment_target, fmt_energy, fmt_time
+
+    names = list(dict.fromkeys(sw.analog for sw in run.exp.evaluation)) or list(run.exp.analog)[:1]
+    intro = (f"<p>One inference (batch 1) on the <code>{_e(COST_HARDWARE)}</code> hardware preset of "
+             "<code>aimc.cost</code>, with the tile size and DAC/ADC bits of each analog config (the preset's where "
+             "the config has none), next to the accuracy the sweeps measured. Estimates, not measurements: the "
+             "presets are calibrated to published chip figures, other constants are sourced or assumed (see "
+             "<code>aimc.cost.params</code>). Re-create with <code>aimc cost RUN_DIR</code>.</p>")
+    parts = []
+    for name in names:
+        parts.append(f"<h3>Analog config <code>{_e(name)}</code></h3>")
+        try:
+            tgt = experiment_target(run.exp, run.exp.name, "run", analog=name)
+            rep = estimate(tgt.model, COST_HARDWARE, config=tgt.config, input_shape=tgt.input_shape,
+                           on_overflow="chips", name=run.exp.model.name)
+        except Exception as e:  # noqa: BLE001 - the report must not fail a finished run; say what went wrong
+            log.warning("report: cost of analog config %s could not be estimated: %s", name, e)
+            parts.append(_note(f"could not estimate the cost ({type(e).__name__}: {e})"))
+            continue
+        t, mp = rep.totals, rep.mapping
+        energy, lat = fmt_energy(t["energy_j"]), fmt_time(t["latency_s"])
+        parts.append(_table(
+            ["tiles", "chips", "PCM devices", "energy / inference", "latency (layer-serial)", "pipelined: one every",
+             f"digital baseline ({rep.baseline.name})", "baseline / analog energy"],
+            [(f"{t['tiles']} of {mp.tile_rows}×{mp.tile_cols}", t["n_chips"], f"{t['devices']:,}", energy, lat,
+              fmt_time(t["pipeline_interval_s"]), f"{fmt_energy(t['baseline_energy_j'])}, "
+              f"{fmt_time(t['baseline_latency_s'])}", f"{t['energy_ratio']:.3g}")], [True] * 8))
+        for sw in run.exp.evaluation:
+            if sw.analog != name:
+                continue
+            rows = _sweep_rows(run, sw.name)
+            times = sorted({float(x) for x in sw.times})
+            body = []
+            if len(rows):
+                s = summarize(rows, ("model", "compensation", "t_seconds"))
+                for (model, comp), g in s.groupby(["model", "compensation"], sort=False):
+                    acc = {float(r.t_seconds): r.mean for r in g.itertuples()}
+                    body.append((model, comp, f"{t['devices']:,}", energy, lat,
+                                 *[_pct(acc.get(x, float("nan"))) for x in times]))
+            parts.append(f"<p>Sweep <code>{_e(sw.name)}</code>: accuracy (%, mean over seeds) after programming"
+                         + ("" if body else f" — {_NO_RESULTS}") + "</p>")
+            if body:
+                parts.append(_table(["model", "compensation", "devices", "energy / inference", "latency",
+                                     *[format_time(x) for x in times]], body,
+                                    [False, False] + [True] * (3 + len(times))))
+        parts.append(energy_bars_svg(rep, f"{run.exp.model.name} on {COST_HARDWARE}, analog config {name}: energy "
+                                          "per inference by layer"))
+        parts.append(_note("Stays digital: " + "; ".join(digital_summary(rep)) if mp.digital else
+                           "Every module with weights is analog.") + "".join(_note(n) for n in rep.notes))
+    return intro + "".join(parts)
 
 
 # ---- device state: programming error, conductances, GDC -------------------------------------------------------------
@@ -515,6 +577,7 @@ def render_report(run_dir: str | Path) -> str:
         "accuracy": _accuracy_section(run),
         "baselines": _baselines_section(run),
         "tables": _tables_section(run),
+        "cost": _cost_section(run),
         "devices": _devices_section(run, chips),
         "gdc": _gdc_section(run, chips),
         "config": _config_section(run),
