@@ -266,8 +266,8 @@ def _baselines(ctx: _Context, store: ResultsStore) -> None:
 def _sweeps(ctx: _Context, store: ResultsStore, progress, workers: int) -> None:  # noqa: ANN001
     units = []
     for sw in ctx.exp.evaluation:
-        for label in sw.models:
-            for seed in sw.seed_list():
+        for seed in sw.seed_list():  # seed-major: a partial sweep has every model on the same seeds
+            for label in sw.models:
                 cells = [(float(t), c) for t in sw.times for c in sw.compensations
                          if not store.done({"sweep": sw.name, "model": label, "periphery": sw.analog,
                                             "compensation": c, "t_seconds": float(t), "seed": seed})]
