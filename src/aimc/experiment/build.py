@@ -90,7 +90,20 @@ class Splits:
     train: Dataset
     val: Dataset | None
     test: Dataset
-    calib: Dataset  # training images without augmentation (labels ignored)
+    calib: Dataset  # training images without augmentation, in a fixed random order (labels ignored)
+    calib_augmented: Dataset  # the same images through the training augmentation
+
+    def calibration(self, n: int, *, augmented: bool, seed: int) -> Dataset:
+        """The first ``n`` calibration images as a fixed tensor data set (augmentation drawn once, seeded), so every
+        BN re-estimation of a sweep sees exactly the same images."""
+        from torch.utils.data import TensorDataset
+
+        ds = self.calib_augmented if augmented else self.calib
+        n = min(n, len(ds))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            items = [ds[i] for i in range(n)]
+        return TensorDataset(torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items]))
 
     def loader(self, which: str, batch_size: int, *, seed: int | None = None) -> DataLoader:
         ds = getattr(self, which)
@@ -138,4 +151,5 @@ def build_splits(spec: DataSpec, seed: int) -> Splits:
         test = Subset(test, sorted(first_per_class(_labels(test), spec.test_limit).tolist()))
     rng = np.random.default_rng(seed + 2)
     calib_idx = rng.permutation(idx)
-    return Splits(train=Subset(train, idx.tolist()), val=val, test=test, calib=Subset(train_plain, calib_idx.tolist()))
+    return Splits(train=Subset(train, idx.tolist()), val=val, test=test, calib=Subset(train_plain, calib_idx.tolist()),
+                  calib_augmented=Subset(train, calib_idx.tolist()))

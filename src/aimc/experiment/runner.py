@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from aimc.errors import ConfigError, FileFormatError
 from aimc.evaluation import accuracy, evaluate_seed
@@ -135,6 +136,15 @@ class _Context:
         if self._keys is None:
             self._keys = set(self.fresh_model().state_dict())
         return self._keys
+
+    def calibration_loader(self, sweep) -> DataLoader:  # noqa: ANN001
+        """BN re-estimation images of a sweep: fixed, seeded, cached per process."""
+        key = (sweep.n_calib, sweep.calib_augment)
+        cache = self.__dict__.setdefault("_calib", {})
+        if key not in cache:
+            cache[key] = self.splits.calibration(sweep.n_calib, augmented=sweep.calib_augment,
+                                                 seed=derive_seed(self.exp.seed, "calib") % 2**63)
+        return DataLoader(cache[key], batch_size=self.exp.data.eval_batch_size)
 
     def stage_path(self, name: str) -> Path:
         return self.out / "stages" / f"{name}.safetensors"
@@ -243,7 +253,7 @@ def _eval_unit(out: str, sweep_name: str, label: str, seed: int, cells: list[tup
     model = convert(ctx.weights(sweep.models[label]), ctx.exp.analog_config(sweep.analog))
     sp = ctx.splits
     test = sp.loader("test", ctx.exp.data.eval_batch_size)
-    calib = sp.loader("calib", ctx.exp.data.eval_batch_size)
+    calib = ctx.calibration_loader(sweep)
     rows = []
     for r in evaluate_seed(model, test, seed, cells, calib=calib, n_calib=sweep.n_calib):
         rows.append({"sweep": sweep.name, "model": label, "periphery": sweep.analog, **r})
