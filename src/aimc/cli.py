@@ -176,6 +176,12 @@ def cost(target: str = typer.Argument(..., metavar="MODEL_OR_RUN",
         typer.echo(f"wrote {p}", err=fmt != "table")  # stdout stays pure JSON / CSV
 
 
+from aimc.cli_devices import export_targets, fit_device  # noqa: E402
+
+app.command("fit-device")(fit_device)
+app.command("export-targets")(export_targets)
+
+
 @app.command()
 def version() -> None:
     """Print the aimc and torch versions."""
