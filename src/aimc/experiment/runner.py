@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -297,15 +297,28 @@ def _sweeps(ctx: _Context, store: ResultsStore, progress, workers: int) -> None:
         return
     import multiprocessing as mp
 
+    import queue as queue_mod
+
     threads = max(1, torch.get_num_threads() // workers)
-    # one task per cell, so every finished cell reaches results.csv at once (programming is cheap next to a cell)
-    tasks = [(sw, label, seed, [cell]) for sw, label, seed, cells in units for cell in cells]
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futs = [pool.submit(_eval_unit, str(ctx.out), *u, threads) for u in tasks]
-        for f in as_completed(futs):
-            rows = f.result()
-            store.add(rows)
-            progress.advance(task, len(rows))
+    spawn = mp.get_context("spawn")
+    with spawn.Manager() as manager, ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+        rows_q = manager.Queue()  # workers stream each finished cell; only this process writes results.csv
+        futs = [pool.submit(_eval_unit, str(ctx.out), *u, threads, rows_q.put) for u in units]
+        pending = set(futs)
+        while pending:
+            try:
+                row = rows_q.get(timeout=0.5)
+            except queue_mod.Empty:
+                done = {f for f in pending if f.done()}
+                for f in done:
+                    f.result()  # re-raise a worker's error
+                pending -= done
+                continue
+            store.add([row])
+            progress.advance(task)
+        while not rows_q.empty():
+            store.add([rows_q.get()])
+            progress.advance(task)
 
 
 # ---- progress -----------------------------------------------------------------------------------------------------
