@@ -435,11 +435,8 @@ def _chip_title(c: _Chip) -> str:
             f"</code>) on analog config <code>{_e(c.analog)}</code></h3>")
 
 
-def _devices_section(run: _Run, chips: dict[str, _Chip | str]) -> str:
-    intro = ("<p>For each sweep, its first model converted with the sweep's analog config and programmed with seed "
-             "0 (the chip of seed 0). Programming error = g<sub>prog</sub> − g<sub>target</sub> over every device "
-             "of the layer (both devices of each differential pair; the idle one has g<sub>target</sub> = 0), in "
-             "µS; the last column restricts it to devices with g<sub>target</sub> &gt; 0.</p>")
+def _per_chip(run: _Run, chips: dict[str, _Chip | str], intro: str, render) -> str:  # noqa: ANN001
+    """``intro`` then, per sweep, ``render(chip)`` (a list of HTML parts), or the reason there is no chip."""
     if not run.exp.evaluation:
         return intro + _note(f"{_NO_RESULTS}: the experiment defines no evaluation sweep.")
     parts = []
@@ -447,7 +444,18 @@ def _devices_section(run: _Run, chips: dict[str, _Chip | str]) -> str:
         c = chips[sw.name]
         if isinstance(c, str):
             parts.append(f"<h3>Sweep <code>{_e(sw.name)}</code></h3>" + _note(c))
-            continue
+        else:
+            parts.extend(render(c))
+    return intro + "".join(parts)
+
+
+def _devices_section(run: _Run, chips: dict[str, _Chip | str]) -> str:
+    intro = ("<p>For each sweep, its first model converted with the sweep's analog config and programmed with seed "
+             "0 (the chip of seed 0). Programming error = g<sub>prog</sub> − g<sub>target</sub> over every device "
+             "of the layer (both devices of each differential pair; the idle one has g<sub>target</sub> = 0), in "
+             "µS; the last column restricts it to devices with g<sub>target</sub> &gt; 0.</p>")
+
+    def render(c: _Chip) -> list[str]:
         rows = [(r["name"], r["type"], f"{r['devices']:,}", r["tiles"], f"{r['mean']:+.3f}", f"{r['std']:.3f}",
                  f"{r['std_on']:.3f}") for r in c.layers]
         tot_dev = sum(r["devices"] for r in c.layers)
@@ -456,11 +464,12 @@ def _devices_section(run: _Run, chips: dict[str, _Chip | str]) -> str:
         rows.append(("all layers", "", f"{tot_dev:,}", tot_tiles, f"{all_err.mean():+.3f}",
                      f"{all_err.std():.3f}", f"{all_err[c.g_target > 0].std():.3f}"
                      if (c.g_target > 0).sum() > 1 else "—"))
-        parts.append(_chip_title(c))
-        parts.append(_table(["layer", "type", "devices", "tiles", "mean error (µS)", "std error (µS)",
-                             "std error, g_target > 0 (µS)"], rows, [False, False, True, True, True, True, True]))
-        parts.append(_img(_device_figure(c), f"conductance histograms and programming error, sweep {c.sweep}"))
-    return intro + "".join(parts)
+        return [_chip_title(c),
+                _table(["layer", "type", "devices", "tiles", "mean error (µS)", "std error (µS)",
+                        "std error, g_target > 0 (µS)"], rows, [False, False, True, True, True, True, True]),
+                _img(_device_figure(c), f"conductance histograms and programming error, sweep {c.sweep}")]
+
+    return _per_chip(run, chips, intro, render)
 
 
 def _device_figure(c: _Chip):  # noqa: ANN202
@@ -493,24 +502,17 @@ def _gdc_section(run: _Run, chips: dict[str, _Chip | str]) -> str:
     intro = ("<p>Global drift compensation factor α of every crossbar tile (all analog layers) at each time of the "
              "sweep, for the same chip (seed 0, read seed 0): thin lines, one per tile; thick line: median over "
              "tiles. α ≈ 1 right after programming and grows as the conductances drift down.</p>")
-    if not run.exp.evaluation:
-        return intro + _note(f"{_NO_RESULTS}: the experiment defines no evaluation sweep.")
-    parts = []
-    for sw in run.exp.evaluation:
-        c = chips[sw.name]
-        if isinstance(c, str):
-            parts.append(f"<h3>Sweep <code>{_e(sw.name)}</code></h3>" + _note(c))
-            continue
-        parts.append(_chip_title(c))
+
+    def render(c: _Chip) -> list[str]:
         if c.alpha.size == 0:
-            parts.append(_note("no GDC factors (no times or no tiles)."))
-            continue
+            return [_chip_title(c), _note("no GDC factors (no times or no tiles).")]
         med = np.median(c.alpha, axis=1)
         rows = [(format_time(t), f"{m:.4f}", f"{a.min():.4f}", f"{a.max():.4f}")
                 for t, m, a in zip(c.times, med, c.alpha)]
-        parts.append(_img(_gdc_figure(c, med), f"GDC factor per tile vs time, sweep {c.sweep}"))
-        parts.append(_table(["t", "median α", "min α", "max α"], rows, [True, True, True, True]))
-    return intro + "".join(parts)
+        return [_chip_title(c), _img(_gdc_figure(c, med), f"GDC factor per tile vs time, sweep {c.sweep}"),
+                _table(["t", "median α", "min α", "max α"], rows, [True, True, True, True])]
+
+    return _per_chip(run, chips, intro, render)
 
 
 def _gdc_figure(c: _Chip, med: np.ndarray):  # noqa: ANN202
