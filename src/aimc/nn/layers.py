@@ -144,6 +144,11 @@ class AnalogLinear(AnalogLayer, nn.Linear):
                              f"expected in_features={self.in_features} (input shape {tuple(x.shape)}).")
         mode = self._mode()
         if mode == "train":
+            # hook point of mixed-precision training (aimc.train.MixedPrecision attaches it): the MVM runs on the
+            # simulated PCM devices with per-read noise; absent otherwise
+            hook = self.__dict__.get("aimc_train_mvm")
+            if hook is not None:
+                return hook(self, "", self._train_input(x))
             return F.linear(self._train_input(x), self.analog.train_weight(self.weight), self.bias)
         if mode == "digital":
             return F.linear(x, self.weight, self.bias)
@@ -205,6 +210,10 @@ class _AnalogConvNd(AnalogLayer):
     def _analog_forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self._mode()
         if mode == "train":
+            # hook point of mixed-precision training (aimc.train.MixedPrecision), as in AnalogLinear.forward
+            hook = self.__dict__.get("aimc_train_mvm")
+            if hook is not None:
+                return hook(self, "", self._train_input(x))
             return self._conv_forward(self._train_input(x), self.analog.train_weight(self.weight), self.bias)
         if mode == "digital":
             return self._conv_forward(x, self.weight, self.bias)

@@ -69,6 +69,11 @@ class AnalogLSTM(nn.LSTM):
         """``x @ W.T`` for ``x`` ``(N, in)`` with the weight ``name`` in the given mode."""
         mat: AnalogMatrix = self.analog[name]
         if mode == "train":
+            # hook point of mixed-precision training (aimc.train.MixedPrecision attaches it): the MVM runs on the
+            # simulated PCM devices with per-read noise; absent otherwise
+            hook = self.__dict__.get("aimc_train_mvm")
+            if hook is not None:
+                return hook(self, name, x)
             return F.linear(x, mat.train_weight(getattr(self, name)))
         if mode == "digital":
             return F.linear(x, getattr(self, name))
