@@ -199,20 +199,26 @@ def _baseline_rows(run: _Run) -> pd.DataFrame:
     return run.table[run.table["sweep"] == "baseline"]
 
 
-def _accuracy_section(run: _Run) -> str:
+def _per_sweep(run: _Run, render) -> list[str]:  # noqa: ANN001
+    """Per sweep: a heading, then ``render(sweep, summary)`` (HTML) or a note that it has no results yet."""
     parts = []
-    base = _baseline_rows(run)
     for sw in run.exp.evaluation:
         rows = _sweep_rows(run, sw.name)
         parts.append(f"<h3>Sweep <code>{_e(sw.name)}</code> (analog config <code>{_e(sw.analog)}</code>)</h3>")
         if not len(rows):
             parts.append(_note(f"{_NO_RESULTS} for this sweep."))
             continue
-        s = summarize(rows, ("model", "compensation", "t_seconds"))
-        parts.append(_img(_accuracy_figure(s, base, f"{run.exp.name}: sweep {sw.name} ({sw.analog})"),
-                          f"accuracy vs time, sweep {sw.name}"))
+        parts.append(render(sw, summarize(rows, ("model", "compensation", "t_seconds"))))
     if not run.exp.evaluation:
         parts.append(_note(f"{_NO_RESULTS}: the experiment defines no evaluation sweep."))
+    return parts
+
+
+def _accuracy_section(run: _Run) -> str:
+    base = _baseline_rows(run)
+    parts = _per_sweep(run, lambda sw, s: _img(
+        _accuracy_figure(s, base, f"{run.exp.name}: sweep {sw.name} ({sw.analog})"),
+        f"accuracy vs time, sweep {sw.name}"))
     intro = ("<p>Test accuracy (%) vs time after programming, log time axis. Lines: mean over seeds (programmed "
              "chips); shaded bands: 95 % confidence interval of the mean (Student t; none with a single seed). "
              "Dashed horizontal lines: digital baselines.</p>")
@@ -259,23 +265,16 @@ def _baselines_section(run: _Run) -> str:
 
 
 def _tables_section(run: _Run) -> str:
-    parts = []
-    for sw in run.exp.evaluation:
-        rows = _sweep_rows(run, sw.name)
-        parts.append(f"<h3>Sweep <code>{_e(sw.name)}</code> (analog config <code>{_e(sw.analog)}</code>)</h3>")
-        if not len(rows):
-            parts.append(_note(f"{_NO_RESULTS} for this sweep."))
-            continue
-        s = summarize(rows, ("model", "compensation", "t_seconds"))
+    def render(_sw, s: pd.DataFrame) -> str:  # noqa: ANN001
         body = []
         for r in s.itertuples():
             ci = "—" if not math.isfinite(r.ci95_low) else f"{_pct(r.ci95_low)} – {_pct(r.ci95_high)}"
             body.append((r.model, r.compensation, format_time(r.t_seconds), _pct(r.mean), _pct(r.std), ci,
                          int(r.n)))
-        parts.append(_table(["model", "compensation", "t", "mean acc. (%)", "std (%)", "95 % CI (%)", "n"], body,
-                            [False, False, True, True, True, True, True]))
-    if not run.exp.evaluation:
-        parts.append(_note(f"{_NO_RESULTS}: the experiment defines no evaluation sweep."))
+        return _table(["model", "compensation", "t", "mean acc. (%)", "std (%)", "95 % CI (%)", "n"], body,
+                      [False, False, True, True, True, True, True])
+
+    parts = _per_sweep(run, render)
     intro = ("<p>Per sweep, model, compensation and time: mean, standard deviation and 95 % confidence interval of "
              "the mean accuracy over <i>n</i> seeds.</p>")
     full = run.table
