@@ -172,15 +172,13 @@ def evaluate(model: nn.Module, data: Iterable, times: Iterable[float], seeds: It
         raise ConfigError("compensation 'gdc+bn' needs calibration data: pass calib=<iterable of batches> "
                           "(e.g. a DataLoader over unlabeled training images).")
     rows = []
-    bar = _progress(progress, len(seeds) * len(times) * len(comps), f"evaluating {name}")
-    try:
+    with ProgressBars(progress, transient=True) as bars:
+        task = bars.add(f"evaluating {name}", len(seeds) * len(times) * len(comps))
         for seed in seeds:
             cells = [(t, c) for t in times for c in comps]
             for row in evaluate_seed(model, data, seed, cells, calib=calib, n_calib=n_calib):
                 rows.append({"model": name, **row})
-                bar.advance()
-    finally:
-        bar.close()
+                bars.advance(task)
     return Results(pd.DataFrame(rows, columns=["model", "compensation", "t_seconds", "seed", "accuracy"]))
 
 
@@ -210,23 +208,29 @@ def evaluate_seed(model: nn.Module, data: Iterable, seed: int, cells: Sequence[t
         model.train(was_training)
 
 
-class _progress:
-    """A rich progress bar (or nothing), advanced one grid cell at a time."""
+class ProgressBars:
+    """Rich progress bars (or nothing when disabled); a context manager holding any number of tasks."""
 
-    def __init__(self, enabled: bool, total: int, label: str):
-        self._p = None
+    def __init__(self, enabled: bool, *, transient: bool = False):
+        self.p = None
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-            self._p = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                               TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
-            self._p.start()
-            self._task = self._p.add_task(label, total=total)
+            self.p = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn(), TimeRemainingColumn(), transient=transient)
 
-    def advance(self) -> None:
-        if self._p is not None:
-            self._p.advance(self._task)
+    def __enter__(self) -> ProgressBars:
+        if self.p is not None:
+            self.p.start()
+        return self
 
-    def close(self) -> None:
-        if self._p is not None:
-            self._p.stop()
+    def __exit__(self, *exc: object) -> None:
+        if self.p is not None:
+            self.p.stop()
+
+    def add(self, label: str, total: int, done: int = 0) -> object:
+        return None if self.p is None else self.p.add_task(label, total=total, completed=done)
+
+    def advance(self, task: object, n: int = 1) -> None:
+        if self.p is not None:
+            self.p.advance(task, n)

@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from aimc.errors import ConfigError, FileFormatError
-from aimc.evaluation import accuracy, evaluate_seed
+from aimc.evaluation import ProgressBars, accuracy, evaluate_seed
 from aimc.experiment.build import Splits, build_model, build_splits, plain_state
 from aimc.experiment.spec import Experiment, StageSpec, experiment_to_yaml, load_run_experiment
 from aimc.experiment.store import ResultsStore, atomic_write, load_checkpoint, save_checkpoint
@@ -321,33 +321,6 @@ def _sweeps(ctx: _Context, store: ResultsStore, progress, workers: int) -> None:
             progress.advance(task)
 
 
-# ---- progress -----------------------------------------------------------------------------------------------------
-class _Progress:
-    def __init__(self, enabled: bool):
-        self.p = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-            self.p = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                              TimeElapsedColumn(), TimeRemainingColumn())
-
-    def __enter__(self) -> _Progress:
-        if self.p is not None:
-            self.p.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.p is not None:
-            self.p.stop()
-
-    def add(self, label: str, total: int, done: int) -> Any:
-        return None if self.p is None else self.p.add_task(label, total=total, completed=done)
-
-    def advance(self, task: Any, n: int = 1) -> None:
-        if self.p is not None:
-            self.p.advance(task, n)
-
-
 # ---- entry point --------------------------------------------------------------------------------------------------
 def run_experiment(exp: Experiment, out: str | Path, *, force: bool = False, quiet: bool = False,
                    workers: int = 1) -> Path:
@@ -369,7 +342,7 @@ def run_experiment(exp: Experiment, out: str | Path, *, force: bool = False, qui
         log.info("run %s in %s", exp.name, out)
         ctx = _Context(exp, out)
         store = ResultsStore(out / "results.csv")
-        with _Progress(not quiet) as progress:
+        with ProgressBars(not quiet) as progress:
             for stage in exp.training:
                 _train_stage(ctx, stage, progress)
             _baselines(ctx, store)
