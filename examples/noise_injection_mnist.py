@@ -39,9 +39,7 @@ import copy
 import csv
 import dataclasses
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,6 +51,7 @@ from torch import nn
 import aimc
 import aimc.data
 import aimc.models
+from aimc.experiment.store import atomic_write
 
 CSV_NAME = "noise_injection_mnist.csv"
 HEATMAP_NAME = "noise_injection_mnist_heatmap.png"
@@ -222,22 +221,16 @@ def read_rows(path: Path) -> list[dict]:
 def write_rows_atomic(path: Path, rows: list[dict]) -> None:
     """Write all rows to ``path`` through a temporary file in the same directory and ``os.replace``."""
     rows = sorted(rows, key=lambda r: (r["eta_train"], r["train_seed"], r["eta_inference"], r["inference_seed"]))
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(COLUMNS)
             for r in rows:
                 w.writerow([repr(r["eta_train"]), repr(r["eta_inference"]), r["train_seed"], r["inference_seed"],
                             repr(r["accuracy"])])
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def finished_pairs(rows: list[dict], plan: Plan, path: Path) -> set[tuple[float, int]]:

@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +42,7 @@ from torch import nn
 import aimc
 import aimc.data
 import aimc.models
+from aimc.experiment.store import atomic_write
 from aimc.train import MixedPrecision
 
 COLUMNS = ("experiment", "method", "seed", "metric", "value")
@@ -170,20 +169,14 @@ def read_rows(path: Path) -> list[dict]:
 
 def write_rows_atomic(path: Path, rows: list[dict]) -> None:
     rows = sorted(rows, key=lambda r: (r["experiment"], r["method"], int(r["seed"]), r["metric"]))
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS)
             w.writeheader()
             w.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def summary_markdown(rows: list[dict]) -> str:
