@@ -20,7 +20,6 @@ from aimc.config import AnalogConfig
 from aimc.errors import NonFiniteError, ShapeError, StateError
 from aimc.nn.mvm import static_conv_forward, tiles_forward
 from aimc.nn.tile import AnalogMatrix
-from aimc.periphery import quantize_input
 from aimc.train.noise import MIN_INPUT_RANGE, quantize_ste
 
 __all__ = ["AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogLayer"]
@@ -119,11 +118,7 @@ class AnalogLayer:
         self.analog.input_range = m if math.isnan(float(r)) else torch.maximum(r * 0.99 + 0.01 * m, 0.5 * r)
 
     def _static_dac(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.analog.config.periphery
-        if p.dac_bits is None:
-            return x
-        r = self.analog.static_range(self.aimc_name)
-        return quantize_input(x / r, p) * r
+        return self.analog.static_dac(x, self.aimc_name)
 
 
 class AnalogLinear(AnalogLayer, nn.Linear):

@@ -16,7 +16,6 @@ from aimc.errors import ShapeError, StateError, UnsupportedLayerError
 from aimc.nn.layers import _check_input
 from aimc.nn.mvm import tiles_forward
 from aimc.nn.tile import AnalogMatrix
-from aimc.periphery import quantize_input
 
 __all__ = ["AnalogLSTM"]
 
@@ -80,10 +79,7 @@ class AnalogLSTM(nn.LSTM):
         p = mat.config.periphery
         if p.needs_matrix_path:
             return tiles_forward(mat, x.t().unsqueeze(0), f"{self.aimc_name}.{name}")[0].t()
-        if p.dac_bits is not None:
-            r = mat.static_range(f"{self.aimc_name}.{name}")
-            x = quantize_input(x / r, p) * r
-        return F.linear(x, mat.effective_weight())
+        return F.linear(mat.static_dac(x, f"{self.aimc_name}.{name}"), mat.effective_weight())
 
     def forward(self, input, hx=None):  # noqa: A002, ANN001, ANN201
         if isinstance(input, PackedSequence):

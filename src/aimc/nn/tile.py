@@ -29,7 +29,7 @@ from aimc import mapping
 from aimc.config import AnalogConfig
 from aimc.devices import DeviceState
 from aimc.errors import NonFiniteError, StateError
-from aimc.periphery import block_mvm
+from aimc.periphery import block_mvm, quantize_input
 
 __all__ = ["AnalogMatrix", "derive_seed"]
 
@@ -243,6 +243,14 @@ class AnalogMatrix(nn.Module):
                 "aimc.calibrate_input_ranges(model, data) on digital data first, or set periphery.input_bound."
             )
         return r
+
+    def static_dac(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """Elementwise DAC at the layer's static input range (``x`` unchanged without a DAC), in input units."""
+        p = self.config.periphery
+        if p.dac_bits is None:
+            return x
+        r = self.static_range(name)
+        return quantize_input(x / r, p) * r
 
     def train_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """Weight of a training forward pass: ``aimc.train.noise.noisy_weight`` with this matrix's training config.
