@@ -296,29 +296,37 @@ def _sweeps(ctx: _Context, store: ResultsStore, progress, workers: int) -> None:
             _eval_unit(str(ctx.out), sweep, label, seed, cells, on_row=keep)
         return
     import multiprocessing as mp
-
     import queue as queue_mod
 
     threads = max(1, torch.get_num_threads() // workers)
     spawn = mp.get_context("spawn")
-    with spawn.Manager() as manager, ProcessPoolExecutor(workers, mp_context=spawn) as pool:
-        rows_q = manager.Queue()  # workers stream each finished cell; only this process writes results.csv
-        futs = [pool.submit(_eval_unit, str(ctx.out), *u, threads, rows_q.put) for u in units]
-        pending = set(futs)
-        while pending:
+    rows_q = spawn.Queue()  # workers stream each finished cell; only this process writes results.csv
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker, initargs=(rows_q, threads)) as pool:
+        pending = {pool.submit(_eval_unit_in_worker, str(ctx.out), *u) for u in units}
+        received, returned = 0, 0  # rows taken off the queue; rows the finished units say they put on it
+        while pending or received < returned:
             try:
-                row = rows_q.get(timeout=0.5)
+                row = rows_q.get(timeout=0.05)
             except queue_mod.Empty:
                 done = {f for f in pending if f.done()}
                 for f in done:
-                    f.result()  # re-raise a worker's error
+                    returned += f.result()  # re-raises a worker's error
                 pending -= done
                 continue
             store.add([row])
+            received += 1
             progress.advance(task)
-        while not rows_q.empty():
-            store.add([rows_q.get()])
-            progress.advance(task)
+        t_end = time.perf_counter()
+    log.debug("worker pool shut down in %.2f s", time.perf_counter() - t_end)
+
+
+def _init_worker(rows_q, threads: int) -> None:  # noqa: ANN001 - runs once in each pool process
+    torch.set_num_threads(threads)
+    _WORKER["rows_q"] = rows_q
+
+
+def _eval_unit_in_worker(out: str, sweep_name: str, label: str, seed: int, cells: list[tuple[float, str]]) -> int:
+    return len(_eval_unit(out, sweep_name, label, seed, cells, on_row=_WORKER["rows_q"].put))
 
 
 # ---- entry point --------------------------------------------------------------------------------------------------
