@@ -47,7 +47,7 @@ TARGET_TRAIN = 1.25
 
 def header(args: argparse.Namespace) -> None:
     print("=" * 78)
-    print("aimc benchmark:", os.path.basename(__file__))
+    print("aimc benchmark:", os.path.basename(sys.argv[0]))
     print("command :", shlex.join([sys.executable, *sys.argv]))
     print(f"machine : torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
           f"os.cpu_count() {os.cpu_count()}, python {platform.python_version()}, {platform.machine()}, "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from aimc.compensation import recalibrate_bn
-from aimc.errors import ConfigError, DataError
+from aimc.errors import ConfigError, DataError, NonFiniteError
 from aimc.inference import at_time, check_seed, check_time, model_device, program
 
 __all__ = ["evaluate", "evaluate_seed", "accuracy", "Results", "COMPENSATIONS", "summarize"]
@@ -27,17 +27,27 @@ __all__ = ["evaluate", "evaluate_seed", "accuracy", "Results", "COMPENSATIONS", 
 COMPENSATIONS = ("none", "gdc", "gdc+bn")
 
 
-def accuracy(model: nn.Module, data: Iterable) -> float:
-    """Top-1 accuracy (fraction) of ``model`` in eval mode over ``data`` (iterable of ``(inputs, labels)``)."""
+def accuracy(model: nn.Module, data: Iterable, *, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+             ) -> float:
+    """Top-1 accuracy (fraction) of ``model`` in eval mode over ``data`` (iterable of ``(inputs, labels)``).
+
+    ``forward``: what to call instead of ``model`` (e.g. ``torch.compile(model)``); the analog layers skip their
+    per-layer NaN/Inf input checks inside a compiled graph, so the model's input and output are checked here.
+    """
     correct = total = 0
     dev = model_device(model)
+    compiled = forward is not None
+    forward = forward or model
     with torch.inference_mode():
         for batch in data:
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise DataError("evaluation data must yield (inputs, labels) batches, e.g. a DataLoader over a "
                                 f"TensorDataset; got a {type(batch).__name__}.")
             x, y = batch[0].to(dev), batch[1].to(dev)
-            out = model(x)
+            out = forward(x)
+            if compiled and not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(out).all())):
+                raise NonFiniteError("the model's input or output holds NaN/Inf; check the data, or run without "
+                                     "compile to find the layer where it first appears.")
             if out.dim() != 2 or out.shape[0] != len(y):
                 raise DataError(f"model output has shape {tuple(out.shape)}, expected (batch, classes) with "
                                 f"batch = {len(y)} labels.")
@@ -150,7 +160,8 @@ def _validate_grid(times: Iterable[float], seeds: Iterable[int], compensation: s
 
 def evaluate(model: nn.Module, data: Iterable, times: Iterable[float], seeds: Iterable[int],
              compensation: str | Sequence[str] = ("none", "gdc"), *, calib: Iterable | None = None,
-             n_calib: int | None = None, name: str = "analog", progress: bool = True) -> Results:
+             n_calib: int | None = None, name: str = "analog", progress: bool = True,
+             compile: bool = False) -> Results:  # noqa: A002
     """Accuracy of a converted model over times × seeds × compensations.
 
     Args:
@@ -163,6 +174,7 @@ def evaluate(model: nn.Module, data: Iterable, times: Iterable[float], seeds: It
         n_calib: calibration images per BN re-estimation (``None`` = all of ``calib``).
         name: value of the ``model`` column.
         progress: show a progress bar.
+        compile: run the forward passes through ``torch.compile`` (same accuracies up to float rounding).
 
     Returns:
         :class:`Results` with one row per (compensation, t_seconds, seed).
@@ -176,15 +188,18 @@ def evaluate(model: nn.Module, data: Iterable, times: Iterable[float], seeds: It
         task = bars.add(f"evaluating {name}", len(seeds) * len(times) * len(comps))
         for seed in seeds:
             cells = [(t, c) for t in times for c in comps]
-            for row in evaluate_seed(model, data, seed, cells, calib=calib, n_calib=n_calib):
+            for row in evaluate_seed(model, data, seed, cells, calib=calib, n_calib=n_calib, compile=compile):
                 rows.append({"model": name, **row})
                 bars.advance(task)
     return Results(pd.DataFrame(rows, columns=["model", "compensation", "t_seconds", "seed", "accuracy"]))
 
 
 def evaluate_seed(model: nn.Module, data: Iterable, seed: int, cells: Sequence[tuple[float, str]], *,
-                  calib: Iterable | None = None, n_calib: int | None = None):  # noqa: ANN201
+                  calib: Iterable | None = None, n_calib: int | None = None, compile: bool = False):  # noqa: ANN201, A002
     """Program ``model`` with ``seed`` and score each ``(t_seconds, compensation)`` cell; yields one row per cell.
+
+    ``compile``: score through ``torch.compile(model)`` (compiled once per process and input shape; same
+    accuracies as eager up to float rounding; see ``benchmarks/bench_fast.py`` for when it pays).
 
     BN statistics changed by ``gdc+bn`` are restored after each cell; the model's train/eval mode is restored at
     the end. Each cell's result depends only on (seed, t, compensation), not on which other cells are scored.
@@ -193,19 +208,29 @@ def evaluate_seed(model: nn.Module, data: Iterable, seed: int, cells: Sequence[t
     model.eval()
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     bn_state = [copy.deepcopy(m.state_dict()) for m in bns]
+    forward = _compiled(model) if compile else None
     try:
         program(model, seed=seed)
         for t, comp in cells:
             at_time(model, t, seed=seed, gdc=comp != "none")
             if comp == "gdc+bn":
                 recalibrate_bn(model, calib, n_calib)
-            acc = accuracy(model, data)
+            acc = accuracy(model, data, forward=forward)
             if comp == "gdc+bn":
                 for m, st in zip(bns, bn_state):
                     m.load_state_dict(st)
             yield {"compensation": comp, "t_seconds": float(t), "seed": seed, "accuracy": acc}
     finally:
         model.train(was_training)
+
+
+def _compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile(model)``, kept on the model so that later seeds and cells reuse the compiled code."""
+    fwd = model.__dict__.get("_aimc_compiled")
+    if fwd is None:
+        fwd = torch.compile(model)
+        model.__dict__["_aimc_compiled"] = fwd
+    return fwd
 
 
 class ProgressBars:

@@ -118,6 +118,9 @@ class Experiment:
     device: str = spec("cpu", help="torch device for training and evaluation: cpu, cuda or cuda:N",
                        check=lambda v: v == "cpu" or v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit()),
                        allowed="cpu, cuda or cuda:N")
+    compile: bool = spec(False, help="evaluate through torch.compile (same accuracies up to float rounding; "
+                         "compiling costs tens of seconds per process and pays on long sweeps, see "
+                         "benchmarks/bench_fast.py)")
     training: list[StageSpec] = spec(default_factory=list, help="training stages, run in order")
     analog: dict = spec(default_factory=lambda: {"joshi2020": {"preset": "joshi2020"}},
                         help="named analog configs: name -> {preset, overrides}")

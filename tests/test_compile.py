@@ -1,0 +1,57 @@
+"""``compile: true`` / ``aimc.evaluate(..., compile=True)``: torch.compile gives the same outputs and accuracies as
+eager execution (up to float rounding) for ideal and realistic periphery, and keeps aimc's input checks."""
+
+import pytest
+import torch
+from torch import nn
+
+import aimc
+from aimc.evaluation import accuracy, evaluate_seed
+
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),  # dynamo's notes on graph breaks
+              pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # raised inside torch's own modules
+
+
+def _cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(6 * 4 * 4, 5)).eval()
+
+
+def _data(n: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 1, 8, 8, generator=g)
+    return [(x[i:i + 32], torch.randint(0, 5, (32,), generator=g)) for i in range(0, n, 32)]
+
+
+@pytest.mark.parametrize("preset", ["joshi2020", "aihwkit_default"])
+def test_compiled_forward_matches_eager(preset: str) -> None:
+    model = aimc.convert(_cnn(), aimc.presets.get(preset))
+    aimc.program(model, seed=3)
+    x = _data()[0][0]
+    compiled = torch.compile(model)
+    with torch.inference_mode():
+        aimc.at_time(model, 3600.0, seed=3)  # re-drawing the time also resets the output-noise stream
+        eager = model(x)
+        aimc.at_time(model, 3600.0, seed=3)
+        comp = compiled(x)
+    torch.testing.assert_close(comp, eager, rtol=1e-4, atol=1e-4 * float(eager.abs().max()))
+
+
+def test_evaluate_seed_compiled_equals_eager_accuracies() -> None:
+    data = _data(128)
+    model = aimc.convert(_cnn(), aimc.presets.joshi2020())
+    cells = [(25.0, "none"), (86400.0, "gdc")]
+    eager = [r["accuracy"] for r in evaluate_seed(model, data, 0, cells)]
+    comp = [r["accuracy"] for r in evaluate_seed(model, data, 0, cells, compile=True)]
+    assert comp == pytest.approx(eager, abs=1 / 128 + 1e-12)  # at most one argmax flip from rounding
+
+
+def test_compiled_accuracy_still_refuses_non_finite_input() -> None:
+    model = aimc.convert(_cnn(), aimc.presets.joshi2020())
+    aimc.program(model, seed=0)
+    aimc.at_time(model, 25.0, seed=0)
+    (x, y), = _data(32)
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(aimc.NonFiniteError, match="NaN/Inf"):
+        accuracy(model, [(x, y)], forward=torch.compile(model))
