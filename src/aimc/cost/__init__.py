@@ -28,7 +28,9 @@ from aimc.cost.presets import BASELINES as BASELINES
 from aimc.cost.presets import HARDWARE as HARDWARE
 from aimc.cost.presets import get_baseline as get_baseline
 from aimc.cost.presets import get_hardware as get_hardware
+from aimc.cost.training import TrainingEnergy as TrainingEnergy
+from aimc.cost.training import training_energy as training_energy
 
-__all__ = ["mapping", "estimate", "MappingReport", "LayerMapping", "DigitalLayer", "CostReport", "LayerCost",
+__all__ = ["mapping", "estimate", "training_energy", "TrainingEnergy", "MappingReport", "LayerMapping", "DigitalLayer", "CostReport", "LayerCost",
            "HardwareParams", "DigitalBaseline", "HARDWARE", "BASELINES", "get_hardware", "get_baseline",
            "headline_checks", "HeadlineCheck", "CostWarning", "COMPONENTS"]
