@@ -96,3 +96,37 @@ def test_file_errors(tmp_path):
     meta = read_metadata(p)
     assert json.loads(meta["config"])["name"] == "joshi2020"
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_save_is_byte_identical_for_the_same_model(tmp_path) -> None:  # noqa: ANN001
+    import hashlib
+
+    import aimc
+    from torch import nn
+
+    model = aimc.convert(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), aimc.presets.joshi2020())
+    aimc.program(model, seed=1)
+    digests = set()
+    for k in range(6):  # safetensors orders several metadata entries by hash: one entry keeps files identical
+        aimc.save(model, tmp_path / f"m{k}.safetensors")
+        digests.add(hashlib.sha256((tmp_path / f"m{k}.safetensors").read_bytes()).hexdigest())
+    assert len(digests) == 1
+
+
+def test_files_with_separate_metadata_entries_still_load(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    import aimc
+    import torch
+    from safetensors.torch import save_file
+    from torch import nn
+
+    from aimc.io import FORMAT
+
+    model = aimc.convert(nn.Sequential(nn.Linear(4, 3)), aimc.presets.joshi2020())
+    aimc.program(model, seed=2)
+    meta = {"format": FORMAT, "config": json.dumps(model.aimc_config.to_dict()), "analog_layers": json.dumps(["0"]),
+            "arch": "", "torch": torch.__version__}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "old.safetensors", metadata=meta)
+    back = aimc.load(tmp_path / "old.safetensors", model=nn.Sequential(nn.Linear(4, 3)))
+    torch.testing.assert_close(back[0].analog.g_prog, model[0].analog.g_prog)

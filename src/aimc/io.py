@@ -22,6 +22,8 @@ from aimc.nn.convert import LAYER_MAP, analog_layers, convert
 
 __all__ = ["save", "load", "read_metadata", "FORMAT"]
 
+_PACKED = "aimc"  # the single metadata entry holding every field as JSON
+
 FORMAT = "aimc-model/1"
 log = logging.getLogger("aimc")
 _DEVICE_KEYS = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_ref", "gdc_alpha", "t_seconds", "read_seed",
@@ -52,7 +54,10 @@ def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None) 
     path.parent.mkdir(parents=True, exist_ok=True)
     from aimc.experiment.store import atomic_write
 
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    # one metadata entry (JSON, sorted keys): safetensors writes several entries in hash order, so the same model
+    # would get a different file (and sha256) at every save
+    packed = {_PACKED: json.dumps(meta, sort_keys=True)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=packed))
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -68,6 +73,11 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise FileFormatError(f"{str(path)!r} is not a readable safetensors file ({e}); it may be truncated or "
                               "corrupt: re-create it with aimc.save.") from None
+    if _PACKED in meta:  # files since aimc 0.1 (one JSON entry); older files keep the fields as separate entries
+        try:
+            meta = json.loads(meta[_PACKED])
+        except json.JSONDecodeError as e:
+            raise FileFormatError(f"{str(path)!r}: damaged aimc metadata ({e}).") from None
     if meta.get("format") != FORMAT:
         raise FileFormatError(f"{str(path)!r} is a safetensors file but not an aimc model (format "
                               f"{meta.get('format')!r}, expected {FORMAT!r}); for a plain torch state_dict use "
