@@ -73,17 +73,17 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
                     sc = sc.clamp_min(1e-30)
                 else:
                     sc = static
-                if bm:
-                    x_raw = xk.clone() if owned else xk  # bound-management retries need the unquantised input
-                else:
-                    x_raw = None
+                # bound-management retries need the unquantised input: then quantise into a new tensor instead of
+                # in place (one pass over the columns instead of a copy plus an in-place pass)
+                x_raw = xk if bm else None
+                inplace = owned and not bm
                 if step is not None:  # DAC in integer units; the step is folded into the output
-                    q = xk.div_(sc * step) if owned else xk / (sc * step)
+                    q = xk.div_(sc * step) if inplace else xk / (sc * step)
                     q.round_()
                     if static is not None:
                         q.clamp_(-levels, levels)
                 else:
-                    q = xk.div_(sc) if owned else xk / sc
+                    q = xk.div_(sc) if inplace else xk / sc
                 prepared[g] = (q, sc, x_raw)
             q, sc, x_raw = prepared[g]
             w = mat.w_analog[cs:ce, s:e]
