@@ -195,6 +195,31 @@ def test_refresh_resets_saturated_pairs_and_keeps_the_difference() -> None:
     assert float(st["g"][0, 1, 1]) > 9.0 and float(st["g"][1, 1, 1]) == 1.0
 
 
+def test_cached_weights_and_variances_match_the_devices() -> None:
+    """The weights W = β·(G+ − G−) and read-noise variances β²·(σ(G+)² + σ(G−)²), σ = r1·G + r0, are caches
+    rewritten only where devices change: after steps with pulses, refreshes and drift (past t0) they equal a fresh
+    computation from g_read, and the read-noise MVMs use them."""
+    torch.manual_seed(0)
+    model = aimc.convert(nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 4)), cfg())
+    opt = MixedPrecision(model, lr=2.0, seed=0, seconds_per_batch=2.0, drift_every=7)
+    x, y = torch.randn(64, 20), torch.randint(0, 4, (64,))
+    for _ in range(60):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    rep = opt.epoch_report()
+    assert rep.pulses > 100 and rep.refreshes > 0 and opt.simulated_time > PCMTrainingDevice().drift_t0
+    r1, r0 = opt.device.read_noise
+    for layer in (model[0], model[2]):
+        st = opt.device_state(layer.weight)
+        gp, gm = st["g_read"][0], st["g_read"][1]
+        assert torch.allclose(layer.weight.detach(), st["beta"] * (gp - gm), rtol=1e-6, atol=1e-7)
+        var = st["beta"] ** 2 * ((r1 * gp + r0) ** 2 + (r1 * gm + r0) ** 2)
+        assert torch.allclose(opt.read_variance(layer.weight), var, rtol=1e-5, atol=0.0)
+        assert torch.all(st["g_read"] <= st["g"])  # drifted reads, never above the programmed value
+        assert torch.any(st["g_read"] < st["g"])
+
+
 def test_digital_parameters_use_sgd() -> None:
     model = linear_model()
     opt = quiet_opt(model, lr=0.3)

@@ -136,6 +136,32 @@ def test_zero_pulses_change_nothing_and_counts_vary_per_device() -> None:
     assert float(p1[1]) == pytest.approx(0.2 * d) and float(p1[2]) == 0.0
 
 
+def test_mixed_pulse_counts_match_single_pulses_in_distribution() -> None:
+    """Devices with different counts in one call (sorted internally, pulse k on the devices with n > k) end where
+    n one-pulse calls take them: per count group, mean and std of G agree within 5 SE of the difference of two
+    independent estimates (mean: √2·σ/√m; std: √2·σ/√(2m) = σ/√m); P is deterministic."""
+    dev = PCMTrainingDevice()
+    m = 40_000
+    n = torch.tensor([0, 1, 2, 3, 5]).repeat_interleave(m)[torch.randperm(5 * m, generator=gen(0))]
+    g0, p0 = torch.full((5 * m,), 1.0), torch.full((5 * m,), 0.4)
+    gain = dev.sample_gain((5 * m,), generator=gen(1))
+    g_all, p_all = dev.pulse(g0, p0, gain, n, generator=gen(2))
+    for k in (0, 1, 2, 3, 5):
+        sel = n == k
+        g, p = g0[sel], p0[sel]
+        gg = gen(10 + k)
+        for _ in range(k):
+            g, p = dev.pulse(g, p, gain[sel], 1, generator=gg)
+        assert torch.allclose(p_all[sel], p)
+        a, b = g_all[sel], g
+        if k == 0:
+            assert torch.equal(a, b)
+            continue
+        se = float(b.std()) / math.sqrt(int(sel.sum()))
+        assert abs(float(a.mean()) - float(b.mean())) < Z * math.sqrt(2) * se
+        assert abs(float(a.std()) - float(b.std())) < Z * se
+
+
 def test_drift_and_read_noise() -> None:
     """Drift (age/t0)^−ν after t0, none before; read noise σ = 0.03·G + 0.13 µS, fresh per read."""
     dev = PCMTrainingDevice()

@@ -26,7 +26,8 @@ RESET: G ~ N(g_reset, g_reset_std) clipped to [0, g_max], and P = 1.
 Between reads: drift G(t) = G_prog·max((t − t_prog)/t0, 1)^(−ν) with one ν for all devices, and additive Gaussian
 read noise σ_read = r1·G + r0 drawn fresh on every read (JAP 2018 via srnn-pcm).
 
-All functions are pure: they take tensors and a ``torch.Generator`` and return new tensors. Units: µS, seconds.
+All functions are pure: they take tensors and a ``torch.Generator`` and return new tensors, except ``pulse_`` (the
+in-place form of ``pulse`` for the optimizer's hot path). Units: µS, seconds.
 """
 
 from __future__ import annotations
@@ -187,11 +188,14 @@ class PCMTrainingDevice:
         return torch.tensor(traj, dtype=torch.float64)
 
     @functools.lru_cache(maxsize=8)  # noqa: B019 (frozen, hashable dataclass; a handful of instances)
-    def _rise_table(self, max_pulses: int) -> torch.Tensor:
-        rise = torch.cummax(self.mean_trajectory(max_pulses) - self.g_reset, dim=0).values
-        # stop where a further pulse adds less than 1 % of ε on average: more pulses would only add noise
-        useful = int((torch.diff(rise) > 0.01 * self.epsilon).sum())
-        return rise[: useful + 1]
+    def _rise_midpoints(self, max_pulses: int) -> torch.Tensor:
+        """Midpoints between successive rises G_n − g_reset of the mean trajectory (float64)."""
+        with torch.inference_mode(False):  # the cached tensor must be a normal one, whoever asks first
+            rise = torch.cummax(self.mean_trajectory(max_pulses) - self.g_reset, dim=0).values
+            # stop where a further pulse adds less than 1 % of ε on average: more pulses would only add noise
+            useful = int((torch.diff(rise) > 0.01 * self.epsilon).sum())
+            rise = rise[: useful + 1]
+            return (rise[1:] + rise[:-1]) / 2
 
     def nominal_pulses(self, delta_g: torch.Tensor, *, max_pulses: int = 100) -> torch.Tensor:
         """Number of SET pulses from RESET whose mean trajectory rise G_n − g_reset is nearest to ``delta_g`` (µS).
@@ -201,12 +205,9 @@ class PCMTrainingDevice:
         """
         if delta_g.numel() and not torch.isfinite(delta_g).all():
             raise NonFiniteError("delta_g holds NaN/Inf; conductance targets must be finite.")
-        rise = self._rise_table(int(max_pulses)).to(delta_g.device)
-        d = delta_g.to(torch.float64).clamp(min=0.0)
-        hi = torch.searchsorted(rise, d.reshape(-1)).clamp(max=len(rise) - 1)
-        lo = (hi - 1).clamp(min=0)
-        pick_lo = (d.reshape(-1) - rise[lo]).abs() <= (rise[hi] - d.reshape(-1)).abs()
-        return torch.where(pick_lo, lo, hi).reshape(delta_g.shape)
+        mid = self._rise_midpoints(int(max_pulses)).to(delta_g.device)
+        # n = the number of midpoints between successive rises below delta_g (ties go to the smaller count)
+        return torch.searchsorted(mid, delta_g.to(torch.float64).reshape(-1)).reshape(delta_g.shape)
 
     # ---- sampling ------------------------------------------------------------------------------------------------
     def sample_gain(self, shape: tuple[int, ...] | torch.Size, *, generator: torch.Generator,
@@ -248,29 +249,62 @@ class PCMTrainingDevice:
             raise ConfigError(f"pulse counts n must be ≥ 0, got a minimum of {int(n_t.min())}; SET pulses only "
                               "raise G, use the other device of the pair (or reset) to lower a weight.")
         n_t = n_t.expand(g.shape) if n_t.dim() == 0 else n_t
+        g, p = g.clone(memory_format=torch.contiguous_format), p.clone(memory_format=torch.contiguous_format)
         n_max = int(n_t.max()) if g.numel() else 0
-        if n_max == 0:
-            return g.clone(), p.clone()
-        return self.pulse_unchecked(g, p, gain, n_t, n_max, generator=generator)
-
-    def pulse_unchecked(self, g: torch.Tensor, p: torch.Tensor, gain: torch.Tensor, n: torch.Tensor, n_max: int, *,
-                        generator: torch.Generator, all_active: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`pulse` without argument checks (the optimizer's hot path): ``n`` holds whole numbers ≥ 0 (any
-        dtype), ``n_max`` = max(n); ``all_active`` promises n ≥ 1 everywhere. Returns new (G, P) tensors."""
-        decay = math.exp(-1.0 / self.history_decay)
-        m1, c1, a1 = self.step_mean
-        m2, c2, a2 = self.step_std
-        d2 = self.d2d_std**2
-        for k in range(n_max):
-            act = None if all_active and k == 0 else n > k
-            p = p * decay if act is None else torch.where(act, p * decay, p)
-            mu = torch.add(g * m1, p, alpha=a1).add_(c1)
-            sd = torch.add(g * m2, p, alpha=a2).add_(c2)
-            c2c = sd.mul_(sd).sub_(mu * mu * d2).clamp_(min=0.0).sqrt_()
-            z = torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
-            g_new = (gain * mu).addcmul_(c2c, z).add_(g).clamp_(0.0, self.g_max)
-            g = g_new if act is None else torch.where(act, g_new, g)
+        if n_max > 0:
+            self.pulse_(g.view(-1), p.view(-1), gain.expand(g.shape).reshape(-1), n_t.reshape(-1), n_max,
+                        generator=generator)
         return g, p
+
+    def pulse_(self, g: torch.Tensor, p: torch.Tensor, gain: torch.Tensor, n: torch.Tensor, n_max: int, *,
+               generator: torch.Generator, all_active: bool = False) -> None:
+        """:meth:`pulse` in place and without argument checks (the optimizer's hot path).
+
+        ``g``, ``p``, ``gain``, ``n``: 1-D, same length (``g`` and ``p`` are overwritten; strided views are fine);
+        ``n`` holds whole numbers ≥ 0 (any dtype), ``n_max`` = max(n) ≥ 1; ``all_active`` promises n ≥ 1 everywhere.
+        Pulse k acts only on the devices with n > k: they are sorted by n (most pulses first), so that each pulse
+        updates a leading slice; the step law is the same for every device and pulse.
+        """
+        decay = math.exp(-1.0 / self.history_decay)
+        if all_active and n_max == 1:  # the optimizer's usual case: one pulse on every device given
+            self._step(g, p.mul_(decay), gain, self._noise(g.numel(), g, generator))
+            return
+        if int(n.min()) == n_max:  # all devices get the same count (e.g. one refreshed pair): no sorting
+            z = self._noise(n_max * g.numel(), g, generator).view(n_max, -1)
+            for k in range(n_max):
+                self._step(g, p.mul_(decay), gain, z[k])
+            return
+        order = torch.argsort(n, descending=True, stable=True)
+        counts = torch.bincount(n.to(torch.int64), minlength=n_max + 1)
+        active = (counts.sum() - counts.cumsum(0))[:n_max].tolist()  # active[k] = #devices with n > k
+        gs, ps, gains = g[order], p[order], gain[order]
+        z, off = self._noise(sum(active), g, generator), 0
+        for m in active:
+            self._step(gs[:m], ps[:m].mul_(decay), gains[:m], z[off:off + m])
+            off += m
+        g.index_copy_(0, order, gs)
+        p.index_copy_(0, order, ps)
+
+    @staticmethod
+    def _noise(n: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """ξ ~ N(0, 1) for ``n`` pulses (drawn at once)."""
+        return torch.randn(n, generator=generator, device=like.device, dtype=like.dtype)
+
+    def _step(self, g: torch.Tensor, p: torch.Tensor, gain: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """One SET pulse on ``g`` in place, ``p`` already decayed, ``z`` ~ N(0, 1):
+        G ← clip(G + γ·μ + σ_c2c·ξ, 0, g_max)."""
+        coef, const, c2c_w = self._step_coefs(g.device, g.dtype)
+        ms = torch.addmm(const, torch.stack([g, p], dim=1), coef)  # (k, 2): μ(G, P), σ(G, P)
+        c2c = torch.mv(ms.square(), c2c_w).clamp_(min=0.0).sqrt_()  # sqrt(σ² − (d2d·μ)²)
+        return g.addcmul_(gain, ms[:, 0]).addcmul_(c2c, z).clamp_(0.0, self.g_max)
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019
+    def _step_coefs(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """[G, P]·coef + const = [μ, σ]; [μ², σ²]·c2c_w = σ² − (d2d·μ)²."""
+        (m1, c1, a1), (m2, c2, a2) = self.step_mean, self.step_std
+        t = functools.partial(torch.tensor, dtype=dtype, device=device)
+        with torch.inference_mode(False):
+            return t([[m1, m2], [a1, a2]]), t([c1, c2]), t([-self.d2d_std**2, 1.0])
 
     def read(self, g_prog: torch.Tensor, age: torch.Tensor | float, *, generator: torch.Generator | None,
              read_noise: bool = True) -> torch.Tensor:

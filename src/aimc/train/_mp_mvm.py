@@ -25,28 +25,31 @@ HOOK_ATTR = "aimc_train_mvm"
 
 
 class _NoisyLinear(torch.autograd.Function):
-    """Linear MVM with explicit formulas: x ``(N, in)``, w/var ``(out, in)``; y = x·wᵀ + sqrt(x²·varᵀ)·ξ."""
+    """Linear MVM with explicit formulas: x ``(N, in)``, w/var ``(out, in)``, bias ``(out,)`` or None;
+    y = x·wᵀ + b + sqrt(x²·varᵀ)·ξ (x² and var are ≥ 0, so x²·varᵀ is too: no clamp needed)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, var: torch.Tensor,  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, var: torch.Tensor,  # noqa: ANN001
                 gen: torch.Generator) -> torch.Tensor:
         ctx.save_for_backward(x, w, var)
         ctx.gen = gen
-        y = x @ w.t()
-        std = ((x * x) @ var.t()).clamp_min_(0.0).sqrt_()
+        y = x @ w.t() if bias is None else torch.addmm(bias, x, w.t())
+        std = ((x * x) @ var.t()).sqrt_()
         return y.addcmul_(std, torch.randn(y.shape, generator=gen, device=y.device, dtype=y.dtype))
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):  # noqa: ANN205
         x, w, var = ctx.saved_tensors
-        gx = gw = None
+        gx = gw = gb = None
         if ctx.needs_input_grad[0]:
             gx = gy @ w
-            std = ((gy * gy) @ var).clamp_min_(0.0).sqrt_()
+            std = ((gy * gy) @ var).sqrt_()
             gx.addcmul_(std, torch.randn(gx.shape, generator=ctx.gen, device=gx.device, dtype=gx.dtype))
         if ctx.needs_input_grad[1]:
             gw = gy.t() @ x
-        return gx, gw, None, None
+        if ctx.needs_input_grad[2]:
+            gb = gy.sum(0)
+        return gx, gw, gb, None, None
 
 
 class _NoisyMVM(torch.autograd.Function):
@@ -118,15 +121,13 @@ class MVMHook:
         else:  # convolution (padding modes and string paddings handled by the layer's own _conv_forward)
             op, bias = (lambda inp, wt: layer._conv_forward(inp, wt, None)), layer.bias
         var, gen = self._var(w)
-        if var is None:
-            y = op(x, w)
-        elif op is F.linear:
+        if op is F.linear:
+            if var is None:
+                return F.linear(x, w, bias)
+            if x.dim() == 2:
+                return _NoisyLinear.apply(x, w, bias, var, gen)
             lead = x.shape[:-1]
-            y = _NoisyLinear.apply(x.reshape(-1, x.shape[-1]), w, var, gen).reshape(*lead, w.shape[0])
-        else:
-            y = _NoisyMVM.apply(x, w, var, op, gen)
-        if bias is None:
-            return y
-        if isinstance(layer, nn.Linear):
-            return y + bias
-        return y + bias.view((1, -1) + (1,) * (y.dim() - 2))
+            y = _NoisyLinear.apply(x.reshape(-1, x.shape[-1]), w, bias, var, gen)
+            return y.reshape(*lead, w.shape[0])
+        y = op(x, w) if var is None else _NoisyMVM.apply(x, w, var, op, gen)
+        return y if bias is None else y + bias.view((1, -1) + (1,) * (y.dim() - 2))

@@ -52,30 +52,32 @@ class MixedPrecisionReport:
 class Counters:
     """Running counters over the flat weight index of all analog matrices (``offsets``: start of each matrix)."""
 
-    def __init__(self, names: list[str], offsets: torch.Tensor, total: int):
+    def __init__(self, names: list[str], offsets: torch.Tensor, total: int, device: torch.device | str = "cpu"):
         self.names, self.offsets, self.total = names, offsets, total
         self.steps = self.skipped = self.refresh_pulses = self.pulsed = 0
-        self.pulses = torch.zeros(total)  # per weight, in the period
-        self.refreshes = torch.zeros(total)
+        self.pulses = torch.zeros(total, device=device)  # per weight, in the period (float32 on the weights' device)
+        self.refreshes = torch.zeros(total, device=device)
 
     def add_pulses(self, idx: torch.Tensor, cnt: torch.Tensor) -> None:
+        """``cnt`` pulses on the weights ``idx``."""
         self.pulsed += idx.numel()
-        self.pulses.index_add_(0, idx.cpu(), cnt.cpu().to(self.pulses.dtype))
+        self.pulses.index_add_(0, idx, cnt.to(self.pulses.dtype))
 
     def add_refreshes(self, ridx: torch.Tensor, pulses: int) -> None:
-        self.refreshes[ridx.cpu()] += 1
+        self.refreshes.index_add_(0, ridx, torch.ones_like(ridx, dtype=self.refreshes.dtype))
         self.refresh_pulses += pulses
 
     def report(self) -> MixedPrecisionReport:
+        pulses, refreshes = self.pulses.cpu(), self.refreshes.cpu()
         ends = torch.cat([self.offsets[1:], torch.tensor([self.total])])
         layers = {}
         for i, n in enumerate(self.names):
             s, e = int(self.offsets[i]), int(ends[i])
-            layers[n] = {"weights": e - s, "pulses": int(self.pulses[s:e].sum()),
-                         "refreshes": int(self.refreshes[s:e].sum()),
-                         "frac_updated": float((self.pulses[s:e] > 0).float().mean())}
+            layers[n] = {"weights": e - s, "pulses": int(pulses[s:e].sum()),
+                         "refreshes": int(refreshes[s:e].sum()),
+                         "frac_updated": float((pulses[s:e] > 0).float().mean())}
         return MixedPrecisionReport(
-            steps=self.steps, skipped_steps=self.skipped, weights=self.total, pulses=int(self.pulses.sum()),
-            refreshes=int(self.refreshes.sum()), refresh_pulses=self.refresh_pulses,
+            steps=self.steps, skipped_steps=self.skipped, weights=self.total, pulses=int(pulses.sum()),
+            refreshes=int(refreshes.sum()), refresh_pulses=self.refresh_pulses,
             frac_updated_per_step=self.pulsed / max(self.steps * self.total, 1),
-            frac_updated=float((self.pulses > 0).float().mean()), layers=layers)
+            frac_updated=float((pulses > 0).float().mean()), layers=layers)
