@@ -1,12 +1,16 @@
-"""``compile: true`` / ``aimc.evaluate(..., compile=True)``: torch.compile gives the same outputs and accuracies as
-eager execution (up to float rounding) for ideal and realistic periphery, and keeps aimc's input checks."""
+"""Fast evaluation options: ``torch.compile`` (``compile: true`` / ``aimc.evaluate(..., compile=True)``) and
+channels-last inputs give the same outputs and accuracies as plain eager execution (up to float rounding) for ideal
+and realistic periphery, and keep aimc's input checks."""
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 import aimc
 from aimc.evaluation import accuracy, evaluate_seed
+
+KEYS = ["sweep", "model", "compensation", "t_seconds", "seed"]
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),  # dynamo's notes on graph breaks
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # raised inside torch's own modules
@@ -55,3 +59,41 @@ def test_compiled_accuracy_still_refuses_non_finite_input() -> None:
     x[0, 0, 0, 0] = float("nan")
     with pytest.raises(aimc.NonFiniteError, match="NaN/Inf"):
         accuracy(model, [(x, y)], forward=torch.compile(model))
+
+
+def test_channels_last_evaluation_matches_contiguous() -> None:
+    data = _data(128)
+    model = aimc.convert(_cnn(), aimc.presets.joshi2020())
+    cells = [(25.0, "none"), (86400.0, "gdc")]
+    ref = [r["accuracy"] for r in evaluate_seed(model, data, 0, cells)]
+    cl = [r["accuracy"] for r in evaluate_seed(model, data, 0, cells, channels_last=True)]
+    assert cl == pytest.approx(ref, abs=1 / 128 + 1e-12)
+    aimc.program(model, seed=0)
+    aimc.at_time(model, 25.0, seed=0)
+    x = data[0][0]
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)), model(x),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_experiment_compile_and_channels_last_give_the_plain_results(tmp_path) -> None:  # noqa: ANN001
+    import shutil
+
+    from test_experiment import tiny
+
+    from aimc.experiment.runner import run_experiment
+    from aimc.experiment.spec import experiment_from_dict
+
+    plain = run_experiment(experiment_from_dict(tiny()), tmp_path / "plain", quiet=True)
+    fast = tmp_path / "fast"
+    shutil.copytree(plain, fast)  # same trained stages; only the sweep is re-run
+    (fast / "results.csv").unlink()
+    (fast / "config.yaml").unlink()
+    run_experiment(experiment_from_dict(tiny(compile=True, channels_last=True)), fast, quiet=True)
+    a = pd.read_csv(plain / "results.csv").sort_values(KEYS).reset_index(drop=True)
+    b = pd.read_csv(fast / "results.csv").sort_values(KEYS).reset_index(drop=True)
+    assert len(a) == len(b) == 2 * 2 * 2 * 3 + 1
+    from aimc.data.small import digits
+
+    one_image = 1 / len(digits("test"))  # at most one argmax flip per cell from float rounding
+    assert (a["accuracy"] - b["accuracy"]).abs().max() <= one_image + 1e-12

@@ -18,6 +18,7 @@ from aimc.config import PeripheryConfig as PeripheryConfig
 from aimc.config import TrainingConfig as TrainingConfig
 from aimc.errors import AimcError as AimcError
 from aimc.errors import ConfigError as ConfigError
+from aimc.errors import ClusterError as ClusterError
 from aimc.errors import DataError as DataError
 from aimc.errors import FileFormatError as FileFormatError
 from aimc.errors import NonFiniteError as NonFiniteError
@@ -40,6 +41,6 @@ __all__ = [
     "AnalogConfig", "MappingConfig", "PeripheryConfig", "CompensationConfig", "TrainingConfig",
     "presets", "devices", "convert", "clip", "program", "at_time", "calibrate_input_ranges", "recalibrate_bn",
     "evaluate", "Results", "save", "load",
-    "AimcError", "ConfigError", "StateError", "ShapeError", "NonFiniteError", "FileFormatError", "DataError",
+    "AimcError", "ConfigError", "StateError", "ShapeError", "NonFiniteError", "FileFormatError", "DataError", "ClusterError",
     "UnsupportedLayerError", "__version__",
 ]

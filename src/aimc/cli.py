@@ -61,14 +61,23 @@ from aimc.errors import AimcError as AimcErrorT  # noqa: E402
 
 
 @app.command()
-def run(experiment: Path = typer.Argument(..., help="experiment file (YAML or TOML)"),
+def run(ctx: typer.Context,
+        experiment: Path = typer.Argument(..., help="experiment file (YAML or TOML)"),
         out: Path = typer.Option(None, help="run directory (default: runs/<experiment name>)"),
         force: bool = typer.Option(False, help="start over if --out holds a different experiment"),
-        workers: int = typer.Option(1, help="processes for independent evaluation cells"),
+        workers: int = typer.Option(1, help="processes for independent evaluation cells (--backend local); CPUs "
+                                            "of a local Ray instance (--backend ray, default all cores)"),
+        backend: str = typer.Option("local", help="where evaluation cells run: local (a process pool) or ray "
+                                                  "(Ray tasks; pip install 'aimc[ray]')"),
+        address: str = typer.Option(None, help="--backend ray: address of a running Ray cluster (host:port of its "
+                                               "head); default: start a local Ray instance"),
         threads: int = typer.Option(None, min=1, help="torch threads (1 is fastest for small models)"),
+        nproc: int = typer.Option(1, help="training processes: N ≥ 2 trains with DDP in N local ranks launched "
+                                          "through torchrun (data.batch_size stays the global batch)"),
         quiet: bool = typer.Option(False, help="no progress bars"),
         debug: bool = typer.Option(False, help="show tracebacks")) -> None:
     """Run (or resume) an experiment: training stages, digital baselines, evaluation sweeps, summary, report."""
+    from aimc.experiment import distributed
     from aimc.experiment.runner import run_experiment
     from aimc.experiment.spec import load_experiment
 
@@ -78,9 +87,15 @@ def run(experiment: Path = typer.Argument(..., help="experiment file (YAML or TO
         torch.set_num_threads(threads)
     try:
         exp = load_experiment(experiment)
-        path = run_experiment(exp, out or Path("runs") / exp.name, force=force, quiet=quiet, workers=workers)
+        if nproc != 1 and distributed.world_size() == 1:  # inside torchrun (WORLD_SIZE set) this is one rank
+            distributed.check_world(exp.data.batch_size, nproc)
+            raise typer.Exit(distributed.launch(distributed.relaunch_args(ctx), nproc))
+        path = run_experiment(exp, out or Path("runs") / exp.name, force=force, quiet=quiet, workers=workers,
+                              backend=backend, address=address)
     except (AimcErrorT, OSError, FloatingPointError) as e:
         _fail(e, debug)
+        return
+    if not distributed.is_main_process():  # ranks > 0 of DDP training print nothing
         return
     if not quiet:
         typer.echo((path / "summary.md").read_text())

@@ -36,3 +36,7 @@ class FileFormatError(AimcError, ValueError):
 
 class DataError(AimcError, ValueError):
     """An evaluation or calibration data set is empty or malformed."""
+
+
+class ClusterError(AimcError, RuntimeError):
+    """A Ray cluster cannot be reached, or a sweep task failed on every retry."""

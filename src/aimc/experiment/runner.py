@@ -13,6 +13,9 @@ Run directory::
 
 Every file is written atomically; every epoch and every evaluated cell is kept, so a killed run resumed with the
 same command continues where it stopped and gives bit-identical results.
+
+Under torchrun (``aimc run --nproc N``) the training stages run data-parallel on N ranks and only rank 0 writes;
+evaluation runs on rank 0 alone (see :mod:`aimc.experiment.distributed`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from torch.utils.data import DataLoader
 from aimc.errors import ConfigError, FileFormatError
 from aimc.evaluation import ProgressBars, accuracy, evaluate_seed
 from aimc.experiment.build import Splits, build_model, build_splits, plain_state
+from aimc.experiment.distributed import Dist, init_distributed, world_size
 from aimc.experiment.spec import Experiment, StageSpec, experiment_to_yaml, load_run_experiment
 from aimc.experiment.store import ResultsStore, atomic_write, load_checkpoint, save_checkpoint
 from aimc.nn.convert import convert
@@ -81,7 +85,7 @@ def _prepare(exp: Experiment, out: Path, force: bool) -> None:
             exp.analog_config(n).to_yaml()))
     env = {"aimc": _version(), "torch": torch.__version__, "python": platform.python_version(),
            "platform": platform.platform(), "threads": torch.get_num_threads(), "command": sys.argv,
-           "seed": exp.seed, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+           "seed": exp.seed, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "world_size": world_size()}
     atomic_write(out / "environment.json", lambda tmp: Path(tmp).write_text(json.dumps(env, indent=1)))
 
 
@@ -113,9 +117,10 @@ def _scheduler(stage: StageSpec, opt: torch.optim.Optimizer):  # noqa: ANN202
 class _Context:
     """What the stages and sweeps share: the experiment, the run directory, the data."""
 
-    def __init__(self, exp: Experiment, out: Path):
+    def __init__(self, exp: Experiment, out: Path, dist: Dist | None = None):
         self.exp, self.out = exp, out
-        self.device = torch.device(exp.device)
+        self.dist = dist  # None in a single process; else this rank of a DDP training group
+        self.device = dist.device if dist is not None else torch.device(exp.device)
         self._splits: Splits | None = None
         self._keys: set[str] | None = None
 
@@ -175,6 +180,8 @@ def _train_stage(ctx: _Context, stage: StageSpec, progress) -> None:  # noqa: AN
     model = ctx.weights(stage.init)
     if stage.kind == "hwa":
         model = convert(model, ctx.exp.stage_config(stage))
+    dd = ctx.dist  # under DDP: forward through the wrapper, only rank 0 writes, the others wait at barriers
+    net, main = (model, True) if dd is None else (dd.wrap(model), dd.main)
     opt = _optimizer(stage, model.parameters())
     sched = _scheduler(stage, opt)
     ckpt = ctx.out / "checkpoints" / stage.name / "last.safetensors"
@@ -192,13 +199,14 @@ def _train_stage(ctx: _Context, stage: StageSpec, progress) -> None:  # noqa: AN
     task = progress.add(f"stage {stage.name} ({stage.kind})", stage.epochs, start)
     for epoch in range(start, stage.epochs):
         t0 = time.perf_counter()
-        torch.manual_seed(derive_seed(ctx.exp.seed, stage.name, epoch, "noise"))
-        loader = sp.loader("train", bs, seed=derive_seed(ctx.exp.seed, stage.name, epoch, "order") % 2**62)
-        model.train()
+        torch.manual_seed(derive_seed(ctx.exp.seed, stage.name, epoch, "noise") + (dd.rank if dd else 0))
+        order = derive_seed(ctx.exp.seed, stage.name, epoch, "order") % 2**62
+        loader = sp.loader("train", bs, seed=order) if dd is None else dd.loader(sp.train, bs, order)
+        net.train()
         total, n = 0.0, 0
         for x, y in loader:
             x, y = x.to(ctx.device), y.to(ctx.device)
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(net(x), y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"stage {stage.name}, epoch {epoch + 1}: the loss is {float(loss)}; "
                                          "lower the learning rate.")
@@ -210,24 +218,34 @@ def _train_stage(ctx: _Context, stage: StageSpec, progress) -> None:  # noqa: AN
             total += float(loss.detach()) * len(y)
             n += len(y)
         sched.step()
+        if dd is not None:
+            total, n = dd.all_sum([total, n])
         rec: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"],
                                "seconds": time.perf_counter() - t0}
-        if sp.val is not None:
+        if sp.val is not None and main:
             rec["val_accuracy"] = accuracy(model.eval(), sp.loader("val", ctx.exp.data.eval_batch_size))
         history.append(rec)
         t1 = time.perf_counter()
-        save_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, epoch=epoch + 1,
-                        extra={"history": history})
+        if main:
+            save_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, epoch=epoch + 1,
+                            extra={"history": history})
+        if dd is not None:
+            dd.barrier()  # every rank leaves the epoch with the checkpoint on disk
         rec["checkpoint_seconds"] = time.perf_counter() - t1
         log.info("stage %s epoch %d/%d: %s", stage.name, epoch + 1, stage.epochs,
                  ", ".join(f"{k} {v:.4g}" for k, v in rec.items() if k != "epoch"))
         progress.advance(task)
-    sd = plain_state(model, ctx.plain_keys)
-    atomic_write(final, lambda tmp: save_file(sd, tmp, metadata={"stage": stage.name, "history": json.dumps(history)}))
-    if stage.kind == "hwa":
-        from aimc.io import save
+    if main:
+        sd = plain_state(model, ctx.plain_keys)
+        # one metadata entry: safetensors orders several by hash, and the same weights should give the same file
+        meta = {"aimc_stage": json.dumps({"stage": stage.name, "history": history}, sort_keys=True)}
+        atomic_write(final, lambda tmp: save_file(sd, tmp, metadata=meta))
+        if stage.kind == "hwa":
+            from aimc.io import save
 
-        save(model, ctx.out / "stages" / f"{stage.name}.aimc.safetensors")
+            save(model, ctx.out / "stages" / f"{stage.name}.aimc.safetensors")
+    if dd is not None:
+        dd.barrier()  # the next stage reads this one's weights on every rank
     log.info("stage %s: finished, weights in %s", stage.name, final)
 
 
@@ -247,15 +265,20 @@ def _eval_unit(out: str, sweep_name: str, label: str, seed: int, cells: list[tup
     key = out
     if _WORKER.get("key") != key:  # one context per process, reused across units
         exp = load_run_experiment(out)
-        _WORKER.update(key=key, ctx=_Context(exp, Path(out)))
+        _WORKER.update(key=key, ctx=_Context(exp, Path(out)), models={})  # models of another run are dropped
     ctx: _Context = _WORKER["ctx"]
     sweep = next(s for s in ctx.exp.evaluation if s.name == sweep_name)
-    model = convert(ctx.weights(sweep.models[label]), ctx.exp.analog_config(sweep.analog))
+    model = _WORKER["models"].get((sweep_name, label))
+    if model is None:
+        model = convert(ctx.weights(sweep.models[label]), ctx.exp.analog_config(sweep.analog))
+        if ctx.exp.compile:  # one converted model per (sweep, model) and process, so its compiled code is reused
+            _WORKER["models"][(sweep_name, label)] = model
     sp = ctx.splits
     test = sp.loader("test", ctx.exp.data.eval_batch_size)
     calib = ctx.calibration_loader(sweep)
     rows = []
-    for r in evaluate_seed(model, test, seed, cells, calib=calib, n_calib=sweep.n_calib):
+    for r in evaluate_seed(model, test, seed, cells, calib=calib, n_calib=sweep.n_calib, compile=ctx.exp.compile,
+                               channels_last=ctx.exp.channels_last):
         rows.append({"sweep": sweep.name, "model": label, "periphery": sweep.analog, **r})
         if on_row is not None:
             on_row(rows[-1])
@@ -273,7 +296,8 @@ def _baselines(ctx: _Context, store: ResultsStore) -> None:
         log.info("baseline %s (stage %s, digital): %.2f %%", label, stage, 100 * acc)
 
 
-def _sweeps(ctx: _Context, store: ResultsStore, progress, workers: int) -> None:  # noqa: ANN001
+def _sweeps(ctx: _Context, store: ResultsStore, progress, workers: int,  # noqa: ANN001
+            backend: str = "local", address: str | None = None) -> None:
     units = []
     for sw in ctx.exp.evaluation:
         for seed in sw.seed_list():  # seed-major: a partial sweep has every model on the same seeds
@@ -287,6 +311,16 @@ def _sweeps(ctx: _Context, store: ResultsStore, progress, workers: int) -> None:
     if not n_cells:
         return
     task = progress.add("evaluation cells", n_cells, 0)
+    if backend == "ray":  # one Ray task per unit; its rows are stored here as soon as it returns
+        from aimc.experiment.backends import run_units_on_ray
+
+        def keep_unit(rows: list[dict[str, Any]]) -> None:
+            store.add(rows)
+            progress.advance(task, len(rows))
+
+        run_units_on_ray(str(ctx.out.resolve()), units, keep_unit, address=address, workers=workers)
+        return
+    log.info("evaluation: %d unit(s) on the local backend, %d process(es)", len(units), workers)
     if workers <= 1:
         def keep(row: dict[str, Any]) -> None:  # every finished cell is on disk before the next one starts
             store.add([row])
@@ -331,14 +365,26 @@ def _eval_unit_in_worker(out: str, sweep_name: str, label: str, seed: int, cells
 
 # ---- entry point --------------------------------------------------------------------------------------------------
 def run_experiment(exp: Experiment, out: str | Path, *, force: bool = False, quiet: bool = False,
-                   workers: int = 1) -> Path:
-    """Run (or resume) ``exp`` in ``out``; returns the run directory."""
+                   workers: int = 1, backend: str = "local", address: str | None = None) -> Path:
+    """Run (or resume) ``exp`` in ``out``; returns the run directory.
+
+    ``backend`` runs the evaluation cells on ``"local"`` processes (``workers`` of them) or as ``"ray"`` tasks on
+    the cluster at ``address`` (default: a local Ray instance); see :mod:`aimc.experiment.backends`.
+    """
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers={workers!r} must be an integer ≥ 1.")
+    from aimc.experiment.backends import check_backend
+
+    check_backend(backend, address, workers)  # before any training: a missing ray fails now, not in an hour
     if exp.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device: {exp.device} was asked for but torch sees no CUDA device here; use device: cpu.")
     out = Path(out)
+    dd = init_distributed(exp.device, exp.data.batch_size)  # None unless torchrun started WORLD_SIZE > 1 ranks
+    if dd is not None and not dd.main:
+        return _follow(exp, out, dd)
     _prepare(exp, out, force)
+    if dd is not None:
+        dd.barrier()  # the run directory is ready for the other ranks
     handler = logging.FileHandler(out / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("aimc")
@@ -348,13 +394,16 @@ def run_experiment(exp: Experiment, out: str | Path, *, force: bool = False, qui
     t0 = time.perf_counter()
     try:
         log.info("run %s in %s", exp.name, out)
-        ctx = _Context(exp, out)
+        ctx = _Context(exp, out, dd)
         store = ResultsStore(out / "results.csv")
         with ProgressBars(not quiet) as progress:
             for stage in exp.training:
                 _train_stage(ctx, stage, progress)
+            if dd is not None:
+                dd.finish()  # the other ranks leave here; baselines and sweeps run on rank 0 alone
+                log.info("DDP training on %d processes finished; evaluating on rank 0", dd.world)
             _baselines(ctx, store)
-            _sweeps(ctx, store, progress, workers)
+            _sweeps(ctx, store, progress, workers, backend, address)
         from aimc.experiment.summary import write_summary
 
         write_summary(out, exp, store.table())
@@ -363,6 +412,17 @@ def run_experiment(exp: Experiment, out: str | Path, *, force: bool = False, qui
         root.removeHandler(handler)
         handler.close()
         root.setLevel(old_level)
+    return out
+
+
+def _follow(exp: Experiment, out: Path, dd: Dist) -> Path:
+    """A rank > 0 of DDP training: train in step with rank 0, write nothing, leave before the evaluation."""
+    dd.barrier()  # rank 0 has prepared (or refused) the run directory
+    ctx = _Context(exp, out, dd)
+    with ProgressBars(False) as progress:
+        for stage in exp.training:
+            _train_stage(ctx, stage, progress)
+    dd.finish()
     return out
 
 
