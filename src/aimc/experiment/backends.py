@@ -76,7 +76,7 @@ def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
         return
     host, _, port = address.split("://", 1)[-1].rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"address={address!r} is not host:port (e.g. 10.0.0.5:6379, as printed by "
+        raise ConfigError(f"address={address!r} is not host:port (e.g. head-node:6379, as printed by "
                           "`ray start --head`).")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
