@@ -42,8 +42,9 @@ def split(seed: int = 0) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--experiment", default="mlp", help="an experiment of run_experiments.py (mlp, cnn, ...)")
     ap.add_argument("--lrs", default="0.05,0.1,0.2,0.4", help="comma-separated learning rates")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the experiment's own")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="mixed_precision", help="comma-separated: fp, mixed_precision")
     ap.add_argument("--out", type=Path, default=None)
@@ -53,19 +54,21 @@ def main() -> None:
     rows = []
     for method in args.methods.split(","):
         for lr in (float(v) for v in args.lrs.split(",")):
-            exp = dataclasses.replace(EXPERIMENTS["mlp"], lr=lr)
+            exp = dataclasses.replace(EXPERIMENTS[args.experiment], lr=lr)
             t0 = time.perf_counter()
-            res = dict(run("mlp_pilot", exp, method, args.seed, data, epochs=args.epochs, log=lambda m: None))
-            rows.append({"method": method, "lr": lr, "seed": args.seed, "epochs": args.epochs,
+            res = dict(run(f"{args.experiment}_pilot", exp, method, args.seed, data, epochs=args.epochs,
+                           log=lambda m: None))
+            rows.append({"experiment": args.experiment, "method": method, "lr": lr, "seed": args.seed,
+                         "epochs": int(res["epochs"]),
                          "val_accuracy": res["test_accuracy"]})  # run() calls its held-out data "test"
             print(f"{method} lr {lr}: validation {100 * res['test_accuracy']:.2f} % "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     best = {m: max((r for r in rows if r["method"] == m), key=lambda r: r["val_accuracy"]) for m in
             {r["method"] for r in rows}}
-    lines = ["| method | lr | validation accuracy (%) |", "|---|---|---|"]
-    lines += [f"| {r['method']} | {r['lr']} | {100 * r['val_accuracy']:.2f}"
+    lines = ["| experiment | method | lr | validation accuracy (%) |", "|---|---|---|---|"]
+    lines += [f"| {r['experiment']} | {r['method']} | {r['lr']} | {100 * r['val_accuracy']:.2f}"
               f"{' ← best' if best[r['method']] is r else ''} |" for r in rows]
-    md = "\n".join([f"Command: `{shlex.join(['python', *sys.argv])}` (seed {args.seed}, {args.epochs} epochs, "
+    md = "\n".join([f"Command: `{shlex.join(['python', *sys.argv])}` (seed {args.seed}, {rows[0]['epochs']} epochs, "
                     f"50,000 training / {N_VAL:,} held-out training images; the test set is not used).", "",
                     *lines, ""])
     print(md)
@@ -76,9 +79,10 @@ def main() -> None:
                 w.writeheader()
                 w.writerows(rows)
 
-        atomic_write(args.out / "mixed_precision_lr_pilot.csv", write)
-        atomic_write(args.out / "mixed_precision_lr_pilot.md", lambda tmp: Path(tmp).write_text(
-            "# Learning rate of the mixed-precision MLP, chosen on a validation split\n\n" + md))
+        stem = f"mixed_precision_lr_pilot{'' if args.experiment == 'mlp' else '_' + args.experiment}"
+        atomic_write(args.out / f"{stem}.csv", write)
+        atomic_write(args.out / f"{stem}.md", lambda tmp: Path(tmp).write_text(
+            f"# Learning rate of the mixed-precision {args.experiment}, chosen on a validation split\n\n" + md))
 
 
 if __name__ == "__main__":

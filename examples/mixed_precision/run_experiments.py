@@ -9,6 +9,7 @@ Experiments (``EXPERIMENTS`` below; each a fixed plan, no choice is made on test
 * ``mlp_no_read_noise_no_drift``: the MLP with read noise and drift off (only the pulse response is non-ideal);
 * ``mlp_val_lr``: the MLP with the learning rate chosen on a validation split (``pilot_lr.py``), not on test data;
 * ``cnn``: ``aimc.models.mnist_cnn`` (conv weights and FC weights on PCM, batch norm digital);
+* ``cnn_val_lr``: the CNN, both methods, with the learning rate chosen on a validation split (``pilot_lr.py``);
 * ``lstm``: ``aimc.models.mnist_lstm`` on sequential MNIST (28 rows as 28 time steps; the LSTM's input and
   recurrent matrices and the output layer on PCM), all 60,000 training images.
 
@@ -75,6 +76,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     # the learning rate chosen on a validation split (pilot_lr.py: 0.1-0.4 within one standard error; 0.4 highest)
     "mlp_val_lr": Experiment("mnist_mlp", epochs=20, lr=0.4, methods=("mixed_precision",)),
     "cnn": Experiment("mnist_cnn", epochs=5, lr=0.05),
+    # pilot_lr.py --experiment cnn: 0.2 best on validation for both methods (0.05 above was piloted on test data)
+    "cnn_val_lr": Experiment("mnist_cnn", epochs=5, lr=0.2),
     "lstm": Experiment("mnist_lstm", epochs=10, lr=0.5),
 }
 
