@@ -61,6 +61,15 @@ def header(args: argparse.Namespace) -> None:
     print("=" * 78)
 
 
+def footer(t_start: float) -> None:
+    """Load average at the end and the script's wall time since ``t_start`` (``time.perf_counter``)."""
+    try:
+        print("\nload avg: %.2f %.2f %.2f (1/5/15 min, at end)" % os.getloadavg())
+    except OSError:
+        pass
+    print(f"total wall time {time.perf_counter() - t_start:.1f} s")
+
+
 def timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()
@@ -241,11 +250,7 @@ def main() -> int:
     bench_time_program(base, analog, x, args)
     bench_train(args)
     bench_memory(base, analog)
-    try:
-        print("\nload avg: %.2f %.2f %.2f (1/5/15 min, at end)" % os.getloadavg())
-    except OSError:
-        pass
-    print(f"total wall time {time.perf_counter() - t_start:.1f} s")
+    footer(t_start)
     return 0
 
 

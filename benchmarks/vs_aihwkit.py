@@ -80,6 +80,9 @@ import aimc  # noqa: E402
 from aimc.config import AnalogConfig, CompensationConfig, MappingConfig, PeripheryConfig, TrainingConfig  # noqa: E402
 from aimc.devices import PCM  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_core import footer  # noqa: E402
+
 TARGET_INFERENCE = 5.0  # aimc throughput ≥ 5× aihwkit's at the same periphery
 TARGET_TRAIN = 2.0  # aimc HWA training step ≥ 2× faster than aihwkit's
 T_DRIFT = 86400.0  # timings at t = 1 day
@@ -631,11 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nsummary")
     for s in SUMMARY:
         print("  " + s)
-    try:
-        print("\nload avg: %.2f %.2f %.2f (1/5/15 min, at end)" % os.getloadavg())
-    except OSError:
-        pass
-    print(f"total wall time {time.perf_counter() - t_start:.1f} s")
+    footer(t_start)
     return 0
 
 
