@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import dataclasses
 import math
 import sys
@@ -51,7 +50,8 @@ from torch import nn
 import aimc
 import aimc.data
 import aimc.models
-from aimc.experiment.store import atomic_write
+from aimc.errors import FileFormatError
+from aimc.experiment.store import read_csv_rows, write_csv_rows
 
 CSV_NAME = "noise_injection_mnist.csv"
 HEATMAP_NAME = "noise_injection_mnist_heatmap.png"
@@ -206,31 +206,19 @@ def train_model(eta_tr: float, train_seed: int, x: torch.Tensor, y: torch.Tensor
 # ------------------------------------------------------------------------------------------------ CSV store
 
 def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise SystemExit(f"{path}: unexpected columns {reader.fieldnames}; expected {list(COLUMNS)}. "
-                             "Use another --out directory or remove the file.")
-        return [{"eta_train": float(r["eta_train"]), "eta_inference": float(r["eta_inference"]),
-                 "train_seed": int(r["train_seed"]), "inference_seed": int(r["inference_seed"]),
-                 "accuracy": float(r["accuracy"])} for r in reader]
+    try:
+        rows = read_csv_rows(path, COLUMNS)
+    except FileFormatError as e:
+        raise SystemExit(str(e)) from None
+    return [{"eta_train": float(r["eta_train"]), "eta_inference": float(r["eta_inference"]),
+             "train_seed": int(r["train_seed"]), "inference_seed": int(r["inference_seed"]),
+             "accuracy": float(r["accuracy"])} for r in rows]
 
 
 def write_rows_atomic(path: Path, rows: list[dict]) -> None:
-    """Write all rows to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    rows = sorted(rows, key=lambda r: (r["eta_train"], r["train_seed"], r["eta_inference"], r["inference_seed"]))
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(COLUMNS)
-            for r in rows:
-                w.writerow([repr(r["eta_train"]), repr(r["eta_inference"]), r["train_seed"], r["inference_seed"],
-                            repr(r["accuracy"])])
-
-    atomic_write(path, write)
+    """Write all rows to ``path`` atomically (temporary file in the same directory, fsync, rename)."""
+    write_csv_rows(path, sorted(rows, key=lambda r: (r["eta_train"], r["train_seed"], r["eta_inference"],
+                                                     r["inference_seed"])), COLUMNS)
 
 
 def finished_pairs(rows: list[dict], plan: Plan, path: Path) -> set[tuple[float, int]]:

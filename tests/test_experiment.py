@@ -246,3 +246,14 @@ def test_pretrained_weights_from_pytorch_checkpoint_use_weights_only(tmp_path):
     assert not (tmp_path / "pwned").exists()
     with pytest.raises(aimc.FileFormatError, match="do not fit"):
         load_weights(aimc.models.mnist_mlp(), tmp_path / "ok.pt")
+
+
+def test_csv_rows_round_trip_and_refuse_foreign_headers(tmp_path):
+    from aimc.experiment.store import read_csv_rows, write_csv_rows
+
+    path = tmp_path / "rows.csv"
+    assert read_csv_rows(path, ("a", "b")) == []
+    write_csv_rows(path, [{"a": 1, "b": 0.038}, {"a": 2, "b": "x"}], ("a", "b"))
+    assert read_csv_rows(path, ("a", "b")) == [{"a": "1", "b": "0.038"}, {"a": "2", "b": "x"}]
+    with pytest.raises(aimc.FileFormatError, match="unexpected columns"):
+        read_csv_rows(path, ("a", "c"))

@@ -12,7 +12,6 @@ seed, epochs, val_accuracy) and a short Markdown table. The test set is not load
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import shlex
 import sys
@@ -26,7 +25,7 @@ import aimc.data
 sys.path.insert(0, str(Path(__file__).parent))
 from run_experiments import EXPERIMENTS, run  # noqa: E402
 
-from aimc.experiment.store import atomic_write  # noqa: E402
+from aimc.experiment.store import atomic_write, write_csv_rows  # noqa: E402
 
 N_VAL = 10_000
 
@@ -73,14 +72,8 @@ def main() -> None:
                     *lines, ""])
     print(md)
     if args.out is not None:
-        def write(tmp: str) -> None:
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(rows)
-
         stem = f"mixed_precision_lr_pilot{'' if args.experiment == 'mlp' else '_' + args.experiment}"
-        atomic_write(args.out / f"{stem}.csv", write)
+        write_csv_rows(args.out / f"{stem}.csv", rows, list(rows[0]))
         atomic_write(args.out / f"{stem}.md", lambda tmp: Path(tmp).write_text(
             f"# Learning rate of the mixed-precision {args.experiment}, chosen on a validation split\n\n" + md))
 

@@ -30,7 +30,6 @@ Resumable: after each (experiment, method, seed) run its rows are merged into th
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import sys
 import time
@@ -44,7 +43,8 @@ from torch import nn
 import aimc
 import aimc.data
 import aimc.models
-from aimc.experiment.store import atomic_write
+from aimc.errors import FileFormatError
+from aimc.experiment.store import read_csv_rows, write_csv_rows
 from aimc.train import MixedPrecision
 
 COLUMNS = ("experiment", "method", "seed", "metric", "value")
@@ -164,25 +164,15 @@ def run(exp_name: str, exp: Experiment, method: str, seed: int, data, *, epochs:
 # ------------------------------------------------------------------------------------------------ CSV store
 
 def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise SystemExit(f"{path}: unexpected columns {reader.fieldnames}; expected {list(COLUMNS)}.")
-        return [dict(r) for r in reader]
+    try:
+        return read_csv_rows(path, COLUMNS)
+    except FileFormatError as e:
+        raise SystemExit(str(e)) from None
 
 
 def write_rows_atomic(path: Path, rows: list[dict]) -> None:
-    rows = sorted(rows, key=lambda r: (r["experiment"], r["method"], int(r["seed"]), r["metric"]))
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-
-    atomic_write(path, write)
+    write_csv_rows(path, sorted(rows, key=lambda r: (r["experiment"], r["method"], int(r["seed"]), r["metric"])),
+                   COLUMNS)
 
 
 def summary_markdown(rows: list[dict]) -> str:

@@ -7,10 +7,11 @@ never a silent restart.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import torch
 
 from aimc.errors import FileFormatError
 
-__all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "ResultsStore", "RESULT_COLUMNS"]
+__all__ = ["atomic_write", "read_csv_rows", "write_csv_rows", "save_checkpoint", "load_checkpoint", "ResultsStore",
+           "RESULT_COLUMNS"]
 
 CHECKPOINT_FORMAT = "aimc-checkpoint/1"
 RESULT_COLUMNS = ["sweep", "model", "periphery", "compensation", "t_seconds", "seed", "accuracy"]
@@ -43,6 +45,35 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_csv_rows(path: str | Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """Rows (strings) of a CSV whose header must be exactly ``columns``; ``[]`` when ``path`` does not exist.
+
+    Raises:
+        FileFormatError: the header differs (another program's file, or another version's columns).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != tuple(columns):
+            raise FileFormatError(f"{path}: unexpected columns {reader.fieldnames}; expected {list(columns)}. "
+                                  "Use another --out directory or remove the file.")
+        return [dict(r) for r in reader]
+
+
+def write_csv_rows(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Write ``rows`` (dicts with exactly ``columns``) to ``path`` atomically (:func:`atomic_write`)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(columns))
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def save_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
