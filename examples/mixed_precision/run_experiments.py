@@ -33,6 +33,8 @@ import argparse
 import dataclasses
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -175,13 +177,20 @@ def write_rows_atomic(path: Path, rows: list[dict]) -> None:
                    COLUMNS)
 
 
+def by_seed(rows: list[dict], group: Callable[[dict], Any], keep: Callable[[dict], bool] = lambda r: True
+            ) -> dict[Any, dict[int, dict[str, float]]]:
+    """``{group(row): {seed: {metric: value}}}`` over the rows ``keep`` accepts."""
+    by: dict[Any, dict[int, dict[str, float]]] = {}
+    for r in rows:
+        if keep(r):
+            by.setdefault(group(r), {}).setdefault(int(r["seed"]), {})[r["metric"]] = float(r["value"])
+    return by
+
+
 def summary_markdown(rows: list[dict]) -> str:
     """Markdown table: per experiment and method, final test accuracy (mean ± std over seeds, and per seed), the
     gap to the fp baseline of the same experiment (or of ``mlp`` for the ablation), pulses and wall time."""
-    by: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
-    for r in rows:
-        by.setdefault((r["experiment"], r["method"]), {}).setdefault(int(r["seed"]), {})[r["metric"]] = \
-            float(r["value"])
+    by = by_seed(rows, lambda r: (r["experiment"], r["method"]))
     lines = ["| experiment | method | seeds | test accuracy (%) mean ± std | per seed | gap to fp (pp) | "
              "pulses / weight / epoch | refreshes / epoch | wall time per run (s) |", "|" + "---|" * 9]
     for (exp, method), seeds in sorted(by.items()):
@@ -204,10 +213,7 @@ def summary_markdown(rows: list[dict]) -> str:
 
 def cost_markdown(rows: list[dict]) -> str:
     """Markdown table of the cost of mixed-precision training (means over seeds)."""
-    by: dict[str, dict[int, dict[str, float]]] = {}
-    for r in rows:
-        if r["method"] == "mixed_precision":
-            by.setdefault(r["experiment"], {}).setdefault(int(r["seed"]), {})[r["metric"]] = float(r["value"])
+    by = by_seed(rows, lambda r: r["experiment"], keep=lambda r: r["method"] == "mixed_precision")
     lines = ["| experiment | analog weights | epochs | SET pulses / epoch (mean) | epoch 1 | last epoch | "
              "pulses / weight / epoch | % weights pulsed per step (epoch 1 → last) | % weights pulsed in epoch 1 | "
              "refreshes / epoch | refresh SET pulses / epoch |", "|" + "---|" * 11]
@@ -232,10 +238,7 @@ def cost_markdown(rows: list[dict]) -> str:
 
 def gan_markdown(rows: list[dict]) -> str:
     """Markdown table of the GAN experiment (``gan.py``): classifier score and classifier-feature FID."""
-    by: dict[str, dict[int, dict[str, float]]] = {}
-    for r in rows:
-        if r["experiment"] == "gan":
-            by.setdefault(r["method"], {}).setdefault(int(r["seed"]), {})[r["metric"]] = float(r["value"])
+    by = by_seed(rows, lambda r: r["method"], keep=lambda r: r["experiment"] == "gan")
     if not by:
         return ""
     lines = ["| method | seeds | classifier score (per seed) | classifier FID (per seed) | real test digits: score, "
