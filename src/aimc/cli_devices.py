@@ -61,7 +61,14 @@ def _plots(result: Any, diag: pd.DataFrame, stem: Path, truth: Any = None) -> li
     import matplotlib.pyplot as plt
     import torch
 
-    paths = []
+    paths: list[Path] = []
+
+    def save(fig: Any, suffix: str) -> None:
+        fig.tight_layout()
+        paths.append(stem.with_name(stem.name + suffix))
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+
     levels = sorted(diag["g_target_uS"].unique())
     cmap = plt.get_cmap("viridis")
     # 1. measured vs modelled mean and spread of g over time
@@ -79,11 +86,7 @@ def _plots(result: Any, diag: pd.DataFrame, stem: Path, truth: Any = None) -> li
     axes[0].legend(fontsize=7, ncol=2, title="target")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    p = stem.with_name(stem.name + "_mean_spread.png")
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
+    save(fig, "_mean_spread.png")
     # 2. drift-exponent distributions (per-device log-log slopes, measured vs the same estimator on the model)
     meas = result.measurements
     lev_sim, nu_sim = result.nu_hat_model
@@ -104,21 +107,18 @@ def _plots(result: Any, diag: pd.DataFrame, stem: Path, truth: Any = None) -> li
         ax.axis("off")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle("per-device drift exponents ν̂ (estimation noise included in both)", fontsize=10)
-    fig.tight_layout()
-    p = stem.with_name(stem.name + "_drift_exponents.png")
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
+    save(fig, "_drift_exponents.png")
     # 3. per-level estimates with 95 % CIs vs the fitted forms (and the truth, if known)
     lv = result.levels
     dev = result.device
     g = torch.linspace(0, dev.g_max, 400, dtype=torch.float64)
-    curves = {"prog_std": dev.prog_std(g), "drift_mean": dev.drift_stats(g)[0], "drift_std": dev.drift_stats(g)[1],
-              "read_q": dev.read_q_s(g)}
-    tcurves = None
-    if truth is not None:
-        tcurves = {"prog_std": truth.prog_std(g), "drift_mean": truth.drift_stats(g)[0],
-                   "drift_std": truth.drift_stats(g)[1], "read_q": truth.read_q_s(g)}
+
+    def forms(d: Any) -> dict[str, torch.Tensor]:
+        mu, sd = d.drift_stats(g)
+        return {"prog_std": d.prog_std(g), "drift_mean": mu, "drift_std": sd, "read_q": d.read_q_s(g)}
+
+    curves = forms(dev)
+    tcurves = forms(truth) if truth is not None else None
     titles = {"prog_std": "σ_prog (µS)", "drift_mean": "μ_ν", "drift_std": "σ_ν", "read_q": "Q_s (read noise)"}
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.8))
     for ax, c in zip(axes, titles):
@@ -134,11 +134,7 @@ def _plots(result: Any, diag: pd.DataFrame, stem: Path, truth: Any = None) -> li
             ax.set(xscale="symlog", yscale="log")
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    p = stem.with_name(stem.name + "_levels.png")
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
+    save(fig, "_levels.png")
     return paths
 
 
