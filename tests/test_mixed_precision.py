@@ -40,15 +40,24 @@ def quiet_opt(model: nn.Module, **kw) -> MixedPrecision:
     return MixedPrecision(model, lr=kw.pop("lr", 1.0), seed=0, **kw)
 
 
+def train(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, steps: int) -> list[float]:
+    """``steps`` full-batch cross-entropy steps; the loss of each."""
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 def test_is_a_torch_optimizer_and_scheduler_works() -> None:
     model = linear_model()
     opt = MixedPrecision(model, lr=0.5, seed=0)
     assert isinstance(opt, torch.optim.Optimizer)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
-    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
-    opt.zero_grad()
-    F.cross_entropy(model(x), y).backward()
-    opt.step()
+    train(model, opt, torch.randn(8, 6), torch.randint(0, 3, (8,)), 1)
     sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
 
@@ -203,10 +212,7 @@ def test_cached_weights_and_variances_match_the_devices() -> None:
     model = aimc.convert(nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 4)), cfg())
     opt = MixedPrecision(model, lr=2.0, seed=0, seconds_per_batch=2.0, drift_every=7)
     x, y = torch.randn(64, 20), torch.randint(0, 4, (64,))
-    for _ in range(60):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+    train(model, opt, x, y, 60)
     rep = opt.epoch_report()
     assert rep.pulses > 100 and rep.refreshes > 0 and opt.simulated_time > PCMTrainingDevice().drift_t0
     r1, r0 = opt.device.read_noise
@@ -308,13 +314,7 @@ def test_conv_and_lstm_layers_train(kind: str) -> None:
     y = (s > -0.5).long() + (s > 0.5).long()  # a learnable rule
     model = aimc.convert(net, cfg())
     opt = MixedPrecision(model, lr=0.5 if kind == "conv" else 2.0, seed=1)
-    losses = []
-    for _ in range(40):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = train(model, opt, x, y, 40)
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
     rep = opt.epoch_report()
     assert len(rep.layers) == (2 if kind == "conv" else 3)
@@ -338,11 +338,7 @@ def test_drift_lowers_unprogrammed_weights_over_time() -> None:
 def test_state_dict_round_trip() -> None:
     model = linear_model()
     opt = MixedPrecision(model, lr=0.5, seed=3)
-    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
-    for _ in range(3):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+    train(model, opt, torch.randn(8, 6), torch.randint(0, 3, (8,)), 3)
     sd = opt.state_dict()
     model2 = linear_model()
     model2.load_state_dict(model.state_dict())
