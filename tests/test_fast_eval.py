@@ -42,13 +42,14 @@ def test_compiled_forward_matches_eager(preset: str) -> None:
     torch.testing.assert_close(comp, eager, rtol=1e-4, atol=1e-4 * float(eager.abs().max()))
 
 
-def test_evaluate_seed_compiled_equals_eager_accuracies() -> None:
+@pytest.mark.parametrize("option", ["compile", "channels_last"])
+def test_evaluate_seed_with_a_speed_option_equals_plain_accuracies(option: str) -> None:
     data = _data(128)
     model = aimc.convert(_cnn(), aimc.presets.joshi2020())
     cells = [(25.0, "none"), (86400.0, "gdc")]
-    eager = [r["accuracy"] for r in evaluate_seed(model, data, 0, cells)]
-    comp = [r["accuracy"] for r in evaluate_seed(model, data, 0, cells, compile=True)]
-    assert comp == pytest.approx(eager, abs=1 / 128 + 1e-12)  # at most one argmax flip from rounding
+    plain = [r["accuracy"] for r in evaluate_seed(model, data, 0, cells)]
+    fast = [r["accuracy"] for r in evaluate_seed(model, data, 0, cells, **{option: True})]
+    assert fast == pytest.approx(plain, abs=1 / 128 + 1e-12)  # at most one argmax flip from rounding
 
 
 def test_compiled_accuracy_still_refuses_non_finite_input() -> None:
@@ -61,13 +62,9 @@ def test_compiled_accuracy_still_refuses_non_finite_input() -> None:
         accuracy(model, [(x, y)], forward=torch.compile(model))
 
 
-def test_channels_last_evaluation_matches_contiguous() -> None:
+def test_channels_last_forward_matches_contiguous() -> None:
     data = _data(128)
     model = aimc.convert(_cnn(), aimc.presets.joshi2020())
-    cells = [(25.0, "none"), (86400.0, "gdc")]
-    ref = [r["accuracy"] for r in evaluate_seed(model, data, 0, cells)]
-    cl = [r["accuracy"] for r in evaluate_seed(model, data, 0, cells, channels_last=True)]
-    assert cl == pytest.approx(ref, abs=1 / 128 + 1e-12)
     aimc.program(model, seed=0)
     aimc.at_time(model, 25.0, seed=0)
     x = data[0][0]
