@@ -45,20 +45,24 @@ TARGET_AT_TIME = 0.5  # "well under one forward": at_time ≤ 0.5 × plain forwa
 TARGET_TRAIN = 1.25
 
 
-def header(args: argparse.Namespace) -> None:
-    print("=" * 78)
+def header(args: argparse.Namespace | None = None, *, settings: str | None = None, machine_extra: str = "",
+           width: int = 78) -> None:
+    """The script, command, machine, load average and settings (default: bench_core's batch/warm-up/repeats)."""
+    if settings is None:
+        settings = (f"batch {args.batch}, warm-up {args.warmup}, repeats N = {args.repeats}"
+                    + (" (--quick)" if args.quick else ""))
+    print("=" * width)
     print("aimc benchmark:", os.path.basename(sys.argv[0]))
     print("command :", shlex.join([sys.executable, *sys.argv]))
     print(f"machine : torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
           f"os.cpu_count() {os.cpu_count()}, python {platform.python_version()}, {platform.machine()}, "
-          f"aimc {aimc.__version__}")
+          f"aimc {aimc.__version__}{machine_extra}")
     try:
         print("load avg: %.2f %.2f %.2f (1/5/15 min, at start)" % os.getloadavg())
     except OSError:
         pass
-    print(f"settings: batch {args.batch}, warm-up {args.warmup}, repeats N = {args.repeats}"
-          + (" (--quick)" if args.quick else ""))
-    print("=" * 78)
+    print(f"settings: {settings}")
+    print("=" * width)
 
 
 def footer(t_start: float) -> None:

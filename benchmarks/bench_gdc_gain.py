@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -44,6 +42,9 @@ import torch
 from torch import nn
 
 import aimc
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_core  # noqa: E402
 
 TIMES = [("25 s", 25.0), ("1 h", 3600.0), ("1 day", 86400.0), ("30 days", 30 * 86400.0),
          ("1 year", 365 * 86400.0)]
@@ -62,15 +63,8 @@ def configs() -> dict[str, aimc.AnalogConfig]:
 
 
 def header(args: argparse.Namespace) -> None:
-    print("=" * 96)
-    print("aimc benchmark:", os.path.basename(__file__))
-    print("command :", shlex.join([sys.executable, *sys.argv]))
-    print(f"machine : torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
-          f"os.cpu_count() {os.cpu_count()}, python {platform.python_version()}, {platform.machine()}, "
-          f"aimc {aimc.__version__}")
-    print(f"settings: seeds {list(range(args.seeds))}, {args.n_inputs} input vectors (Linear), "
-          f"{args.n_images} images of 8x8 (conv)" + (" (--quick)" if args.quick else ""))
-    print("=" * 96)
+    bench_core.header(settings=f"seeds {list(range(args.seeds))}, {args.n_inputs} input vectors (Linear), "
+                      f"{args.n_images} images of 8x8 (conv)" + (" (--quick)" if args.quick else ""), width=96)
 
 
 def gain(y: torch.Tensor, y0: torch.Tensor) -> float:

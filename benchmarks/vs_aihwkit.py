@@ -64,8 +64,6 @@ import argparse  # noqa: E402
 import copy  # noqa: E402
 import dataclasses  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -81,6 +79,7 @@ from aimc.config import AnalogConfig, CompensationConfig, MappingConfig, Periphe
 from aimc.devices import PCM  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_core  # noqa: E402
 from bench_core import footer  # noqa: E402
 
 TARGET_INFERENCE = 5.0  # aimc throughput ≥ 5× aihwkit's at the same periphery
@@ -548,20 +547,11 @@ def bench_accuracy(acc_nets: list[tuple[str, nn.Module]], test, args) -> None:  
 
 # ---- main -------------------------------------------------------------------------------------------------------
 def header(args: argparse.Namespace, status: str) -> None:
-    print("=" * 100)
-    print("aimc benchmark:", os.path.basename(__file__))
-    print("command :", shlex.join([sys.executable, *sys.argv]))
-    print(f"machine : torch {torch.__version__}, torch threads {torch.get_num_threads()}, OMP_NUM_THREADS "
-          f"{os.environ.get('OMP_NUM_THREADS')}, os.cpu_count() {os.cpu_count()}, python {platform.python_version()}, "
-          f"{platform.machine()}, aimc {aimc.__version__}, {status}")
-    try:
-        print("load avg: %.2f %.2f %.2f (1/5/15 min, at start)" % os.getloadavg())
-    except OSError:
-        pass
-    print(f"settings: batch {args.batch} (MNIST nets) / {args.batch_resnet} (ResNet-32), warm-up {args.warmup}, "
-          f"rounds {args.repeats}, budget {args.budget:g} s per timing ({args.budget_train:g} s training), seeds {args.seeds}, epochs {args.epochs}"
-          + (" (--quick)" if args.quick else ""))
-    print("=" * 100)
+    bench_core.header(
+        settings=f"batch {args.batch} (MNIST nets) / {args.batch_resnet} (ResNet-32), warm-up {args.warmup}, "
+                 f"rounds {args.repeats}, budget {args.budget:g} s per timing ({args.budget_train:g} s training), "
+                 f"seeds {args.seeds}, epochs {args.epochs}" + (" (--quick)" if args.quick else ""),
+        machine_extra=f", OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS')}, {status}", width=100)
 
 
 def main(argv: list[str] | None = None) -> int:
