@@ -10,10 +10,10 @@ Units: conductances in µS, times in seconds. Every field is documented with its
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aimc._checks import is_number
 from aimc.devices import PCM, Ideal
 from aimc.devices.measured import MeasuredDevice
 from aimc.devices.tabulated import Tabulated
@@ -40,7 +40,7 @@ def _number(problems: list[str], owner: str, name: str, value: Any, *, lo: float
             optional: bool = False) -> None:
     if value is None and optional:
         return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = is_number(value)
     ok = ok and (value > lo if strict else value >= lo)
     if not ok:
         rel = ">" if strict else "≥"

@@ -38,13 +38,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from aimc._checks import is_number
 from aimc.errors import ConfigError, NonFiniteError
 
 __all__ = ["PCMTrainingDevice"]
-
-
-def _finite(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -87,24 +84,24 @@ class PCMTrainingDevice:
         p: list[str] = []
         for name in ("g_max", "history_decay", "drift_t0"):
             v = getattr(self, name)
-            if not (_finite(v) and v > 0):
+            if not (is_number(v) and v > 0):
                 p.append(f"{name}={v!r} must be a finite number > 0")
         for name in ("d2d_std", "g_reset", "g_reset_std", "drift_nu"):
             v = getattr(self, name)
-            if not (_finite(v) and v >= 0):
+            if not (is_number(v) and v >= 0):
                 p.append(f"{name}={v!r} must be a finite number ≥ 0")
         for name, n in (("step_mean", 3), ("step_std", 3), ("read_noise", 2)):
             v = getattr(self, name)
-            if not isinstance(v, (tuple, list)) or len(v) != n or not all(_finite(c) for c in v):
+            if not isinstance(v, (tuple, list)) or len(v) != n or not all(is_number(c) for c in v):
                 p.append(f"{name}={v!r} must be {n} finite numbers")
             else:
                 object.__setattr__(self, name, tuple(float(c) for c in v))
-        if self.eps_g_ref is not None and not (_finite(self.eps_g_ref) and 0 <= self.eps_g_ref):
+        if self.eps_g_ref is not None and not (is_number(self.eps_g_ref) and 0 <= self.eps_g_ref):
             p.append(f"eps_g_ref={self.eps_g_ref!r} must be a finite conductance ≥ 0 µS or None")
         if not p:
             m1, c1, _ = self.step_mean
             m2, c2, a2 = self.step_std
-            if _finite(self.g_max) and _finite(self.g_reset) and self.g_reset >= self.g_max:
+            if is_number(self.g_max) and is_number(self.g_reset) and self.g_reset >= self.g_max:
                 p.append(f"g_reset={self.g_reset} must be below g_max={self.g_max} µS")
             if c1 <= 0:
                 p.append(f"step_mean c1={c1} must be > 0 µS (the mean step at low conductance, the granularity ε)")

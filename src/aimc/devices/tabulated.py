@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from aimc._checks import is_number
 from aimc.devices.pcm import DeviceState, _check_time, check_targets
 from aimc.errors import ConfigError
 
@@ -79,7 +80,7 @@ class Tabulated:
         p: list[str] = []
         for name in ("g_max", "t0", "t_read"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+            if not (is_number(v) and v > 0):
                 p.append(f"{name}={v!r} must be a finite number > 0")
         n = None
         for name in ("g_points", *_TABLES):

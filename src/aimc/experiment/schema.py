@@ -7,13 +7,13 @@ the value found, what is allowed and the unit. Unknown keys are errors, never ig
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, field
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from aimc._checks import is_number
 from aimc.errors import ConfigError
 
 __all__ = ["spec", "parse", "to_plain", "ExperimentConfigError", "positive", "nonneg", "fraction"]
@@ -38,11 +38,11 @@ def spec(default: Any = MISSING, *, help: str, unit: str = "", check: Callable[[
 
 
 def positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    return is_number(v) and v > 0
 
 
 def nonneg(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+    return is_number(v) and v >= 0
 
 
 def fraction(v: Any) -> bool:
