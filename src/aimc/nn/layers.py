@@ -59,8 +59,8 @@ class AnalogLayer:
     def _mode(self) -> str:
         if self.training:
             return "train"
-        if torch.compiler.is_compiling():  # state was checked eagerly (aimc.evaluation.check_ready) before compiling
-            return "analog" if self.analog.g_prog.numel() > 0 else "digital"
+        if torch.compiler.is_compiling():  # no tensor-to-Python reads in a graph: `drifted` is not checked here,
+            return "analog" if self.analog.programmed else "digital"  # evaluate_seed calls at_time before compiling
         if not self.analog.programmed:
             return "digital"
         if not self.analog.drifted:
