@@ -21,6 +21,7 @@ from torch import nn
 from aimc.compensation import recalibrate_bn
 from aimc.errors import ConfigError, DataError, NonFiniteError
 from aimc.inference import at_time, check_seed, check_time, model_device, program
+from aimc.nn.layers import has_non_finite
 
 __all__ = ["evaluate", "evaluate_seed", "accuracy", "Results", "COMPENSATIONS", "summarize"]
 
@@ -49,7 +50,7 @@ def accuracy(model: nn.Module, data: Iterable, *, forward: Callable[[torch.Tenso
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             out = forward(x)
-            if compiled and not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(out).all())):
+            if compiled and (has_non_finite(x) or has_non_finite(out)):
                 raise NonFiniteError("the model's input or output holds NaN/Inf; check the data, or run without "
                                      "compile to find the layer where it first appears.")
             if out.dim() != 2 or out.shape[0] != len(y):

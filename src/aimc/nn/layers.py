@@ -28,12 +28,16 @@ _RANGE_WARMUP = 10
 """Training batches whose running max |x| initialises a learned input range that has no value yet."""
 
 
+def has_non_finite(x: torch.Tensor) -> bool:
+    """``x`` holds a NaN or Inf. A sum is NaN/Inf whenever an element is (cheaper than an elementwise isfinite);
+    confirmed elementwise, since huge finite values can also overflow the sum."""
+    return not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all())
+
+
 def _check_input(x: torch.Tensor, name: str) -> None:
     if torch.compiler.is_compiling():  # a data-dependent branch would split the graph; aimc.evaluation.accuracy
         return  # checks the model's input and output instead when it runs a compiled model
-    # a sum is NaN/Inf whenever an element is (cheaper than an elementwise isfinite); confirm before raising,
-    # since huge finite values can also overflow the sum
-    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+    if has_non_finite(x):
         raise NonFiniteError(f"layer {name!r}: the input holds NaN/Inf; analog hardware cannot represent it. "
                              "Check the data and the preceding layers.")
 
