@@ -10,6 +10,7 @@ from torch import nn
 
 import aimc
 from aimc.config import PeripheryConfig
+from aimc.nn import layers
 from aimc.periphery import adc_step, block_mvm
 
 
@@ -57,7 +58,10 @@ LAYERS = [
 @pytest.mark.parametrize("make", LAYERS)
 @pytest.mark.parametrize("kw", [dict(), dict(out_bound=2.0), dict(input_range="static", input_bound=2.5),
                                 dict(input_range="static", input_bound=2.5, out_bound=0.8)])
-def test_fast_paths_match_per_vector_reference(make, kw):
+@pytest.mark.parametrize("chunk_bytes", [None, 1])
+def test_fast_paths_match_per_vector_reference(make, kw, chunk_bytes, monkeypatch):
+    if chunk_bytes is not None:  # a convolution's columns built one image at a time instead of all at once
+        monkeypatch.setattr(layers, "_CHUNK_BYTES", chunk_bytes)
     torch.manual_seed(0)
     layer = make()
     a = aimc.convert(layer, _cfg(**kw)).eval()
@@ -94,3 +98,13 @@ def test_bound_management_retries_clipped_vectors_in_fast_path():
     err = lambda y: float((y - plain).norm() / plain.norm())  # noqa: E731
     assert err(fast) < 0.5 * err(clipped)
     torch.testing.assert_close(fast, _reference(a, x), atol=0.05 * float(plain.abs().max()), rtol=0)
+
+
+@pytest.mark.parametrize("k,stride,dil", [((3, 3), (1, 1), (1, 1)), ((2, 3), (2, 1), (1, 2)), ((1, 5), (1, 3), (1, 1)),
+                                          ((3, 1), (3, 3), (2, 1))])
+def test_strided_unfold_equals_torch_unfold(k, stride, dil):
+    x = torch.randn(3, 4, 11, 13).transpose(2, 3).contiguous().transpose(2, 3)  # not contiguous
+    ho = (x.shape[2] - dil[0] * (k[0] - 1) - 1) // stride[0] + 1
+    wo = (x.shape[3] - dil[1] * (k[1] - 1) - 1) // stride[1] + 1
+    ours = layers._unfold(x[1:], k, dil, stride, ho, wo)
+    assert torch.equal(ours, F.unfold(x[1:], k, dilation=dil, stride=stride))

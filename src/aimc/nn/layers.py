@@ -28,6 +28,25 @@ _RANGE_WARMUP = 10
 """Training batches whose running max |x| initialises a learned input range that has no value yet."""
 
 
+# bytes of unfolded columns processed at once by a convolution's matrix path (about an L2 cache on current CPUs)
+_CHUNK_BYTES = 2 << 20
+
+
+def _unfold(x: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple[int, int], ho: int,
+            wo: int) -> torch.Tensor:
+    """``F.unfold(x, k, dilation=dil, stride=st)`` of a padded ``(B, C, H, W)`` input as one strided copy.
+
+    The same values in the same layout ``(B, C·kh·kw, ho·wo)``; ATen's im2col costs about ten times this copy on
+    the small batches the matrix path works on.
+    """
+    b, c = x.shape[:2]
+    x = x.contiguous()
+    sb, sc, sh, sw = x.stride()
+    view = x.as_strided((b, c, k[0], k[1], ho, wo), (sb, sc, dil[0] * sh, dil[1] * sw, st[0] * sh, st[1] * sw),
+                        x.storage_offset())
+    return view.reshape(b, c * k[0] * k[1], ho * wo)
+
+
 def has_non_finite(x: torch.Tensor) -> bool:
     """``x`` holds a NaN or Inf. A sum is NaN/Inf whenever an element is (cheaper than an elementwise isfinite);
     confirmed elementwise, since huge finite values can also overflow the sum."""
@@ -193,18 +212,35 @@ class _AnalogConvNd(AnalogLayer):
         b, c, h, w = x.shape
         ho = (h - dil[0] * (k[0] - 1) - 1) // st[0] + 1
         wo = (w - dil[1] * (k[1] - 1) - 1) // st[1] + 1
-        scale_fn = None
-        if self.analog.config.periphery.input_range == "dynamic":  # per-patch abs-max by max-pooling |x|
-            lay, kk, c_pg = self.analog.layout, k[0] * k[1], self.in_channels // self.groups
-            absx = x.abs()
+        dynamic = self.analog.config.periphery.input_range == "dynamic"
+        lay, kk, c_pg = self.analog.layout, k[0] * k[1], self.in_channels // self.groups
+        # the columns are kk times the input: built, quantised and multiplied a few images at a time so that they
+        # stay in the CPU cache (one pass over the whole batch's columns costs more than the convolution itself)
+        per_image = c * kk * ho * wo * x.element_size()
+        step = max(1, _CHUNK_BYTES // max(per_image, 1))
+        scales: dict[tuple[int, int], torch.Tensor] = {}
+        absx = x.abs() if dynamic else None
 
-            def scale_fn(tile: int, g: int) -> torch.Tensor:
+        def batch_scale(tile: int, g: int) -> torch.Tensor:
+            """Per-patch abs-max of one row tile's channels over the whole batch, ``(B, 1, L)``: a max-pool of |x|."""
+            if (tile, g) not in scales:
                 s, e = lay.row_bounds[tile]
                 a = absx[:, g * c_pg + s // kk: g * c_pg + e // kk].amax(dim=1, keepdim=True)
-                return F.max_pool2d(a, k, stride=st, dilation=dil).reshape(b, 1, ho * wo)
+                pooled = F.max_pool2d(a, k, stride=st, dilation=dil).reshape(b, 1, ho * wo)
+                scales[tile, g] = pooled.clamp_min_(1e-30)  # an all-zero patch gets a tiny scale, not 0/0
+            return scales[tile, g]
 
-        cols = F.unfold(x, k, dilation=dil, stride=st)  # (B, C·kh·kw, L)
-        y = tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn)
+        outs = []
+        for i in range(0, b, step):
+            xc = x[i:i + step]
+            scale_fn = None
+            if dynamic:
+                def scale_fn(tile: int, g: int, i: int = i) -> torch.Tensor:
+                    return batch_scale(tile, g)[i:i + step]
+
+            cols = _unfold(xc, k, dil, st, ho, wo)  # (chunk, C·kh·kw, L)
+            outs.append(tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn))
+        y = outs[0] if len(outs) == 1 else torch.cat(outs)
         y = y.view(b, self.out_channels, ho, wo)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)

@@ -48,8 +48,9 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
         cols: input columns; modified in place if ``owned``.
         name: layer name for error messages.
         owned: the caller owns ``cols`` (e.g. the result of ``F.unfold``) and allows in-place quantisation.
-        scale_fn: ``(row_tile, group) -> (B, 1, L)`` per-vector abs-max, when the caller can compute it cheaper
-            than a pass over ``cols`` (convolutions: a max-pool of the input); only for dynamic ranges.
+        scale_fn: ``(row_tile, group) -> (B, 1, L)`` per-vector abs-max (positive: zero vectors get a tiny scale),
+            when the caller can compute it cheaper than a pass over ``cols`` (convolutions: a max-pool of the
+            input); only for dynamic ranges.
 
     Returns:
         ``(B, out_features, L)``.
@@ -57,7 +58,8 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
     lay, p, gen = mat.layout, mat.config.periphery, mat._forward_gen
     rows, out_pg = lay.rows, lay.out_features // lay.groups
     b, _, n_l = cols.shape
-    y = cols.new_zeros(b, lay.out_features, n_l)
+    single = len(lay.row_bounds) == 1 and len(lay.col_bounds) == 1
+    y = None if single else cols.new_empty(b, lay.out_features, n_l)
     static = mat.static_range(name) if p.input_range == "static" else None
     step = dac_step(p.dac_bits) if p.dac_bits is not None else None
     levels = (2**p.dac_bits - 2) // 2 if p.dac_bits is not None else None
@@ -69,8 +71,7 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
             if g not in prepared:
                 xk = cols[:, g * rows + s: g * rows + e, :]
                 if static is None:
-                    sc = scale_fn(k, g) if scale_fn is not None else xk.abs().amax(dim=1, keepdim=True)
-                    sc = sc.clamp_min(1e-30)
+                    sc = scale_fn(k, g) if scale_fn is not None else xk.abs().amax(dim=1, keepdim=True).clamp_min_(1e-30)
                 else:
                     sc = static
                 # bound-management retries need the unquantised input: then quantise into a new tensor instead of
@@ -92,22 +93,31 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
                 yk.mul_(step)
             _noise_(yk, p, gen)
             retry = None
-            if bm:
+            if bm and _clips(yk, p.out_bound):
                 clipped = (yk.abs() >= p.out_bound).any(dim=1)  # (B, L): vectors with a clipped output
-                if bool(clipped.any()):
-                    idx = clipped.nonzero(as_tuple=True)
-                    xs = x_raw.permute(0, 2, 1)[idx]
-                    scs = sc if static is not None else sc.permute(0, 2, 1)[idx]
-                    retry = (idx, block_mvm(xs / scs, w, p, gen, start_factor=2.0))
+                idx = clipped.nonzero(as_tuple=True)
+                xs = x_raw.permute(0, 2, 1)[idx]
+                scs = sc if static is not None else sc.permute(0, 2, 1)[idx]
+                retry = (idx, block_mvm(xs / scs, w, p, gen, start_factor=2.0))
             _adc_(yk, p)
             if retry is not None:
                 yk.permute(0, 2, 1)[retry[0]] = retry[1]
-            if static is None:
+            if static is None or sc != 1.0:
                 yk.mul_(sc)
-            elif sc != 1.0:
-                yk.mul_(sc)
-            y[:, cs:ce] += yk.mul_(mat.out_scale[cs:ce, k].view(1, -1, 1))
+            yk.mul_(mat.out_scale[cs:ce, k].view(1, -1, 1))
+            if single:
+                return yk
+            if k == 0:
+                y[:, cs:ce] = yk
+            else:
+                y[:, cs:ce] += yk
     return y
+
+
+def _clips(y: torch.Tensor, bound: float) -> bool:
+    """Whether any |y| reaches ``bound`` (one pass over ``y``; the per-vector test runs only when it does)."""
+    lo, hi = torch.aminmax(y)
+    return bool(hi >= bound) or bool(lo <= -bound)
 
 
 def static_conv_forward(layer, x: torch.Tensor) -> torch.Tensor | None:  # noqa: ANN001
@@ -144,7 +154,7 @@ def static_conv_forward(layer, x: torch.Tensor) -> torch.Tensor | None:  # noqa:
             yk.mul_(unit)
         _noise_(yk, p, gen)
         if p.bound_management == "iterative" and p.out_bound is not None and bm_allows(2.0, p):
-            if bool((yk.abs() >= p.out_bound).any()):
+            if _clips(yk, p.out_bound):
                 return None
         _adc_(yk, p)
         shape = (1, -1) + (1,) * (yk.dim() - 2)
