@@ -239,7 +239,8 @@ class _AnalogConvNd(AnalogLayer):
                     return batch_scale(tile, g)[i:i + step]
 
             cols = _unfold(xc, k, dil, st, ho, wo)  # (chunk, C·kh·kw, L)
-            outs.append(tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn))
+            outs.append(tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn,
+                                      rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo)))
         y = outs[0] if len(outs) == 1 else torch.cat(outs)
         y = y.view(b, self.out_channels, ho, wo)
         if self.bias is not None:

@@ -40,7 +40,8 @@ def _adc_(y: torch.Tensor, p) -> torch.Tensor:  # noqa: ANN001
 
 
 def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  # noqa: ANN001
-                  scale_fn: Callable[[int, int], torch.Tensor] | None = None) -> torch.Tensor:
+                  scale_fn: Callable[[int, int], torch.Tensor] | None = None,
+                  rebuild: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
     """Analog MVM of every tile of ``mat`` (an ``AnalogMatrix``) on ``cols`` ``(B, groups·rows, L)``.
 
     Args:
@@ -51,6 +52,8 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
         scale_fn: ``(row_tile, group) -> (B, 1, L)`` per-vector abs-max (positive: zero vectors get a tiny scale),
             when the caller can compute it cheaper than a pass over ``cols`` (convolutions: a max-pool of the
             input); only for dynamic ranges.
+        rebuild: with ``owned``, builds the unquantised ``cols`` again (a convolution re-unfolds its input): then
+            the columns are quantised in place even under bound management, whose rare retries call it.
 
     Returns:
         ``(B, out_features, L)``.
@@ -74,10 +77,10 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
                     sc = scale_fn(k, g) if scale_fn is not None else xk.abs().amax(dim=1, keepdim=True).clamp_min_(1e-30)
                 else:
                     sc = static
-                # bound-management retries need the unquantised input: then quantise into a new tensor instead of
-                # in place (one pass over the columns instead of a copy plus an in-place pass)
-                x_raw = xk if bm else None
-                inplace = owned and not bm
+                # bound-management retries need the unquantised input: unless the caller can rebuild it, quantise
+                # into a new tensor instead of in place (one pass over the columns instead of a copy plus a pass)
+                x_raw = xk if bm and rebuild is None else None
+                inplace = owned and (not bm or rebuild is not None)
                 if step is not None:  # DAC in integer units; the step is folded into the output
                     q = xk.div_(sc * step) if inplace else xk / (sc * step)
                     q.round_()
@@ -96,6 +99,9 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
             if bm and _clips(yk, p.out_bound):
                 clipped = (yk.abs() >= p.out_bound).any(dim=1)  # (B, L): vectors with a clipped output
                 idx = clipped.nonzero(as_tuple=True)
+                if x_raw is None:
+                    x_raw = rebuild()[:, g * rows + s: g * rows + e, :]
+                    prepared[g] = (q, sc, x_raw)
                 xs = x_raw.permute(0, 2, 1)[idx]
                 scs = sc if static is not None else sc.permute(0, 2, 1)[idx]
                 retry = (idx, block_mvm(xs / scs, w, p, gen, start_factor=2.0))
