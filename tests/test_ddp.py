@@ -40,6 +40,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
             aimc.clip(model)
         torch.save({"weights": {k: v.clone() for k, v in model.state_dict().items() if "analog" not in k},
                     "noise": noise_probe}, os.path.join(out, f"rank{rank}.pt"))
+        dist.barrier()  # no rank tears gloo down while the other still talks to it ("terminate called ...")
     finally:
         dist.destroy_process_group()
 
