@@ -108,3 +108,13 @@ def test_strided_unfold_equals_torch_unfold(k, stride, dil):
     wo = (x.shape[3] - dil[1] * (k[1] - 1) - 1) // stride[1] + 1
     ours = layers._unfold(x[1:], k, dil, stride, ho, wo)
     assert torch.equal(ours, F.unfold(x[1:], k, dilation=dil, stride=stride))
+
+
+@pytest.mark.parametrize("k,stride,dil", [((3, 3), (1, 1), (1, 1)), ((3, 3), (2, 2), (1, 1)), ((1, 1), (2, 2), (1, 1)),
+                                          ((3, 5), (1, 3), (2, 1)), ((1, 7), (1, 1), (1, 2))])
+def test_window_max_equals_torch_max_pool(k, stride, dil):
+    """The per-patch abs-max of the dynamic input range: elementwise maxima of strided views == F.max_pool2d."""
+    a = torch.randn(3, 2, 19, 23).abs()
+    ref = F.max_pool2d(a, k, stride=stride, dilation=dil)
+    ours = layers._window_max(a, k, dil, stride, *ref.shape[-2:])
+    assert torch.equal(ours, ref)

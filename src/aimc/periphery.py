@@ -70,7 +70,7 @@ def block_mvm(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig,
         bound = p.out_bound
         factor = torch.full((x_n.shape[0], 1), start_factor, dtype=x_n.dtype, device=x_n.device)
         step = dac_step(p.dac_bits) if p.dac_bits is not None else 0.0
-        todo = (y.abs() >= bound).any(dim=1)
+        todo = y.abs().amax(dim=1) >= bound
         while bool(todo.any()):
             idx = todo.nonzero().squeeze(1)
             f = factor[idx] * 2.0
@@ -82,7 +82,7 @@ def block_mvm(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig,
             y_new = _analog(x_n[idx] / f, w, p, generator)
             y[idx] = y_new
             todo = torch.zeros_like(todo)
-            todo[idx] = (y_new.abs() >= bound).any(dim=1)
+            todo[idx] = y_new.abs().amax(dim=1) >= bound
     if p.adc_bits is not None:
         y = quantize(y, adc_step(p.adc_bits, p.out_bound), p.out_bound)
     elif p.out_bound is not None:

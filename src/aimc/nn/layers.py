@@ -47,6 +47,24 @@ def _unfold(x: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple
     return view.reshape(b, c * k[0] * k[1], ho * wo)
 
 
+def _window_max(a: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple[int, int], ho: int,
+                wo: int) -> torch.Tensor:
+    """``F.max_pool2d(a, k, stride=st, dilation=dil)`` of ``(B, C, H, W)`` as elementwise maxima of strided views.
+
+    Exactly the same values (a max is exact); kh + kw - 2 elementwise passes over small tensors cost a fraction of
+    ATen's CPU max-pool, which also computes the argmax indices.
+    """
+    def along(t: torch.Tensor, dim: int, n: int, d: int, s: int, size: int) -> torch.Tensor:
+        out = t.narrow(dim, 0, (size - 1) * s + 1)
+        out = out[:, :, ::s] if dim == 2 else out[:, :, :, ::s]
+        for j in range(1, n):
+            v = t.narrow(dim, j * d, (size - 1) * s + 1)
+            out = torch.maximum(out, v[:, :, ::s] if dim == 2 else v[:, :, :, ::s])
+        return out
+
+    return along(along(a, 3, k[1], dil[1], st[1], wo), 2, k[0], dil[0], st[0], ho)
+
+
 def has_non_finite(x: torch.Tensor) -> bool:
     """``x`` holds a NaN or Inf. A sum is NaN/Inf whenever an element is (cheaper than an elementwise isfinite);
     confirmed elementwise, since huge finite values can also overflow the sum."""
@@ -226,11 +244,11 @@ class _AnalogConvNd(AnalogLayer):
             if (tile, g) not in scales:
                 s, e = lay.row_bounds[tile]
                 a = absx[:, g * c_pg + s // kk: g * c_pg + e // kk].amax(dim=1, keepdim=True)
-                pooled = F.max_pool2d(a, k, stride=st, dilation=dil).reshape(b, 1, ho * wo)
+                pooled = _window_max(a, k, dil, st, ho, wo).reshape(b, 1, ho * wo)
                 scales[tile, g] = pooled.clamp_min_(1e-30)  # an all-zero patch gets a tiny scale, not 0/0
             return scales[tile, g]
 
-        outs = []
+        y = x.new_empty(b, self.out_channels, ho * wo)
         for i in range(0, b, step):
             xc = x[i:i + step]
             scale_fn = None
@@ -239,9 +257,8 @@ class _AnalogConvNd(AnalogLayer):
                     return batch_scale(tile, g)[i:i + step]
 
             cols = _unfold(xc, k, dil, st, ho, wo)  # (chunk, C·kh·kw, L)
-            outs.append(tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn,
-                                      rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo)))
-        y = outs[0] if len(outs) == 1 else torch.cat(outs)
+            tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn,
+                          rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + step])
         y = y.view(b, self.out_channels, ho, wo)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)

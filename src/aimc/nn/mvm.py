@@ -41,7 +41,8 @@ def _adc_(y: torch.Tensor, p) -> torch.Tensor:  # noqa: ANN001
 
 def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  # noqa: ANN001
                   scale_fn: Callable[[int, int], torch.Tensor] | None = None,
-                  rebuild: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+                  rebuild: Callable[[], torch.Tensor] | None = None,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
     """Analog MVM of every tile of ``mat`` (an ``AnalogMatrix``) on ``cols`` ``(B, groups·rows, L)``.
 
     Args:
@@ -54,15 +55,17 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
             input); only for dynamic ranges.
         rebuild: with ``owned``, builds the unquantised ``cols`` again (a convolution re-unfolds its input): then
             the columns are quantised in place even under bound management, whose rare retries call it.
+        out: contiguous ``(B, out_features, L)`` tensor the result is written into (a convolution's slice of its
+            whole batch's output, so the chunks need no concatenation); a new tensor when ``None``.
 
     Returns:
-        ``(B, out_features, L)``.
+        ``(B, out_features, L)`` (``out`` when given).
     """
     lay, p, gen = mat.layout, mat.config.periphery, mat._forward_gen
     rows, out_pg = lay.rows, lay.out_features // lay.groups
     b, _, n_l = cols.shape
     single = len(lay.row_bounds) == 1 and len(lay.col_bounds) == 1
-    y = None if single else cols.new_empty(b, lay.out_features, n_l)
+    y = out if out is not None else None if single else cols.new_empty(b, lay.out_features, n_l)
     static = mat.static_range(name) if p.input_range == "static" else None
     step = dac_step(p.dac_bits) if p.dac_bits is not None else None
     levels = (2**p.dac_bits - 2) // 2 if p.dac_bits is not None else None
@@ -91,13 +94,15 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
                 prepared[g] = (q, sc, x_raw)
             q, sc, x_raw = prepared[g]
             w = mat.w_analog[cs:ce, s:e]
-            yk = torch.matmul(w, q)  # (B, c, L)
+            # (B, c, L); a single tile multiplies straight into the output
+            yk = torch.matmul(w, q, out=y) if single and y is not None else torch.matmul(w, q)
             if step is not None:
                 yk.mul_(step)
             _noise_(yk, p, gen)
             retry = None
             if bm and _clips(yk, p.out_bound):
-                clipped = (yk.abs() >= p.out_bound).any(dim=1)  # (B, L): vectors with a clipped output
+                # (B, L): vectors with a clipped output (a max over the outputs: far cheaper than a boolean any)
+                clipped = yk.abs().amax(dim=1) >= p.out_bound
                 idx = clipped.nonzero(as_tuple=True)
                 if x_raw is None:
                     x_raw = rebuild()[:, g * rows + s: g * rows + e, :]
@@ -112,7 +117,7 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
                 yk.mul_(sc)
             yk.mul_(mat.out_scale[cs:ce, k].view(1, -1, 1))
             if single:
-                return yk
+                return yk  # is y when out was given
             if k == 0:
                 y[:, cs:ce] = yk
             else:
