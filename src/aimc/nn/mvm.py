@@ -95,10 +95,7 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
             q, sc, x_raw = prepared[g]
             w = mat.w_analog[cs:ce, s:e]
             # (B, c, L); a single tile multiplies straight into the output
-            yk = torch.matmul(w, q, out=y) if single and y is not None else torch.matmul(w, q)
-            if step is not None:
-                yk.mul_(step)
-            _noise_(yk, p, gen)
+            yk = _mvm_noisy(w, q, step if step is not None else 1.0, p, gen, out=y if single else None)
             retry = None
             if bm and _clips(yk, p.out_bound):
                 # (B, L): vectors with a clipped output (a max over the outputs: far cheaper than a boolean any)
@@ -123,6 +120,22 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
             else:
                 y[:, cs:ce] += yk
     return y
+
+
+def _mvm_noisy(w: torch.Tensor, q: torch.Tensor, alpha: float, p, generator: torch.Generator | None,  # noqa: ANN001
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """``alpha · (w @ q)`` plus Gaussian output noise of std ``p.out_noise``: ``(c, r) @ (B, r, L) -> (B, c, L)``.
+
+    The noise is drawn straight into the result and the product added onto it by one fused ``baddbmm_``: no
+    separate noise tensor, scaling pass or addition pass over the outputs. Written into ``out`` when given.
+    """
+    b, _, n_l = q.shape
+    if p.out_noise > 0:
+        y = out if out is not None else q.new_empty(b, w.shape[0], n_l)
+        y.normal_(0.0, p.out_noise, generator=generator)
+        return y.baddbmm_(w.expand(b, *w.shape), q, alpha=alpha)
+    y = torch.matmul(w, q, out=out) if out is not None else torch.matmul(w, q)
+    return y.mul_(alpha) if alpha != 1.0 else y
 
 
 def _clips(y: torch.Tensor, bound: float) -> bool:
