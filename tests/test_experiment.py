@@ -168,6 +168,49 @@ def test_workers_give_identical_results(finished, tmp_path):
     pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True))
 
 
+_DRIVER = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing as mp
+from aimc.experiment.runner import _init_worker
+
+def report_and_wait():
+    print(os.getpid(), flush=True)
+    time.sleep(120)
+
+if __name__ == "__main__":
+    spawn = mp.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=_init_worker, initargs=(None, 1)) as pool:
+        pool.submit(report_and_wait)
+        time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_sweep_workers_die_with_a_killed_driver(tmp_path):
+    """A driver killed without Ctrl-C (SIGKILL/SIGTERM from a scheduler) must not leave workers computing."""
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER)
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    worker = int(p.stdout.readline())
+    os.kill(worker, 0)  # alive
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{worker}/stat") as f:  # a zombie waiting for its reaper counts as gone
+            if f.read().split()[2] == "Z":
+                return
+        time.sleep(0.05)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the sweep worker outlived its killed driver")
+
+
 def _cli(exp_file: Path, out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "aimc.cli", "run", str(exp_file), "--out", str(out), "--quiet",

@@ -355,6 +355,9 @@ def _sweeps(ctx: _Context, store: ResultsStore, progress, workers: int,  # noqa:
 
 
 def _init_worker(rows_q, threads: int) -> None:  # noqa: ANN001 - runs once in each pool process
+    from aimc.experiment.distributed import _die_with_parent
+
+    _die_with_parent()  # a driver killed by SIGTERM/SIGKILL (no Ctrl-C to the process group) leaves no workers behind
     torch.set_num_threads(threads)
     _WORKER["rows_q"] = rows_q
 
