@@ -237,13 +237,14 @@ class _AnalogConvNd(AnalogLayer):
         per_image = c * kk * ho * wo * x.element_size()
         step = max(1, _CHUNK_BYTES // max(per_image, 1))
         scales: dict[tuple[int, int], torch.Tensor] = {}
-        absx = x.abs() if dynamic else None
 
         def batch_scale(tile: int, g: int) -> torch.Tensor:
             """Per-patch abs-max of one row tile's channels over the whole batch, ``(B, 1, L)``: a max-pool of |x|."""
             if (tile, g) not in scales:
                 s, e = lay.row_bounds[tile]
-                a = absx[:, g * c_pg + s // kk: g * c_pg + e // kk].amax(dim=1, keepdim=True)
+                xs = x[:, g * c_pg + s // kk: g * c_pg + e // kk]
+                # max |x| over the channels as max(max x, −min x): two reductions, no |x| copy of the input
+                a = torch.maximum(xs.amax(dim=1, keepdim=True), xs.amin(dim=1, keepdim=True).neg_())
                 pooled = _window_max(a, k, dil, st, ho, wo).reshape(b, 1, ho * wo)
                 scales[tile, g] = pooled.clamp_min_(1e-30)  # an all-zero patch gets a tiny scale, not 0/0
             return scales[tile, g]

@@ -98,8 +98,8 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
             yk = _mvm_noisy(w, q, step if step is not None else 1.0, p, gen, out=y if single else None)
             retry = None
             if bm and _clips(yk, p.out_bound):
-                # (B, L): vectors with a clipped output (a max over the outputs: far cheaper than a boolean any)
-                clipped = yk.abs().amax(dim=1) >= p.out_bound
+                # (B, L): vectors with a clipped output (max and min over the outputs: no |y| copy, no boolean any)
+                clipped = (yk.amax(dim=1) >= p.out_bound) | (yk.amin(dim=1) <= -p.out_bound)
                 idx = clipped.nonzero(as_tuple=True)
                 if x_raw is None:
                     x_raw = rebuild()[:, g * rows + s: g * rows + e, :]
