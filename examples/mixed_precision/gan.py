@@ -103,15 +103,16 @@ def quality(clf: nn.Module, x: torch.Tensor, ref_feat: torch.Tensor) -> tuple[fl
     return score, fid
 
 
-def run(method: str, seed: int, x_real: torch.Tensor, epochs: int, log=print) -> tuple[nn.Module, list]:
+def run(method: str, seed: int, x_real: torch.Tensor, epochs: int, log=print,
+        lr: float = LR) -> tuple[nn.Module, list]:
     torch.manual_seed(_seed(seed, 11))
     gen, dis = generator(), discriminator()
     if method == "fp":
-        opt_g, opt_d = (torch.optim.SGD(m.parameters(), lr=LR) for m in (gen, dis))
+        opt_g, opt_d = (torch.optim.SGD(m.parameters(), lr=lr) for m in (gen, dis))
     else:
         gen, dis = aimc.convert(gen, analog_config()), aimc.convert(dis, analog_config())
-        opt_g = MixedPrecision(gen, lr=LR, seed=_seed(seed, 12))
-        opt_d = MixedPrecision(dis, lr=LR, seed=_seed(seed, 13))
+        opt_g = MixedPrecision(gen, lr=lr, seed=_seed(seed, 12))
+        opt_d = MixedPrecision(dis, lr=lr, seed=_seed(seed, 13))
     scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=epochs) for o in (opt_g, opt_d)]
     order, noise = torch.Generator().manual_seed(_seed(seed, 14)), torch.Generator().manual_seed(_seed(seed, 15))
     gen.train()
