@@ -155,6 +155,25 @@ def test_corrupt_files_give_clear_errors(finished, tmp_path):
         run_experiment(experiment_from_dict(tiny()), out, quiet=True)
 
 
+def test_sweep_test_limit_evaluates_a_fixed_class_balanced_subset(finished, tmp_path):
+    """A sweep's test_limit is applied: with 30 test images every accuracy is a multiple of 1/30 (the digits test
+    split has hundreds of images, so a full-set accuracy almost never is), and the subset is the same in every cell."""
+    import shutil
+
+    d = tiny()
+    d["evaluation"][0]["test_limit"] = 30
+    out = tmp_path / "limited"
+    shutil.copytree(finished, out)  # reuse the trained stages; only the evaluation is redone
+    for name in ("results.csv", "config.yaml"):
+        (out / name).unlink()
+    run_experiment(experiment_from_dict(d), out, quiet=True)
+    acc = pd.read_csv(out / "results.csv").query("sweep == 'pcm'")["accuracy"].to_numpy()
+    full = pd.read_csv(finished / "results.csv").query("sweep == 'pcm'")["accuracy"].to_numpy()
+    assert len(acc) == len(full) == 24
+    assert all(abs(a * 30 - round(a * 30)) < 1e-6 for a in acc)
+    assert not all(abs(a * 30 - round(a * 30)) < 1e-6 for a in full)
+
+
 def test_workers_give_identical_results(finished, tmp_path):
     import shutil
 

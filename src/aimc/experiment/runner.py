@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from aimc.errors import ConfigError, FileFormatError
 from aimc.evaluation import ProgressBars, accuracy, evaluate_seed
@@ -141,6 +141,20 @@ class _Context:
         if self._keys is None:
             self._keys = set(self.fresh_model().state_dict())
         return self._keys
+
+    def test_set(self, limit: int | None) -> Dataset:
+        """The test images a sweep evaluates on: all of them, or a fixed class-balanced subset of ``limit`` (the first
+        images of each class in file order; the same for every cell, seed and process)."""
+        test = self.splits.test
+        if limit is None or limit >= len(test):
+            return test
+        cache = self.__dict__.setdefault("_test_subsets", {})
+        if limit not in cache:
+            from aimc.data import first_per_class
+            from aimc.experiment.build import _labels
+
+            cache[limit] = Subset(test, first_per_class(_labels(test), limit).tolist())
+        return cache[limit]
 
     def calibration_loader(self, sweep) -> DataLoader:  # noqa: ANN001
         """BN re-estimation images of a sweep: fixed, seeded, cached per process."""
@@ -273,8 +287,7 @@ def _eval_unit(out: str, sweep_name: str, label: str, seed: int, cells: list[tup
         model = convert(ctx.weights(sweep.models[label]), ctx.exp.analog_config(sweep.analog))
         if ctx.exp.compile:  # one converted model per (sweep, model) and process, so its compiled code is reused
             _WORKER["models"][(sweep_name, label)] = model
-    sp = ctx.splits
-    test = sp.loader("test", ctx.exp.data.eval_batch_size)
+    test = DataLoader(ctx.test_set(sweep.test_limit), batch_size=ctx.exp.data.eval_batch_size)
     calib = ctx.calibration_loader(sweep)
     rows = []
     for r in evaluate_seed(model, test, seed, cells, calib=calib, n_calib=sweep.n_calib, compile=ctx.exp.compile,
