@@ -216,6 +216,7 @@ class _AnalogConvNd(AnalogLayer):
                                   row_unit=k)
         return new
 
+    @torch.compiler.disable  # eager under torch.compile, like tiles_forward (chunk shapes vary per layer)
     def _unfolded_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Matrix path: pad, unfold patches, per-tile MVMs, fold back. ``x`` is ``(B, C, *spatial)``."""
         pad = self._reversed_padding_repeated_twice

@@ -39,6 +39,9 @@ def _adc_(y: torch.Tensor, p) -> torch.Tensor:  # noqa: ANN001
     return y
 
 
+# under torch.compile this path runs eagerly: its shapes change from layer to layer and chunk to chunk and bound
+# management tests values, so tracing it recompiles past dynamo's limit and made compiled forwards slower than eager
+@torch.compiler.disable
 def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  # noqa: ANN001
                   scale_fn: Callable[[int, int], torch.Tensor] | None = None,
                   rebuild: Callable[[], torch.Tensor] | None = None,
