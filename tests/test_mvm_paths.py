@@ -18,7 +18,8 @@ def _reference(layer, x):
     """Per tile, per input vector: scale, DAC, MVM, (noise off), BM, ADC, unscale, digital scale; summed."""
     mat, p = layer.analog, layer.analog.config.periphery
     if isinstance(layer, nn.Conv2d):
-        xp = F.pad(x, layer._reversed_padding_repeated_twice)
+        mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+        xp = F.pad(x, layer._reversed_padding_repeated_twice, mode=mode)
         cols = F.unfold(xp, layer.kernel_size, dilation=layer.dilation, stride=layer.stride)
         b, _, n_l = cols.shape
         rows = cols.transpose(1, 2).reshape(b * n_l, -1)
@@ -51,6 +52,7 @@ def _cfg(**p):
 LAYERS = [
     lambda: nn.Conv2d(8, 30, 3, padding=1, stride=2),
     lambda: nn.Conv2d(8, 30, 3, padding=2, dilation=2, groups=2, bias=False),
+    lambda: nn.Conv2d(8, 30, (3, 2), padding=(1, 2), padding_mode="reflect"),
     lambda: nn.Linear(70, 50),
 ]
 
@@ -157,3 +159,25 @@ def test_matrix_path_output_noise_is_gaussian_with_out_noise_std(make, monkeypat
     n = z.numel()
     assert abs(float(z.mean())) <= 5 * sigma / n**0.5
     assert abs(float(z.std()) - sigma) <= 5 * sigma / (2 * n) ** 0.5
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: nn.Conv2d(8, 30, 3, padding=(2, 1), stride=2), (5, 8, 9, 7)),
+    (lambda: nn.Conv2d(8, 30, 3, padding=1, padding_mode="circular", groups=2), (5, 8, 9, 7)),
+    (lambda: nn.Conv1d(8, 30, 5, padding=3, dilation=2), (5, 8, 11)),
+])
+@pytest.mark.parametrize("kw", [dict(), dict(input_range="static", input_bound=2.5, out_bound=0.8)])
+def test_buffered_columns_equal_the_autograd_path(make, shape, kw, monkeypatch):
+    """Without a gradient the matrix path pads and unfolds into buffers reused across chunks and scales while
+    unfolding; with a gradient to the input it builds new tensors per chunk. Both must give the same numbers."""
+    monkeypatch.setattr(layers, "_CHUNK_BYTES", 1)  # one image per chunk: the buffers are reused
+    torch.manual_seed(0)
+    a = aimc.convert(make(), _cfg(**kw)).eval()
+    aimc.program(a, seed=0)
+    aimc.at_time(a, 3600.0, seed=0)
+    x = torch.randn(*shape) * 2
+    with torch.no_grad():
+        buffered = a(x)
+    graph = a(x.clone().requires_grad_(True))
+    assert graph.requires_grad
+    assert torch.equal(buffered, graph.detach())

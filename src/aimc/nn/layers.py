@@ -20,6 +20,7 @@ from aimc.config import AnalogConfig
 from aimc.errors import NonFiniteError, ShapeError, StateError
 from aimc.nn.mvm import static_conv_forward, tiles_forward
 from aimc.nn.tile import AnalogMatrix
+from aimc.periphery import dac_step
 from aimc.train.noise import MIN_INPUT_RANGE, quantize_ste
 
 __all__ = ["AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogLayer"]
@@ -28,8 +29,19 @@ _RANGE_WARMUP = 10
 """Training batches whose running max |x| initialises a learned input range that has no value yet."""
 
 
-# bytes of unfolded columns processed at once by a convolution's matrix path (about an L2 cache on current CPUs)
+# bytes of unfolded columns processed at once by a convolution's matrix path (about an L2 cache on current CPUs).
+# Changing it changes the order of output-noise draws in layers with several row tiles (same statistics, other
+# numbers); 3-5 MB measured within the benchmark's noise of 2 MB, so it stays.
 _CHUNK_BYTES = 2 << 20
+
+
+def _patches(x: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple[int, int], ho: int,
+             wo: int) -> torch.Tensor:
+    """The patches of a padded ``(B, C, H, W)`` input as a strided view ``(B, C, kh, kw, ho, wo)`` (no copy)."""
+    x = x.contiguous()
+    sb, sc, sh, sw = x.stride()
+    return x.as_strided((x.shape[0], x.shape[1], k[0], k[1], ho, wo),
+                        (sb, sc, dil[0] * sh, dil[1] * sw, st[0] * sh, st[1] * sw), x.storage_offset())
 
 
 def _unfold(x: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple[int, int], ho: int,
@@ -39,12 +51,7 @@ def _unfold(x: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple
     The same values in the same layout ``(B, C·kh·kw, ho·wo)``; ATen's im2col costs about ten times this copy on
     the small batches the matrix path works on.
     """
-    b, c = x.shape[:2]
-    x = x.contiguous()
-    sb, sc, sh, sw = x.stride()
-    view = x.as_strided((b, c, k[0], k[1], ho, wo), (sb, sc, dil[0] * sh, dil[1] * sw, st[0] * sh, st[1] * sw),
-                        x.storage_offset())
-    return view.reshape(b, c * k[0] * k[1], ho * wo)
+    return _patches(x, k, dil, st, ho, wo).reshape(x.shape[0], x.shape[1] * k[0] * k[1], ho * wo)
 
 
 def _window_max(a: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple[int, int], ho: int,
@@ -218,25 +225,37 @@ class _AnalogConvNd(AnalogLayer):
 
     @torch.compiler.disable  # eager under torch.compile, like tiles_forward (chunk shapes vary per layer)
     def _unfolded_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Matrix path: pad, unfold patches, per-tile MVMs, fold back. ``x`` is ``(B, C, *spatial)``."""
+        """Matrix path: pad, unfold patches, per-tile MVMs, fold back. ``x`` is ``(B, C, *spatial)``.
+
+        The batch runs a few images at a time through two buffers allocated once per call (a zero-padded chunk of
+        the input and its unfolded columns): a fresh tensor per chunk would cost more in page faults than the copy
+        itself, and zero padding into a reused buffer avoids padding (and allocating) the whole batch.
+        """
         pad = self._reversed_padding_repeated_twice
-        if any(pad):
+        # reused buffers cannot be part of an autograd graph: with a gradient to x, every chunk gets new tensors
+        reuse = not (x.requires_grad and torch.is_grad_enabled())
+        zero_pad = self.padding_mode == "zeros" and reuse
+        if any(pad) and not zero_pad:  # reflect / replicate / circular (or autograd): pad the whole input once
             x = F.pad(x, pad, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
         one_d = x.dim() == 3
         if one_d:  # Conv1d: run as 2-d with height 1
             x = x.unsqueeze(2)
+        pl, pr, pt, pb = (((*pad, 0, 0) if one_d else tuple(pad)) if zero_pad else (0, 0, 0, 0))
         k = tuple(self.kernel_size) if not one_d else (1, *self.kernel_size)
         dil = tuple(self.dilation) if not one_d else (1, *self.dilation)
         st = tuple(self.stride) if not one_d else (1, *self.stride)
         b, c, h, w = x.shape
-        ho = (h - dil[0] * (k[0] - 1) - 1) // st[0] + 1
-        wo = (w - dil[1] * (k[1] - 1) - 1) // st[1] + 1
-        dynamic = self.analog.config.periphery.input_range == "dynamic"
+        hp, wp = h + pt + pb, w + pl + pr  # padded size
+        ho = (hp - dil[0] * (k[0] - 1) - 1) // st[0] + 1
+        wo = (wp - dil[1] * (k[1] - 1) - 1) // st[1] + 1
+        p = self.analog.config.periphery
+        dynamic = p.input_range == "dynamic"
+        dac = dac_step(p.dac_bits) if p.dac_bits is not None else None
         lay, kk, c_pg = self.analog.layout, k[0] * k[1], self.in_channels // self.groups
         # the columns are kk times the input: built, quantised and multiplied a few images at a time so that they
         # stay in the CPU cache (one pass over the whole batch's columns costs more than the convolution itself)
         per_image = c * kk * ho * wo * x.element_size()
-        step = max(1, _CHUNK_BYTES // max(per_image, 1))
+        step = min(b, max(1, _CHUNK_BYTES // max(per_image, 1)))
         scales: dict[tuple[int, int], torch.Tensor] = {}
 
         def batch_scale(tile: int, g: int) -> torch.Tensor:
@@ -246,21 +265,45 @@ class _AnalogConvNd(AnalogLayer):
                 xs = x[:, g * c_pg + s // kk: g * c_pg + e // kk]
                 # max |x| over the channels as max(max x, −min x): two reductions, no |x| copy of the input
                 a = torch.maximum(xs.amax(dim=1, keepdim=True), xs.amin(dim=1, keepdim=True).neg_())
+                if pl or pr or pt or pb:  # zero padding: |0| never raises a max of values ≥ 0
+                    a = F.pad(a, (pl, pr, pt, pb))
                 pooled = _window_max(a, k, dil, st, ho, wo).reshape(b, 1, ho * wo)
                 scales[tile, g] = pooled.clamp_min_(1e-30)  # an all-zero patch gets a tiny scale, not 0/0
             return scales[tile, g]
 
+        padded = x.new_zeros(step, c, hp, wp) if (pl or pr or pt or pb) else None  # borders stay zero
+        cols_buf = x.new_empty(step, c * kk, ho * wo) if reuse else None
         y = x.new_empty(b, self.out_channels, ho * wo)
         for i in range(0, b, step):
-            xc = x[i:i + step]
+            n = min(step, b - i)
+            if padded is not None:
+                padded[:n, :, pt:pt + h, pl:pl + w] = x[i:i + n]
+                xc = padded[:n]
+            else:
+                xc = x[i:i + n].contiguous()
             scale_fn = None
             if dynamic:
-                def scale_fn(tile: int, g: int, i: int = i) -> torch.Tensor:
-                    return batch_scale(tile, g)[i:i + step]
+                def scale_fn(tile: int, g: int, i: int = i, n: int = n) -> torch.Tensor:
+                    return batch_scale(tile, g)[i:i + n]
 
-            cols = _unfold(xc, k, dil, st, ho, wo)  # (chunk, C·kh·kw, L)
-            tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn,
-                          rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + step])
+            prescaled = dynamic and reuse
+            if not reuse:
+                cols = _unfold(xc, k, dil, st, ho, wo)  # (n, C·kh·kw, L)
+            else:
+                cols = cols_buf[:n]
+                src, dst = _patches(xc, k, dil, st, ho, wo), cols.view(n, c, k[0], k[1], ho, wo)
+            if prescaled:  # unfold and scale in one pass: each row tile's patches divided by their DAC divisor
+                for tile, (s, e) in enumerate(lay.row_bounds):
+                    for g in range(self.groups):
+                        d = scale_fn(tile, g)
+                        d = d * dac if dac is not None else d
+                        c0, c1 = g * c_pg + s // kk, g * c_pg + e // kk
+                        torch.div(src[:, c0:c1], d.view(n, 1, 1, 1, ho, wo), out=dst[:, c0:c1])
+            elif reuse:
+                dst.copy_(src)
+            # bound-management retries (rare) rebuild the unquantised columns of this chunk into a new tensor
+            tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn, prescaled=prescaled,
+                          rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
         y = y.view(b, self.out_channels, ho, wo)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)

@@ -28,13 +28,17 @@ def _noise_(y: torch.Tensor, p, generator: torch.Generator | None) -> torch.Tens
     return y
 
 
-def _adc_(y: torch.Tensor, p) -> torch.Tensor:  # noqa: ANN001
-    """In place: ADC quantisation and clipping at ±out_bound (or only clipping when there is no ADC)."""
+def _adc_(y: torch.Tensor, p, clip: bool = True) -> torch.Tensor:  # noqa: ANN001
+    """In place: ADC quantisation and clipping at ±out_bound (or only clipping when there is no ADC).
+
+    ``clip=False`` when the caller knows every |y| < out_bound (bound management checked it, or re-ran the vectors
+    that reached it): clipping would change nothing then, so that pass is skipped."""
     if p.adc_bits is not None:
         st = adc_step(p.adc_bits, p.out_bound)
         n = (2**p.adc_bits - 2) // 2
-        return y.div_(st).round_().clamp_(-n, n).mul_(st)
-    if p.out_bound is not None:
+        y.div_(st).round_()
+        return (y.clamp_(-n, n) if clip else y).mul_(st)
+    if p.out_bound is not None and clip:
         return y.clamp_(-p.out_bound, p.out_bound)
     return y
 
@@ -45,7 +49,7 @@ def _adc_(y: torch.Tensor, p) -> torch.Tensor:  # noqa: ANN001
 def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  # noqa: ANN001
                   scale_fn: Callable[[int, int], torch.Tensor] | None = None,
                   rebuild: Callable[[], torch.Tensor] | None = None,
-                  out: torch.Tensor | None = None) -> torch.Tensor:
+                  out: torch.Tensor | None = None, prescaled: bool = False) -> torch.Tensor:
     """Analog MVM of every tile of ``mat`` (an ``AnalogMatrix``) on ``cols`` ``(B, groups·rows, L)``.
 
     Args:
@@ -60,6 +64,9 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
             the columns are quantised in place even under bound management, whose rare retries call it.
         out: contiguous ``(B, out_features, L)`` tensor the result is written into (a convolution's slice of its
             whole batch's output, so the chunks need no concatenation); a new tensor when ``None``.
+        prescaled: (dynamic ranges, with ``owned``, ``scale_fn`` and ``rebuild``) the caller has already divided
+            each row tile's columns by ``scale_fn(k, g) · DAC step`` (by the scale alone without a DAC), e.g. while
+            unfolding them: only the rounding of the DAC is left.
 
     Returns:
         ``(B, out_features, L)`` (``out`` when given).
@@ -87,7 +94,9 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
                 # into a new tensor instead of in place (one pass over the columns instead of a copy plus a pass)
                 x_raw = xk if bm and rebuild is None else None
                 inplace = owned and (not bm or rebuild is not None)
-                if step is not None:  # DAC in integer units; the step is folded into the output
+                if prescaled:
+                    q = xk.round_() if step is not None else xk
+                elif step is not None:  # DAC in integer units; the step is folded into the output
                     q = xk.div_(sc * step) if inplace else xk / (sc * step)
                     q.round_()
                     if static is not None:
@@ -97,8 +106,10 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
                 prepared[g] = (q, sc, x_raw)
             q, sc, x_raw = prepared[g]
             w = mat.w_analog[cs:ce, s:e]
-            # (B, c, L); a single tile multiplies straight into the output
-            yk = _mvm_noisy(w, q, step if step is not None else 1.0, p, gen, out=y if single else None)
+            # (B, c, L); a single tile, or the first row tile of a single column tile, multiplies straight into
+            # the output
+            into_y = single or (k == 0 and len(lay.col_bounds) == 1)
+            yk = _mvm_noisy(w, q, step if step is not None else 1.0, p, gen, out=y if into_y else None)
             retry = None
             if bm and _clips(yk, p.out_bound):
                 # (B, L): vectors with a clipped output (max and min over the outputs: no |y| copy, no boolean any)
@@ -110,7 +121,7 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
                 xs = x_raw.permute(0, 2, 1)[idx]
                 scs = sc if static is not None else sc.permute(0, 2, 1)[idx]
                 retry = (idx, block_mvm(xs / scs, w, p, gen, start_factor=2.0))
-            _adc_(yk, p)
+            _adc_(yk, p, clip=not bm)  # with bound management no |y| that is kept reaches out_bound
             if retry is not None:
                 yk.permute(0, 2, 1)[retry[0]] = retry[1]
             if static is None or sc != 1.0:
@@ -118,6 +129,8 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
             yk.mul_(mat.out_scale[cs:ce, k].view(1, -1, 1))
             if single:
                 return yk  # is y when out was given
+            if into_y:
+                continue
             if k == 0:
                 y[:, cs:ce] = yk
             else:
@@ -180,10 +193,10 @@ def static_conv_forward(layer, x: torch.Tensor) -> torch.Tensor | None:  # noqa:
         if unit != 1.0:
             yk.mul_(unit)
         _noise_(yk, p, gen)
-        if p.bound_management == "iterative" and p.out_bound is not None and bm_allows(2.0, p):
-            if _clips(yk, p.out_bound):
-                return None
-        _adc_(yk, p)
+        bm = p.bound_management == "iterative" and p.out_bound is not None and bm_allows(2.0, p)
+        if bm and _clips(yk, p.out_bound):
+            return None
+        _adc_(yk, p, clip=not bm)
         shape = (1, -1) + (1,) * (yk.dim() - 2)
         yk.mul_(r).mul_(mat.out_scale[:, k].view(shape))
         out = yk if out is None else out.add_(yk)
