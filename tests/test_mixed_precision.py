@@ -390,13 +390,14 @@ def test_experiment_script_quick_and_resume(tmp_path) -> None:
     sys.modules[spec.name] = mod  # dataclasses look their module up in sys.modules
     try:
         spec.loader.exec_module(mod)
-        args = ["--quick", "--out", str(tmp_path), "--only", "mlp", "--seeds", "0"]
+        args = ["--quick", "--out", str(tmp_path), "--only", "mlp,mlp_periphery", "--seeds", "0"]
         assert mod.main(args) == 0
         path = tmp_path / mod.CSV_NAME
         rows = list(csv.DictReader(path.open()))
         assert tuple(rows[0]) == mod.COLUMNS
-        acc = {r["method"]: float(r["value"]) for r in rows if r["metric"] == "test_accuracy"}
-        assert set(acc) == {"fp", "mixed_precision"} and all(0.5 < a <= 1.0 for a in acc.values())
+        acc = {(r["experiment"], r["method"]): float(r["value"]) for r in rows if r["metric"] == "test_accuracy"}
+        assert set(acc) == {("mlp", "fp"), ("mlp", "mixed_precision"), ("mlp_periphery", "mixed_precision")}
+        assert all(0.5 < a <= 1.0 for a in acc.values())
         mtime = path.stat().st_mtime_ns
         assert mod.main(args) == 0  # resume: nothing to do
         assert path.stat().st_mtime_ns == mtime

@@ -12,6 +12,8 @@ Experiments (``EXPERIMENTS`` below; each a fixed plan, no choice is made on test
 * ``cnn_val_lr``: the CNN, both methods, with the learning rate chosen on a validation split (``pilot_lr.py``);
 * ``lstm``: ``aimc.models.mnist_lstm`` on sequential MNIST (28 rows as 28 time steps; the LSTM's input and
   recurrent matrices and the output layer on PCM), all 60,000 training images.
+* ``mlp_periphery``: the MLP with ``MixedPrecision(periphery=True)`` and aihwkit's default periphery in the
+  forward and backward MVMs; its test accuracy is read through the same MVMs (periphery, fresh read noise).
 
 Both methods of one experiment share architecture, data, epochs, batch size, learning-rate schedule, the initial
 weights and the data order of a seed. Mixed precision uses the default ``PCMTrainingDevice`` with drift and
@@ -65,6 +67,7 @@ class Experiment:
     methods: tuple[str, ...] = ("fp", "mixed_precision")
     mp: dict = dataclasses.field(default_factory=dict)  # extra MixedPrecision arguments
     seeds: tuple[int, ...] = (0, 1, 2)
+    periphery: str | None = None  # preset whose periphery the analog layers get (with mp={"periphery": True})
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -84,6 +87,10 @@ EXPERIMENTS: dict[str, Experiment] = {
     # pilot_lr.py --experiment lstm (3 epochs): fp clearly best at 1.0 (98.13 vs 97.53 % at 0.5); mixed precision
     # 0.5 and 1.0 within one standard error (97.57, 97.61 %), so its 0.5 above stands
     "lstm_val_lr": Experiment("mnist_lstm", epochs=10, lr=1.0, methods=("fp",)),
+    # the MLP with aihwkit's default periphery (7-bit DAC per vector, 9-bit ADC, output noise, bound management)
+    # in the forward and backward training MVMs and in the test reads; same lr as "mlp"
+    "mlp_periphery": Experiment("mnist_mlp", epochs=20, lr=0.2, methods=("mixed_precision",),
+                                mp={"periphery": True}, periphery="aihwkit_default"),
 }
 
 
@@ -91,10 +98,14 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def analog_config() -> aimc.AnalogConfig:
-    """Conversion config: no hardware-aware training noise (the devices' reads are the noise), ideal periphery."""
-    return dataclasses.replace(aimc.presets.joshi2020(),
-                               training=aimc.TrainingConfig(noise="none", clip="none"), name="mixed_precision")
+def analog_config(periphery: str | None = None) -> aimc.AnalogConfig:
+    """Conversion config: no hardware-aware training noise (the devices' reads are the noise), ideal periphery
+    (or the periphery of the preset named ``periphery``)."""
+    cfg = dataclasses.replace(aimc.presets.joshi2020(),
+                              training=aimc.TrainingConfig(noise="none", clip="none"), name="mixed_precision")
+    if periphery is not None:
+        cfg = dataclasses.replace(cfg, periphery=getattr(aimc.presets, periphery)().periphery)
+    return cfg
 
 
 def build(name: str, seed: int) -> nn.Module:
@@ -110,6 +121,17 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 20
     return correct / len(x)
 
 
+@torch.no_grad()
+def accuracy_through_mvms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
+    """Test accuracy with every test vector read through the training MVMs (the devices with fresh read noise
+    per read and the periphery of ``MixedPrecision(periphery=True)``); for models without batch norm/dropout,
+    whose train mode computes the same function as eval mode."""
+    if any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)) for m in model.modules()):
+        raise ValueError("accuracy_through_mvms needs a model without batch norm and dropout")
+    model.train()
+    return sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch)) / len(x)
+
+
 def run(exp_name: str, exp: Experiment, method: str, seed: int, data, *, epochs: int | None = None,
         log=print) -> list[tuple[str, float]]:
     """Train one (experiment, method, seed); returns [(metric, value)]."""
@@ -120,8 +142,9 @@ def run(exp_name: str, exp: Experiment, method: str, seed: int, data, *, epochs:
         model, opt = plain, None
         optim = torch.optim.SGD(model.parameters(), lr=exp.lr)
     else:
-        model = aimc.convert(plain, analog_config())
+        model = aimc.convert(plain, analog_config(exp.periphery))
         optim = opt = MixedPrecision(model, lr=exp.lr, seed=_seed(seed, 4), **exp.mp)
+    test_acc = accuracy_through_mvms if exp.periphery is not None else accuracy
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=epochs)
     order = torch.Generator().manual_seed(_seed(seed, 2))
     torch.manual_seed(_seed(seed, 3))
@@ -139,7 +162,7 @@ def run(exp_name: str, exp: Experiment, method: str, seed: int, data, *, epochs:
             optim.step()
             loss_sum += float(loss.detach()) * len(idx)
         sched.step()
-        acc = accuracy(model, xte, yte)
+        acc = test_acc(model, xte, yte)
         rows += [(f"epoch{ep + 1}/train_loss", loss_sum / len(xtr)), (f"epoch{ep + 1}/test_accuracy", acc)]
         msg = f"  [{exp_name} {method} seed {seed}] epoch {ep + 1}/{epochs}: loss {loss_sum / len(xtr):.4f}, " \
               f"test {100 * acc:.2f} % ({time.perf_counter() - t0:.0f} s)"
@@ -151,7 +174,7 @@ def run(exp_name: str, exp: Experiment, method: str, seed: int, data, *, epochs:
             msg += f"; {rep}"
         log(msg)
     wall = time.perf_counter() - t0
-    rows += [("test_accuracy", rows[-1][1] if opt is None else accuracy(model, xte, yte)), ("wall_seconds", wall),
+    rows += [("test_accuracy", rows[-1][1] if opt is None else test_acc(model, xte, yte)), ("wall_seconds", wall),
              ("epochs", epochs), ("train_images", len(xtr))]
     if opt is not None:
         opt.read_weights(noise=False)  # drifted devices without read noise

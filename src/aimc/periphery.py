@@ -43,15 +43,21 @@ def quantize_input(x_n: torch.Tensor, p: PeripheryConfig) -> torch.Tensor:
     return quantize(x_n, dac_step(p.dac_bits), 1.0)
 
 
-def _analog(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig, generator: torch.Generator | None) -> torch.Tensor:
-    y = quantize_input(x_n, p) @ w.t()
+def _analog(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig, generator: torch.Generator | None,
+            read_var: torch.Tensor | None = None) -> torch.Tensor:
+    x_q = quantize_input(x_n, p)
+    y = x_q @ w.t()
+    if read_var is not None:  # per-read device noise, output-referred: variance Σ_j var_ij·x_j² per output
+        std = ((x_q * x_q) @ read_var.t()).sqrt_()
+        y = y.addcmul_(std, torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype))
     if p.out_noise > 0:
         y = y + p.out_noise * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
     return y
 
 
 def block_mvm(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig,
-              generator: torch.Generator | None, *, start_factor: float = 1.0) -> torch.Tensor:
+              generator: torch.Generator | None, *, start_factor: float = 1.0,
+              read_var: torch.Tensor | None = None) -> torch.Tensor:
     """One tile's MVM through the periphery.
 
     Args:
@@ -60,11 +66,13 @@ def block_mvm(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig,
         p: periphery settings.
         generator: source of the output noise.
         start_factor: bound-management factor of the first attempt (2 when an attempt at 1 already clipped).
+        read_var: ``(c, r)`` per-read noise variance of each weight (units of ``w``²), drawn afresh for every read
+            (mixed-precision training); ``None`` = the weights are read without noise.
 
     Returns:
         ``(N, c)`` outputs in the same units as ``x_n @ w.T`` (bound-management factor already undone).
     """
-    y = _analog(x_n / start_factor if start_factor != 1.0 else x_n, w, p, generator)
+    y = _analog(x_n / start_factor if start_factor != 1.0 else x_n, w, p, generator, read_var)
     factor = None
     if p.bound_management == "iterative" and p.out_bound is not None and y.numel():
         bound = p.out_bound
@@ -79,7 +87,7 @@ def block_mvm(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig,
             if idx.numel() == 0:
                 break
             factor[idx] = f
-            y_new = _analog(x_n[idx] / f, w, p, generator)
+            y_new = _analog(x_n[idx] / f, w, p, generator, read_var)
             y[idx] = y_new
             todo = torch.zeros_like(todo)
             todo[idx] = y_new.abs().amax(dim=1) >= bound

@@ -9,7 +9,8 @@ and x² instead of a Gaussian draw per weight. The weight gradient δ·xᵀ is n
 exact digital outer product.
 
 The layers of ``aimc.nn`` call :class:`MVMHook` from their training forward when ``MixedPrecision`` has attached
-it (``layer.__dict__["aimc_train_mvm"]``).
+it (``layer.__dict__["aimc_train_mvm"]``). With ``MixedPrecision(..., periphery=True)`` the hook sends the MVMs
+through the layers' DAC/ADC/output noise per tile instead (``aimc.train._mp_periphery``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from aimc.train._mp_periphery import periphery_forward
 
 HOOK_ATTR = "aimc_train_mvm"
 
@@ -113,6 +116,11 @@ class MVMHook:
 
     def __call__(self, layer: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
         w = getattr(layer, name) if name else layer.weight
+        opt = self._ref() if self._ref is not None else None
+        if opt is not None and opt.periphery and w in opt._pairs.slices:
+            y = periphery_forward(layer, name, x, w, opt.read_variance(w), opt._tile_run(layer, name, w))
+            bias = None if name else layer.bias
+            return y if bias is None else y + bias.view((1, -1) + (1,) * (y.dim() - 2))
         if name:  # LSTM matrix: x (N, in) → (N, 4H), no bias
             op = F.linear
             bias = None

@@ -7,7 +7,9 @@ The weights of the analog layers live on differential pairs of simulated PCM dev
    β·(G+ − G−), and the analog layers' training forward (a hook that ``MixedPrecision`` attaches,
    ``aimc.train._mp_mvm``) adds device read noise drawn fresh for every read, i.e. per input vector, in the
    forward and in the backward MVM; autograd's weight gradient δ·xᵀ stays the exact digital outer product. While
-   attached, the hook replaces the layers' hardware-aware training noise (``TrainingConfig.noise`` is not used);
+   attached, the hook replaces the layers' hardware-aware training noise (``TrainingConfig.noise`` is not used).
+   ``periphery=True`` also puts both MVMs through the layers' DAC, output noise, bound management and ADC, tile by
+   tile (``aimc.train._mp_periphery``);
 2. ``step()`` accumulates the SGD update in a float32 variable χ per weight: χ ← χ − lr·∂L/∂W;
 3. where |χ| ≥ ε (ε = the device's mean step at low conductance, in weight units: β·μ(g_reset, 0)), the device of
    the matching sign gets n = ⌊|χ|/ε⌋ blind SET pulses (no verification) and χ ← χ − sign(χ)·n·ε
@@ -54,6 +56,7 @@ from aimc.devices.pcm_training import PCMTrainingDevice
 from aimc.errors import ConfigError, StateError
 from aimc.train._mp_mvm import HOOK_ATTR, MVMHook
 from aimc.train._mp_pairs import BANK_KEYS, DevicePairs
+from aimc.train._mp_periphery import TileRun
 from aimc.train._mp_report import Counters, MixedPrecisionReport, NonFiniteGradientWarning
 
 __all__ = ["MixedPrecision", "MixedPrecisionReport", "NonFiniteGradientWarning"]
@@ -96,6 +99,10 @@ class MixedPrecision(torch.optim.Optimizer):
         drift: conductance drift over the simulated time.
         seconds_per_batch: simulated time per step, s (default 0.01); drift_every: steps between drift updates.
         max_pulses: cap on the pulses of one device per step (χ keeps what was not applied); ``None`` = no cap.
+        periphery: run the training MVMs through each layer's periphery (``config.periphery``: DAC, output noise,
+            bound management, ADC), tile by tile as at inference; the backward MVM scales δ per vector by its
+            abs-max. Off (default): ideal periphery, the devices' weights and read noise only. See
+            ``aimc.train._mp_periphery``.
 
     Raises:
         StateError: the model has no analog layers. ConfigError: an argument is out of range.
@@ -105,7 +112,8 @@ class MixedPrecision(torch.optim.Optimizer):
                  weight_range: float | None = None, range_factor: float = 6.0, accumulate: bool = True,
                  rounding: str | None = None, refresh: bool = True, refresh_upper: float = 0.75,
                  refresh_lower: float = 0.25, read_noise: bool = True, drift: bool = True,
-                 seconds_per_batch: float = 0.01, drift_every: int = 100, max_pulses: int | None = None):
+                 seconds_per_batch: float = 0.01, drift_every: int = 100, max_pulses: int | None = None,
+                 periphery: bool = False):
         from aimc.nn.convert import analog_layers  # lazy: aimc.nn imports aimc.train
 
         dev = PCMTrainingDevice() if device is None else device
@@ -127,6 +135,7 @@ class MixedPrecision(torch.optim.Optimizer):
         _check(isinstance(drift_every, int) and drift_every >= 1, p, f"drift_every={drift_every!r} must be ≥ 1")
         _check(max_pulses is None or (isinstance(max_pulses, int) and max_pulses >= 1), p,
                f"max_pulses={max_pulses!r} must be an integer ≥ 1 or None")
+        _check(isinstance(periphery, bool), p, f"periphery={periphery!r} must be True or False")
         if p:
             raise ConfigError("invalid MixedPrecision arguments: " + "; ".join(p) + ".")
         names: dict[nn.Parameter, str] = {}
@@ -148,6 +157,7 @@ class MixedPrecision(torch.optim.Optimizer):
         self.refresh, self.read_noise, self.drift = bool(refresh), bool(read_noise), bool(drift)
         self.refresh_upper, self.refresh_lower = float(refresh_upper), float(refresh_lower)
         self.seconds_per_batch, self.drift_every, self.max_pulses = float(seconds_per_batch), drift_every, max_pulses
+        self.periphery = periphery
         self._device_noise = any(r > 0 for r in dev.read_noise)
         self._gen = torch.Generator(device=first.device)
         self._gen.manual_seed(int(seed))
@@ -180,6 +190,16 @@ class MixedPrecision(torch.optim.Optimizer):
     def read_variance(self, param: nn.Parameter) -> torch.Tensor | None:
         """Per-weight read-noise variance (weight units², shape of ``param``), ``None`` if not ours or noise off."""
         return self._pairs.var_views.get(param) if self.read_noise_on else None
+
+    def _tile_run(self, layer: nn.Module, name: str, param: nn.Parameter) -> TileRun:
+        """Layout, periphery, input range and weight scale of one analog matrix's training MVMs."""
+        mat = layer.analog[name] if name else layer.analog
+        p = mat.config.periphery
+        label = f"{getattr(layer, 'aimc_name', '')}.{name}" if name else getattr(layer, "aimc_name", "")
+        r = mat.static_range(label) if p.input_range == "static" else None
+        o = self._pairs.slices[param][0]
+        w_scale = float(self._pairs.buf["beta"][o]) * self.device.g_sat if p.output_units == "normalized" else 1.0
+        return TileRun(mat.layout, p, r, w_scale, self._gen)
 
     def granularity(self) -> dict[str, float]:
         """{analog matrix name: ε in weight units}."""

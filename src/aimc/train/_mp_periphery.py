@@ -1,0 +1,136 @@
+"""Training MVMs of mixed-precision training through the periphery (``MixedPrecision(..., periphery=True)``).
+
+Each forward MVM y = W·x and each backward MVM δ_in = Wᵀ·δ is one read of the crossbar tiles of the layer's
+mapping (``layer.analog.layout``: 512×512 tiles by default), each tile with its own periphery, exactly as at
+inference (:func:`aimc.periphery.block_mvm`): input scaling into [−1, 1] → DAC → MVM with the devices' per-read
+noise → + output noise → iterative bound management → ADC at ±out_bound → undo the scaling; the partial outputs
+of the row tiles are summed digitally.
+
+* forward: the input range of the layer's config (static: the layer's range, set by calibration, by
+  ``periphery.input_bound`` or tracked as the running max |x| during training; dynamic: per-vector abs-max);
+* backward: the errors δ span orders of magnitude during training, so they are always scaled per vector by their
+  abs-max (aihwkit's backward noise management ``ABS_MAX``), then go through the same DAC/ADC/noise;
+* weight gradient δ·xᵀ: the exact digital outer product of the layer's input and error vectors (as without the
+  periphery); biases stay digital.
+
+Gradients pass the quantisers straight through: the input gradient is the transposed analog read itself.
+Weights are in weight units (``output_units = "weight"``) or divided by the matrix's weight range β·g_sat
+(``"normalized"``: full-scale conductance difference = 1), so out_noise and out_bound mean what they mean at
+inference. Convolutions are unfolded into patch vectors (``F.unfold``; its backward sums the patches' input
+gradients back onto the input, as the transposed reads of a crossbar would).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aimc.config import PeripheryConfig
+from aimc.periphery import block_mvm
+
+
+class TileRun(NamedTuple):
+    """What one analog matrix's periphery MVMs need: its tile layout, periphery, forward input range (``None`` =
+    per vector), weight scale (1 or the weight range, see the module docstring) and the noise generator."""
+
+    layout: object
+    periphery: PeripheryConfig
+    static_range: float | None
+    w_scale: float
+    generator: torch.Generator
+
+
+def _scale(v: torch.Tensor) -> torch.Tensor:
+    """Per-vector abs-max of ``v`` ``(M, n)`` as ``(M, 1)``; an all-zero vector gets a tiny scale, not 0/0."""
+    return v.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def tiled_mvm(x: torch.Tensor, w: torch.Tensor, var: torch.Tensor | None, run: TileRun, *,
+              transposed: bool = False) -> torch.Tensor:
+    """Periphery MVM of every tile: ``x`` ``(M, groups·rows)`` → ``(M, out)`` (or, ``transposed``, ``δ`` ``(M, out)``
+    → ``(M, groups·rows)``). ``w``, ``var``: ``(out, rows)`` weights and per-read noise variances (weight units;
+    ``None`` = no read noise)."""
+    lay, p, gen, s_w = run.layout, run.periphery, run.generator, run.w_scale
+    rows, out_pg = lay.rows, lay.out_features // lay.groups
+    if transposed:  # backward: per-vector abs-max scaling of δ whatever the forward's input range
+        p = dataclasses.replace(p, input_range="dynamic")
+        y = x.new_zeros(x.shape[0], lay.groups * rows)
+    else:
+        y = x.new_zeros(x.shape[0], lay.out_features)
+    for s, e in lay.row_bounds:
+        for cs, ce in lay.col_bounds:
+            g = cs // out_pg
+            r0, r1 = g * rows + s, g * rows + e
+            wt, vt = w[cs:ce, s:e], (var[cs:ce, s:e] if var is not None else None)
+            if transposed:
+                v, wt, vt = x[:, cs:ce], wt.t(), (vt.t() if vt is not None else None)
+            else:
+                v = x[:, r0:r1]
+            sc = run.static_range if (run.static_range is not None and not transposed) else _scale(v)
+            part = block_mvm(v / sc, wt / s_w, p, gen, read_var=vt / (s_w * s_w) if vt is not None else None)
+            part.mul_(sc * s_w)
+            if transposed:
+                y[:, r0:r1] += part
+            else:
+                y[:, cs:ce] += part
+    return y
+
+
+class _PeripheryMVM(torch.autograd.Function):
+    """y = tiled_mvm(x, w); backward: ∂x = tiled_mvm(δ, w, transposed), ∂w = δᵀ·x per group (digital)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, var: torch.Tensor | None,  # noqa: ANN001
+                run: TileRun) -> torch.Tensor:
+        ctx.save_for_backward(x, w, var)
+        ctx.run = run
+        with torch.no_grad():
+            return tiled_mvm(x, w, var, run)
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):  # noqa: ANN205
+        x, w, var = ctx.saved_tensors
+        run = ctx.run
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = tiled_mvm(gy, w, var, run, transposed=True)
+        if ctx.needs_input_grad[1]:
+            lay = run.layout
+            rows, out_pg = lay.rows, lay.out_features // lay.groups
+            gw = torch.cat([gy[:, g * out_pg:(g + 1) * out_pg].t() @ x[:, g * rows:(g + 1) * rows]
+                            for g in range(lay.groups)])
+        return gx, gw, None, None
+
+
+def periphery_forward(layer: nn.Module, name: str, x: torch.Tensor, w: torch.Tensor, var: torch.Tensor | None,
+                      run: TileRun) -> torch.Tensor:
+    """The training forward of an analog layer (without bias) through :func:`tiled_mvm`.
+
+    ``name`` = "" for Linear/Conv (``x`` its input), an LSTM weight's name for an LSTM matrix (``x`` ``(N, in)``).
+    """
+    if name or isinstance(layer, nn.Linear):
+        lead = x.shape[:-1]
+        y = _PeripheryMVM.apply(x.reshape(-1, x.shape[-1]), w, var, run)
+        return y.reshape(*lead, w.shape[0])
+    one_d = x.dim() == 3
+    k = tuple(layer.kernel_size) if not one_d else (1, *layer.kernel_size)
+    dil = tuple(layer.dilation) if not one_d else (1, *layer.dilation)
+    st = tuple(layer.stride) if not one_d else (1, *layer.stride)
+    pad = layer._reversed_padding_repeated_twice
+    if any(pad):
+        x = F.pad(x, pad, mode="constant" if layer.padding_mode == "zeros" else layer.padding_mode)
+    if one_d:
+        x = x.unsqueeze(2)
+    n, _, h, wd = x.shape
+    ho = (h - dil[0] * (k[0] - 1) - 1) // st[0] + 1
+    wo = (wd - dil[1] * (k[1] - 1) - 1) // st[1] + 1
+    cols = F.unfold(x, k, dilation=dil, stride=st)  # (N, C·kh·kw, L); its backward folds the patches back
+    vec = cols.transpose(1, 2).reshape(n * ho * wo, -1)
+    w2 = w.reshape(w.shape[0], -1)
+    y = _PeripheryMVM.apply(vec, w2, var.reshape(w2.shape) if var is not None else None, run)
+    y = y.view(n, ho * wo, -1).transpose(1, 2).reshape(n, -1, ho, wo)
+    return y.squeeze(2) if one_d else y
