@@ -64,18 +64,20 @@ def test_ideal_periphery_equals_the_plain_training_mvms(make, shape) -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_read_and_output_noise_add_up_as_the_equations_say() -> None:
-    """Var(y_i) = Σ_j σ²_ij·x_j² + (out_noise·s_x)², s_x = max|x| (dynamic range, weight units). 4,000 reads:
-    the sampled variance has a relative standard error √(2/3999) = 2.2 %; 5 standard errors allowed."""
+@pytest.mark.parametrize("units, s_w", [("weight", 1.0), ("normalized", 0.7)])
+def test_read_and_output_noise_add_up_as_the_equations_say(units, s_w) -> None:
+    """Var(y_i) = Σ_j σ²_ij·x_j² + (out_noise·s_x·s_w)², s_x = max|x| (dynamic range); s_w = 1 in weight units,
+    the weight range (here 0.7) in normalized units. 4,000 reads: the sampled variance has a relative standard
+    error √(2/3999) = 2.2 %; 5 standard errors allowed."""
     torch.manual_seed(0)
-    model = convert(nn.Linear(12, 5, bias=False), input_range="dynamic", out_noise=0.05)
-    opt = MixedPrecision(model, lr=0.1, seed=3, periphery=True)
+    model = convert(nn.Linear(12, 5, bias=False), input_range="dynamic", out_noise=0.05, output_units=units)
+    opt = MixedPrecision(model, lr=0.1, seed=3, periphery=True, weight_range=0.7)
     x = torch.randn(1, 12)
     with torch.no_grad():
         reads = torch.cat([model(x) for _ in range(4000)])
     var = opt.read_variance(model.weight)
     s_x = float(x.abs().max())
-    expected = (x.square() @ var.t()).squeeze(0) + (0.05 * s_x) ** 2
+    expected = (x.square() @ var.t()).squeeze(0) + (0.05 * s_x * s_w) ** 2
     torch.testing.assert_close(reads.mean(0), (x @ model.weight.t()).squeeze(0),
                                atol=float(5 * (expected / 4000).sqrt().max()), rtol=0)
     rel = reads.var(0) / expected
