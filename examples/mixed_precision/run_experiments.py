@@ -12,8 +12,9 @@ Experiments (``EXPERIMENTS`` below; each a fixed plan, no choice is made on test
 * ``cnn_val_lr``: the CNN, both methods, with the learning rate chosen on a validation split (``pilot_lr.py``);
 * ``lstm``: ``aimc.models.mnist_lstm`` on sequential MNIST (28 rows as 28 time steps; the LSTM's input and
   recurrent matrices and the output layer on PCM), all 60,000 training images.
-* ``mlp_periphery``: the MLP with ``MixedPrecision(periphery=True)`` and aihwkit's default periphery in the
-  forward and backward MVMs; its test accuracy is read through the same MVMs (periphery, fresh read noise).
+* ``mlp_periphery``, ``cnn_periphery``: the MLP / the CNN with ``MixedPrecision(periphery=True)`` and aihwkit's
+  default periphery in the forward and backward MVMs; test accuracy read through the same MVMs (periphery, fresh
+  read noise; batch norm with its running statistics).
 
 Both methods of one experiment share architecture, data, epochs, batch size, learning-rate schedule, the initial
 weights and the data order of a seed. Mixed precision uses the default ``PCMTrainingDevice`` with drift and
@@ -91,7 +92,14 @@ EXPERIMENTS: dict[str, Experiment] = {
     # in the forward and backward training MVMs and in the test reads; same lr as "mlp"
     "mlp_periphery": Experiment("mnist_mlp", epochs=20, lr=0.2, methods=("mixed_precision",),
                                 mp={"periphery": True}, periphery="aihwkit_default"),
+    # the CNN the same way, at its validation-chosen lr (cnn_val_lr)
+    "cnn_periphery": Experiment("mnist_cnn", epochs=5, lr=0.2, methods=("mixed_precision",),
+                                mp={"periphery": True}, periphery="aihwkit_default"),
 }
+
+
+FP_BASELINE = {"cnn_periphery": "cnn_val_lr"}
+"""Experiments without an fp run of their own: the experiment whose fp run they are compared with (default mlp)."""
 
 
 def _seed(*parts: int) -> int:
@@ -124,12 +132,18 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 20
 @torch.no_grad()
 def accuracy_through_mvms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
     """Test accuracy with every test vector read through the training MVMs (the devices with fresh read noise
-    per read and the periphery of ``MixedPrecision(periphery=True)``); for models without batch norm/dropout,
-    whose train mode computes the same function as eval mode."""
-    if any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)) for m in model.modules()):
-        raise ValueError("accuracy_through_mvms needs a model without batch norm and dropout")
+    per read and the periphery of ``MixedPrecision(periphery=True)``): the analog layers stay in train mode (their
+    MVM hook), batch norm and dropout are put in eval mode (running statistics, no dropout)."""
     model.train()
-    return sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch)) / len(x)
+    digital = [m for m in model.modules() if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout))]
+    for m in digital:
+        m.eval()
+    try:
+        return sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+                   for i in range(0, len(x), batch)) / len(x)
+    finally:
+        for m in digital:
+            m.train()
 
 
 def run(exp_name: str, exp: Experiment, method: str, seed: int, data, *, epochs: int | None = None,
@@ -223,7 +237,7 @@ def summary_markdown(rows: list[dict]) -> str:
         if not all("test_accuracy" in m for m in seeds.values()):
             continue  # the GAN has its own table (gan_markdown)
         acc = np.array([100 * m["test_accuracy"] for m in seeds.values()])
-        base = by.get((exp if (exp, "fp") in by else "mlp", "fp"), {})
+        base = by.get((exp if (exp, "fp") in by else FP_BASELINE.get(exp, "mlp"), "fp"), {})
         gaps = [100 * (seeds[s]["test_accuracy"] - base[s]["test_accuracy"]) for s in seeds if s in base]
         gap = f"{np.mean(gaps):+.2f}" if gaps and method != "fp" else "–"
         ppw = [m.get("pulses_per_weight_per_epoch", np.nan) for m in seeds.values()]
@@ -310,7 +324,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
         for key in keys:
             c = curves[key]
             eps = sorted(c)
-            label = LABELS.get(key, key[1].replace("_", " "))
+            label = LABELS.get(key, f"{key[0]}: {key[1].replace('_', ' ')}")
             n_seeds = len(c[eps[-1]])
             ax.plot(eps, [np.mean(c[k]) for k in eps], marker="o", ms=3,
                     label=label + (f" ({n_seeds} seeds)" if n_seeds > 1 else ""))
