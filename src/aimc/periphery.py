@@ -12,7 +12,7 @@ import torch
 
 from aimc.config import PeripheryConfig
 
-__all__ = ["dac_step", "adc_step", "quantize", "block_mvm", "quantize_input", "bm_allows"]
+__all__ = ["dac_step", "adc_step", "quantize", "block_mvm", "quantize_input", "bm_allows", "add_read_noise_"]
 
 
 def bm_allows(factor: float, p: PeripheryConfig) -> bool:
@@ -43,13 +43,20 @@ def quantize_input(x_n: torch.Tensor, p: PeripheryConfig) -> torch.Tensor:
     return quantize(x_n, dac_step(p.dac_bits), 1.0)
 
 
+def add_read_noise_(y: torch.Tensor, x: torch.Tensor, var_t: torch.Tensor,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """In place: the per-read device noise of the MVM ``y = x @ w_t``, output-referred: each output gets Gaussian
+    noise of variance Σ_j var_t[j, i]·x_j² (``var_t``: per-weight read variances laid out like ``w_t``)."""
+    std = ((x * x) @ var_t).sqrt_()
+    return y.addcmul_(std, torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype))
+
+
 def _analog(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig, generator: torch.Generator | None,
             read_var: torch.Tensor | None = None) -> torch.Tensor:
     x_q = quantize_input(x_n, p)
     y = x_q @ w.t()
-    if read_var is not None:  # per-read device noise, output-referred: variance Σ_j var_ij·x_j² per output
-        std = ((x_q * x_q) @ read_var.t()).sqrt_()
-        y = y.addcmul_(std, torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype))
+    if read_var is not None:
+        y = add_read_noise_(y, x_q, read_var.t(), generator)
     if p.out_noise > 0:
         y = y + p.out_noise * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
     return y

@@ -223,6 +223,23 @@ class _AnalogConvNd(AnalogLayer):
                                   row_unit=k)
         return new
 
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` padded as the convolution pads it (zeros or its ``padding_mode``)."""
+        pad = self._reversed_padding_repeated_twice
+        if not any(pad):
+            return x
+        return F.pad(x, pad, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
+
+    def _geometry(self, h: int, w: int, one_d: bool) -> tuple[tuple[int, int], ...]:
+        """Kernel size, dilation, stride as 2-d tuples (a Conv1d runs as 2-d with height 1) and the output size
+        ``(ho, wo)`` for a padded input of height ``h`` and width ``w``."""
+        k = tuple(self.kernel_size) if not one_d else (1, *self.kernel_size)
+        dil = tuple(self.dilation) if not one_d else (1, *self.dilation)
+        st = tuple(self.stride) if not one_d else (1, *self.stride)
+        ho = (h - dil[0] * (k[0] - 1) - 1) // st[0] + 1
+        wo = (w - dil[1] * (k[1] - 1) - 1) // st[1] + 1
+        return k, dil, st, (ho, wo)
+
     @torch.compiler.disable  # eager under torch.compile, like tiles_forward (chunk shapes vary per layer)
     def _unfolded_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Matrix path: pad, unfold patches, per-tile MVMs, fold back. ``x`` is ``(B, C, *spatial)``.
@@ -235,19 +252,15 @@ class _AnalogConvNd(AnalogLayer):
         # reused buffers cannot be part of an autograd graph: with a gradient to x, every chunk gets new tensors
         reuse = not (x.requires_grad and torch.is_grad_enabled())
         zero_pad = self.padding_mode == "zeros" and reuse
-        if any(pad) and not zero_pad:  # reflect / replicate / circular (or autograd): pad the whole input once
-            x = F.pad(x, pad, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
+        if not zero_pad:  # reflect / replicate / circular (or autograd): pad the whole input once
+            x = self._pad(x)
         one_d = x.dim() == 3
         if one_d:  # Conv1d: run as 2-d with height 1
             x = x.unsqueeze(2)
         pl, pr, pt, pb = (((*pad, 0, 0) if one_d else tuple(pad)) if zero_pad else (0, 0, 0, 0))
-        k = tuple(self.kernel_size) if not one_d else (1, *self.kernel_size)
-        dil = tuple(self.dilation) if not one_d else (1, *self.dilation)
-        st = tuple(self.stride) if not one_d else (1, *self.stride)
         b, c, h, w = x.shape
         hp, wp = h + pt + pb, w + pl + pr  # padded size
-        ho = (hp - dil[0] * (k[0] - 1) - 1) // st[0] + 1
-        wo = (wp - dil[1] * (k[1] - 1) - 1) // st[1] + 1
+        k, dil, st, (ho, wo) = self._geometry(hp, wp, one_d)
         p = self.analog.config.periphery
         dynamic = p.input_range == "dynamic"
         dac = dac_step(p.dac_bits) if p.dac_bits is not None else None

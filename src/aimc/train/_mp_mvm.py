@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aimc.periphery import add_read_noise_
 from aimc.train._mp_periphery import periphery_forward
 
 HOOK_ATTR = "aimc_train_mvm"
@@ -37,17 +38,14 @@ class _NoisyLinear(torch.autograd.Function):
         ctx.save_for_backward(x, w, var)
         ctx.gen = gen
         y = x @ w.t() if bias is None else torch.addmm(bias, x, w.t())
-        std = ((x * x) @ var.t()).sqrt_()
-        return y.addcmul_(std, torch.randn(y.shape, generator=gen, device=y.device, dtype=y.dtype))
+        return add_read_noise_(y, x, var.t(), gen)
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):  # noqa: ANN205
         x, w, var = ctx.saved_tensors
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = gy @ w
-            std = ((gy * gy) @ var).sqrt_()
-            gx.addcmul_(std, torch.randn(gx.shape, generator=ctx.gen, device=gx.device, dtype=gx.dtype))
+            gx = add_read_noise_(gy @ w, gy, var, ctx.gen)
         if ctx.needs_input_grad[1]:
             gw = gy.t() @ x
         if ctx.needs_input_grad[2]:
@@ -109,10 +107,6 @@ class MVMHook:
     def __reduce__(self):  # noqa: ANN204
         return (_dead, ())
 
-    def _var(self, param: nn.Parameter) -> tuple[torch.Tensor | None, torch.Generator | None]:
-        opt = self._ref() if self._ref is not None else None
-        var = opt.read_variance(param) if opt is not None else None
-        return (var, opt._gen) if var is not None else (None, None)
 
     def __call__(self, layer: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
         w = getattr(layer, name) if name else layer.weight
@@ -128,7 +122,8 @@ class MVMHook:
             op, bias = F.linear, layer.bias
         else:  # convolution (padding modes and string paddings handled by the layer's own _conv_forward)
             op, bias = (lambda inp, wt: layer._conv_forward(inp, wt, None)), layer.bias
-        var, gen = self._var(w)
+        var = opt.read_variance(w) if opt is not None else None
+        gen = opt._gen if var is not None else None
         if op is F.linear:
             if var is None:
                 return F.linear(x, w, bias)

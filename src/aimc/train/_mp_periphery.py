@@ -117,17 +117,11 @@ def periphery_forward(layer: nn.Module, name: str, x: torch.Tensor, w: torch.Ten
         y = _PeripheryMVM.apply(x.reshape(-1, x.shape[-1]), w, var, run)
         return y.reshape(*lead, w.shape[0])
     one_d = x.dim() == 3
-    k = tuple(layer.kernel_size) if not one_d else (1, *layer.kernel_size)
-    dil = tuple(layer.dilation) if not one_d else (1, *layer.dilation)
-    st = tuple(layer.stride) if not one_d else (1, *layer.stride)
-    pad = layer._reversed_padding_repeated_twice
-    if any(pad):
-        x = F.pad(x, pad, mode="constant" if layer.padding_mode == "zeros" else layer.padding_mode)
+    x = layer._pad(x)
     if one_d:
         x = x.unsqueeze(2)
     n, _, h, wd = x.shape
-    ho = (h - dil[0] * (k[0] - 1) - 1) // st[0] + 1
-    wo = (wd - dil[1] * (k[1] - 1) - 1) // st[1] + 1
+    k, dil, st, (ho, wo) = layer._geometry(h, wd, one_d)
     cols = F.unfold(x, k, dilation=dil, stride=st)  # (N, C·kh·kw, L); its backward folds the patches back
     vec = cols.transpose(1, 2).reshape(n * ho * wo, -1)
     w2 = w.reshape(w.shape[0], -1)
