@@ -224,6 +224,11 @@ def _eval_wall(run: Path) -> list[str]:
             "(`benchmarks/bench_cifar_cell.py`), an `aihwkit_default` cell about three."]
 
 
+def _fmt(m: float, ci: float, n: int) -> str:
+    """Mean ± 95 % CI half-width (the half-width only with n > 1)."""
+    return f"{m:.2f} ± {ci:.2f} (n={n})" if n > 1 else f"{m:.2f} (n={n})"
+
+
 def _realistic_io(s: pd.DataFrame) -> list[str]:
     """Sweep (f): the same networks and test images with aihwkit's default periphery, next to the ideal one."""
     if not len(s[s["periphery"] == "aihwkit_default"]):
@@ -244,10 +249,7 @@ def _realistic_io(s: pd.DataFrame) -> list[str]:
                 r, cr, nr = _mean(s, model, comp, t, "aihwkit_default")
                 if na == 0 or nr == 0:
                     continue
-                def fmt(m: float, ci: float, n: int) -> str:
-                    return f"{m:.2f} ± {ci:.2f} (n={n})" if n > 1 else f"{m:.2f} (n={n})"
-
-                out.append(f"| {model} | {format_time(t)} | {comp} | {fmt(a, ca, na)} | {fmt(r, cr, nr)} | "
+                out.append(f"| {model} | {format_time(t)} | {comp} | {_fmt(a, ca, na)} | {_fmt(r, cr, nr)} | "
                            f"{a - r:.2f} |")
     g1, gb1 = _mean(s, "hwa", "gdc", DAY, "aihwkit_default")[0], _mean(s, "hwa", "gdc+bn", DAY, "aihwkit_default")[0]
     if g1 == g1 and gb1 == gb1:

@@ -121,12 +121,17 @@ def build(name: str, seed: int) -> nn.Module:
     return aimc.models.get_model(name)
 
 
+def _fraction_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
+    """Fraction of ``x`` that ``model`` classifies as ``y``, in its current modes, ``batch`` images at a time."""
+    return sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch)) / len(x)
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
     model.eval()
-    correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+    acc = _fraction_correct(model, x, y, batch)
     model.train()
-    return correct / len(x)
+    return acc
 
 
 @torch.no_grad()
@@ -139,8 +144,7 @@ def accuracy_through_mvms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ba
     for m in digital:
         m.eval()
     try:
-        return sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
-                   for i in range(0, len(x), batch)) / len(x)
+        return _fraction_correct(model, x, y, batch)
     finally:
         for m in digital:
             m.train()
