@@ -1,6 +1,11 @@
-"""Small purpose-built models and data for the tests."""
+"""Small purpose-built models and data for the tests, and loading the example scripts."""
 
 import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
 
 import torch
 from torch import nn
@@ -28,3 +33,28 @@ def batches(n=64, batch=16, shape=(3, 8, 8), classes=5, seed=0):
     x = torch.randn(n, *shape, generator=g)
     y = torch.randint(0, classes, (n,), generator=g)
     return [(x[i:i + batch], y[i:i + batch]) for i in range(0, n, batch)]
+
+
+def require_mnist() -> None:
+    """Skip the calling test when the MNIST file (``../shared/data/mnist.npz``) is not available."""
+    from aimc.data import default_data_root
+
+    try:
+        if not (default_data_root() / "mnist.npz").is_file():
+            pytest.skip("MNIST file not available")
+    except Exception:  # noqa: BLE001 - no data directory at all
+        pytest.skip("MNIST file not available")
+
+
+def load_example(path: Path, name: str):  # noqa: ANN201
+    """Import the example script ``path`` as module ``name``, registered in ``sys.modules`` (dataclasses look
+    their module up there); the caller removes it when done. Nothing is left registered if the import fails."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return mod

@@ -376,20 +376,15 @@ def test_hook_survives_copy_and_pickle_and_detaches() -> None:
 def test_experiment_script_quick_and_resume(tmp_path) -> None:
     """examples/mixed_precision/run_experiments.py --quick: rows for both methods, a re-run skips them."""
     import csv
-    import importlib.util
     import sys
     from pathlib import Path
 
-    from aimc.data import default_data_root
+    from helpers import load_example, require_mnist
 
-    if not (default_data_root() / "mnist.npz").is_file():
-        pytest.skip("MNIST file not available")
+    require_mnist()
     script = Path(__file__).resolve().parents[1] / "examples" / "mixed_precision" / "run_experiments.py"
-    spec = importlib.util.spec_from_file_location("mp_run_experiments", script)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up in sys.modules
+    mod = load_example(script, "mp_run_experiments")
     try:
-        spec.loader.exec_module(mod)
         args = ["--quick", "--out", str(tmp_path), "--only", "mlp,mlp_periphery", "--seeds", "0"]
         assert mod.main(args) == 0
         path = tmp_path / mod.CSV_NAME
@@ -404,4 +399,4 @@ def test_experiment_script_quick_and_resume(tmp_path) -> None:
         assert mod.main(["--report", "--out", str(tmp_path)]) == 0
         assert (tmp_path / "mixed_precision_curves.png").is_file()
     finally:
-        del sys.modules[spec.name]
+        del sys.modules["mp_run_experiments"]

@@ -2,12 +2,12 @@
 it writes one finite row per (method, lr) and never loads the MNIST test set."""
 
 import csv
-import importlib.util
 import math
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_example, require_mnist
 
 import aimc.data
 
@@ -16,16 +16,10 @@ DIR = Path(__file__).resolve().parents[1] / "examples" / "mixed_precision"
 
 @pytest.fixture
 def pilot(monkeypatch):
-    try:
-        if not (aimc.data.default_data_root() / "mnist.npz").is_file():
-            pytest.skip("MNIST file not available")
-    except Exception:  # noqa: BLE001 - no data directory at all
-        pytest.skip("MNIST file not available")
+    require_mnist()
     monkeypatch.syspath_prepend(str(DIR))
-    spec = importlib.util.spec_from_file_location("pilot_gan_lr", DIR / "pilot_gan_lr.py")
-    mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, mod)
-    spec.loader.exec_module(mod)
+    mod = load_example(DIR / "pilot_gan_lr.py", "pilot_gan_lr")
+    monkeypatch.setitem(sys.modules, "pilot_gan_lr", mod)  # removed again after the test
     return mod
 
 

@@ -1,39 +1,20 @@
 """The noise-injection example (examples/noise_injection_mnist.py) in --quick mode: outputs, resume, η_inf = 0."""
 
 import csv
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import load_example, require_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "noise_injection_mnist.py"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("noise_injection_mnist", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up in sys.modules
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        del sys.modules[spec.name]
-        raise
-    return mod
-
-
 @pytest.fixture(scope="module")
 def script():
-    from aimc.data import default_data_root
-
-    try:
-        if not (default_data_root() / "mnist.npz").is_file():
-            pytest.skip("MNIST file not available")
-    except Exception:  # noqa: BLE001 - no data directory at all
-        pytest.skip("MNIST file not available")
-    return _load_script()
+    require_mnist()
+    return load_example(SCRIPT, "noise_injection_mnist")
 
 
 def _rows(path):
