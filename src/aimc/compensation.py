@@ -14,6 +14,7 @@ from torch import nn
 
 from aimc.errors import DataError, StateError
 from aimc.inference import model_device
+from aimc.metrics import batch_size, float_dtype, model_inputs, move_batch
 
 __all__ = ["recalibrate_bn"]
 
@@ -24,47 +25,57 @@ def recalibrate_bn(model: nn.Module, data: Iterable, n_images: int | None = None
     """Re-estimate the running statistics of every BatchNorm layer on the model as it is now (drifted).
 
     Analog layers stay in eval mode (drifted weights), BN layers use cumulative averaging over all calibration
-    images (``momentum=None``); labels, if present, are ignored. In place.
+    samples (``momentum=None``); labels, if present, are ignored. In place when it succeeds; if it fails or is
+    interrupted (an error, Ctrl-C), every BN layer is left with the statistics it had before.
 
     Args:
         model: a (converted, programmed, ``at_time``-ed) model with BatchNorm layers.
-        data: iterable of batches: tensors or ``(inputs, labels)`` tuples.
-        n_images: stop after this many images (Joshi et al. use 2,600 for CIFAR-10); ``None`` = all of ``data``.
+        data: iterable of batches, the same kinds :func:`aimc.evaluate` takes: input tensors, ``(inputs, labels)``
+            tuples, or dicts (passed to the model as keyword arguments without ``"labels"``). Floating-point
+            inputs are cast to the model's dtype.
+        n_images: stop after this many samples (Joshi et al. use 2,600 CIFAR-10 images); ``None`` = all of
+            ``data``.
 
     Returns:
-        The number of images used.
+        The number of samples used.
     """
     bns = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
     if not bns:
         raise StateError("recalibrate_bn: the model has no BatchNorm layer with running statistics; "
                          "use compensation 'gdc' instead of 'gdc+bn'.")
-    if n_images is not None and (not isinstance(n_images, int) or n_images < 1):
+    if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1):
         raise DataError(f"n_images={n_images!r} must be a positive integer (or None for all of the data).")
-    was_training = model.training
-    saved = [(m, m.momentum) for m in bns]
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [(m, m.momentum, {k: v.clone() for k, v in m.state_dict().items()}) for m in bns]
     model.eval()
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
         m.train()
     used = 0
-    dev = model_device(model)
+    dev, dtype = model_device(model), float_dtype(model)
+    ok = False
     try:
         with torch.no_grad():
             for batch in data:
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                if n_images is not None:
-                    x = x[: n_images - used]
-                if len(x) == 0:
+                batch = move_batch(batch, dev)
+                n = None if n_images is None else n_images - used
+                args, kwargs = model_inputs(batch, dtype, n=n)
+                size = batch_size(args, kwargs)
+                if size == 0:
                     break
-                model(x.to(dev))
-                used += len(x)
+                model(*args, **kwargs)
+                used += size
                 if n_images is not None and used >= n_images:
                     break
+        if used == 0:
+            raise DataError("recalibrate_bn got no calibration images; pass a non-empty iterable of batches.")
+        ok = True
     finally:
-        for m, mom in saved:
+        for m, mom, state in saved:
             m.momentum = mom
-        model.train(was_training)
-    if used == 0:
-        raise DataError("recalibrate_bn got no calibration images; pass a non-empty iterable of batches.")
+            if not ok:
+                m.load_state_dict(state)
+        for m, training in modes:
+            m.training = training
     return used

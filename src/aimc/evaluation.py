@@ -8,10 +8,12 @@ BN statistics are restored afterwards).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,54 +23,90 @@ from torch import nn
 from aimc.compensation import recalibrate_bn
 from aimc.errors import ConfigError, DataError, NonFiniteError
 from aimc.inference import at_time, check_seed, check_time, model_device, program
+from aimc.metrics import Metric, float_dtype, get_metric, logits_of, model_inputs, move_batch
 from aimc.nn.layers import has_non_finite
+from aimc.nn.tile import AnalogMatrix
 
-__all__ = ["evaluate", "evaluate_seed", "accuracy", "Results", "COMPENSATIONS", "summarize"]
+__all__ = ["evaluate", "evaluate_seed", "score", "accuracy", "Results", "COMPENSATIONS", "summarize"]
 
 COMPENSATIONS = ("none", "gdc", "gdc+bn")
 
 
-def accuracy(model: nn.Module, data: Iterable, *, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-             channels_last: bool = False) -> float:
-    """Top-1 accuracy (fraction) of ``model`` in eval mode over ``data`` (iterable of ``(inputs, labels)``).
+def score(model: nn.Module, data: Iterable, metric: str | Callable | Metric = "accuracy", *,
+          forward: Callable[..., Any] | None = None, channels_last: bool = False) -> float:
+    """``metric`` of ``model`` in its current mode over ``data`` (see :mod:`aimc.metrics` for batches and outputs).
+
+    Every batch is moved to the model's device; floating-point inputs are cast to the model's dtype (a float64
+    numpy array into a float32 model); the metric's ``(sum, count)`` pairs are added over all batches.
 
     ``forward``: what to call instead of ``model`` (e.g. ``torch.compile(model)``); the analog layers skip their
     per-layer NaN/Inf input checks inside a compiled graph, so the model's input and output are checked here.
     ``channels_last``: pass 4-D inputs in channels-last memory format (convolutions then run in NHWC; same results
     up to float rounding, 10-15 % faster for the ResNets on this CPU, see ``benchmarks/bench_fast.py``).
     """
-    correct = total = 0
-    dev = model_device(model)
+    m = get_metric(metric)
+    total, count, n_batches = 0.0, 0, 0
+    dev, dtype = model_device(model), float_dtype(model)
     compiled = forward is not None
     forward = forward or model
     with torch.inference_mode():
         for batch in data:
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise DataError("evaluation data must yield (inputs, labels) batches, e.g. a DataLoader over a "
-                                f"TensorDataset; got a {type(batch).__name__}.")
-            x, y = batch[0].to(dev), batch[1].to(dev)
-            if channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            out = forward(x)
-            if compiled and (has_non_finite(x) or has_non_finite(out)):
+            batch = move_batch(batch, dev)
+            args, kwargs = model_inputs(batch, dtype, channels_last=channels_last)
+            out = forward(*args, **kwargs)
+            if compiled and _non_finite(args, kwargs, out):
                 raise NonFiniteError("the model's input or output holds NaN/Inf; check the data, or run without "
                                      "compile to find the layer where it first appears.")
-            if out.dim() != 2 or out.shape[0] != len(y):
-                raise DataError(f"model output has shape {tuple(out.shape)}, expected (batch, classes) with "
-                                f"batch = {len(y)} labels.")
-            correct += int((out.argmax(dim=1) == y).sum())
-            total += len(y)
-    if total == 0:
+            s, c = _pair(m, m.fn(out, batch))
+            total += s
+            count += c
+            n_batches += 1
+    if n_batches == 0:
         raise DataError("evaluation data is empty; pass a non-empty iterable of (inputs, labels) batches.")
-    return correct / total
+    return m.value(total, count)
 
 
-def summarize(table: pd.DataFrame, by: Sequence[str] = ("compensation", "t_seconds")) -> pd.DataFrame:
-    """Mean, std, n and the 95 % confidence interval of the mean (Student t) of ``accuracy`` per group."""
+def accuracy(model: nn.Module, data: Iterable, *, forward: Callable[..., Any] | None = None,
+             channels_last: bool = False) -> float:
+    """Top-1 accuracy (fraction) of ``model`` over ``data`` (iterable of ``(inputs, labels)``): :func:`score`."""
+    return score(model, data, "accuracy", forward=forward, channels_last=channels_last)
+
+
+def _pair(m: Metric, res: Any) -> tuple[float, int | float]:
+    """A metric's ``(sum, count)`` as Python numbers, checked."""
+    try:
+        s, c = res
+        s, c = (float(s), (int(c) if float(c) == int(c) else float(c)))
+    except (TypeError, ValueError, RuntimeError):
+        raise DataError(f"metric {m.name!r} returned {res!r}; a metric returns (sum, count) per batch, e.g. "
+                        "(correct, batch size) or (summed loss, tokens).") from None
+    if c < 0 or not math.isfinite(c):
+        raise DataError(f"metric {m.name!r} returned count {c}; counts are finite and ≥ 0.")
+    return s, c
+
+
+def _non_finite(args: tuple, kwargs: dict, out: Any) -> bool:
+    tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    try:
+        tensors.append(logits_of(out))
+    except DataError:
+        pass
+    return any(has_non_finite(t) for t in tensors)
+
+
+def summarize(table: pd.DataFrame, by: Sequence[str] = ("compensation", "t_seconds"),
+              value: str = "accuracy") -> pd.DataFrame:
+    """Mean, std, n and the 95 % confidence interval of the mean (Student t) of column ``value`` per group.
+
+    The statistics are over the table's rows (one per seed, i.e. per programmed chip): for perplexity, each seed's
+    perplexity comes from all of that seed's tokens, and the mean and CI are over the per-seed perplexities.
+    """
     from scipy import stats
 
+    if value not in table.columns:
+        raise DataError(f"the results table has no column {value!r} (columns {list(table.columns)}).")
     by = [c for c in by if c in table.columns]
-    g = table.groupby(by, sort=False)["accuracy"]
+    g = table.groupby(by, sort=False)[value]
     s = g.agg(mean="mean", std="std", n="count").reset_index()
     s["std"] = s["std"].fillna(0.0)
     half = [float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else float("nan")
@@ -83,34 +121,47 @@ class Results:
     """Outcome of :func:`evaluate`.
 
     Attributes:
-        table: tidy DataFrame, one row per (model, compensation, t_seconds, seed); ``accuracy`` is a fraction.
+        table: tidy DataFrame, one row per (model, compensation, t_seconds, seed); the last column is named after
+            the metric (``accuracy`` as a fraction, ``top5``, ``perplexity``, ``nll``, a callable's name).
+        metric: the :class:`aimc.metrics.Metric` scored (name, direction, unit).
     """
 
     table: pd.DataFrame
+    metric: Metric = field(default_factory=lambda: get_metric("accuracy"))
 
     def summary(self) -> pd.DataFrame:
-        """Mean, std, n, 95 % CI per (model, compensation, t_seconds)."""
-        return summarize(self.table, ("model", "compensation", "t_seconds"))
+        """Mean, std, n, 95 % CI of the metric per (model, compensation, t_seconds)."""
+        return summarize(self.table, ("model", "compensation", "t_seconds"), self.metric.name)
 
     def to_markdown(self) -> str:
-        """The summary as a Markdown table (accuracy in %)."""
-        return summary_markdown(self.summary())
+        """The summary as a Markdown table (accuracies in %)."""
+        return summary_markdown(self.summary(), self.metric)
 
-    def plot(self, path: str | None = None, *, title: str = "Accuracy after programming"):  # noqa: ANN201
-        """Accuracy (mean ± 95 % CI) vs time on a log axis, one line per (model, compensation)."""
-        return plot_summary(self.summary(), path, title=title)
+    def plot(self, path: str | None = None, *, title: str | None = None):  # noqa: ANN201
+        """The metric (mean ± 95 % CI) vs time on a log axis, one line per (model, compensation)."""
+        return plot_summary(self.summary(), path, title=title, metric=self.metric)
 
 
-def summary_markdown(s: pd.DataFrame) -> str:
-    """Render a :func:`summarize` table as Markdown, accuracies in %."""
+def _fmt(m: Metric, v: float) -> str:
+    if m.percent:
+        return f"{100 * v:.2f}"
+    return f"{v:.2f}" if 1 <= abs(v) < 1e6 else f"{v:.4g}"
+
+
+def summary_markdown(s: pd.DataFrame, metric: str | Callable | Metric = "accuracy") -> str:
+    """Render a :func:`summarize` table as Markdown; accuracies in %, the metric's direction in the header."""
+    m = get_metric(metric)
     cols = [c for c in ("model", "compensation") if c in s.columns]
-    head = "| " + " | ".join([*cols, "t", "mean acc. (%)", "std (%)", "95 % CI (%)", "n"]) + " |"
+    unit = " (%)" if m.percent else ""
+    name = "acc." if m.name == "accuracy" else (m.label or m.name)
+    head = "| " + " | ".join([*cols, "t", f"mean {name}{unit}", f"std{unit}", f"95 % CI{unit}", "n"]) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 5)]
     for _, r in s.iterrows():
-        ci = "—" if math.isnan(r["ci95_low"]) else f"{100 * r['ci95_low']:.2f} – {100 * r['ci95_high']:.2f}"
+        ci = "—" if math.isnan(r["ci95_low"]) else f"{_fmt(m, r['ci95_low'])} – {_fmt(m, r['ci95_high'])}"
         lines.append("| " + " | ".join([*(str(r[c]) for c in cols), format_time(r["t_seconds"]),
-                                       f"{100 * r['mean']:.2f}", f"{100 * r['std']:.2f}", ci,
-                                       str(int(r["n"]))]) + " |")
+                                       _fmt(m, r["mean"]), _fmt(m, r["std"]), ci, str(int(r["n"]))]) + " |")
+    if m.direction:
+        lines.append(f"\n{(m.label or m.name).capitalize()}: {m.direction}.")
     return "\n".join(lines)
 
 
@@ -122,24 +173,36 @@ def format_time(t: float) -> str:
     return f"{t:.3g} s"
 
 
-def plot_summary(s: pd.DataFrame, path: str | None = None, *, title: str = "Accuracy after programming"):  # noqa: ANN201
-    """Plot a :func:`summarize` table: accuracy (%) vs time (log axis) with 95 % CI error bars."""
+def plot_summary(s: pd.DataFrame, path: str | None = None, *, title: str | None = None,  # noqa: ANN201
+                 metric: str | Callable | Metric = "accuracy"):
+    """Plot a :func:`summarize` table: the metric vs time (log axis) with 95 % CI error bars.
+
+    Accuracies in %; the y label names the metric and its direction ("lower is better" for perplexity), and a
+    positive metric spanning more than a factor 20 (perplexity after long drift) gets a log y axis.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    m = get_metric(metric)
+    scale = 100.0 if m.percent else 1.0
     fig, ax = plt.subplots(figsize=(7, 4.5))
     keys = [c for c in ("model", "compensation") if c in s.columns]
     for key, grp in s.groupby(keys, sort=False):
         grp = grp.sort_values("t_seconds")
         err = np.nan_to_num(grp["ci95_high"].to_numpy() - grp["mean"].to_numpy())
         label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-        ax.errorbar(grp["t_seconds"], 100 * grp["mean"], yerr=100 * err, marker="o", capsize=3, label=label)
+        ax.errorbar(grp["t_seconds"], scale * grp["mean"], yerr=scale * err, marker="o", capsize=3, label=label)
     ax.set_xscale("log")
+    lo, hi = float(s["mean"].min()), float(s["mean"].max())
+    if not m.percent and lo > 0 and hi / lo > 20:
+        ax.set_yscale("log")
     ax.set_xlabel("time after programming (s)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
+    ylabel = "test accuracy (%)" if m.name == "accuracy" else f"test {m.title}"
+    ax.set_ylabel(ylabel + (f"\n{m.direction}" if m.direction else ""))
+    default = "Accuracy after programming" if m.name == "accuracy" else f"{(m.label or m.name).capitalize()} after programming"
+    ax.set_title(title or default)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -163,28 +226,46 @@ def _validate_grid(times: Iterable[float], seeds: Iterable[int], compensation: s
     return times, seeds, comps
 
 
+_KEYS = ("model", "compensation", "t_seconds", "seed")
+
+
 def evaluate(model: nn.Module, data: Iterable, times: Iterable[float], seeds: Iterable[int],
-             compensation: str | Sequence[str] = ("none", "gdc"), *, calib: Iterable | None = None,
-             n_calib: int | None = None, name: str = "analog", progress: bool = True,
+             compensation: str | Sequence[str] = ("none", "gdc"), *, metric: str | Callable | Metric = "accuracy",
+             calib: Iterable | None = None, n_calib: int | None = None, name: str = "analog", progress: bool = True,
              compile: bool = False, channels_last: bool = False) -> Results:  # noqa: A002
-    """Accuracy of a converted model over times × seeds × compensations.
+    """A metric (accuracy by default) of a converted model over times × seeds × compensations.
+
+    The model leaves as it came in, also when interrupted (Ctrl-C) or when an error is raised: its programmed
+    state (conductances, drift exponents, time, GDC factors, read-noise generator), batch-norm statistics and
+    train/eval mode are restored. While it runs it holds the entry state besides the state being evaluated (for a
+    model that came in programmed, twice its device state in memory).
 
     Args:
         model: a model returned by :func:`aimc.convert` (programmed here, once per seed).
-        data: iterable of ``(inputs, labels)`` batches (e.g. a ``DataLoader``); re-iterated for every cell.
+        data: iterable of batches, re-iterated for every cell: ``(inputs, labels)`` tuples (e.g. a
+            ``DataLoader``), dicts such as ``{"input_ids": ..., "labels": ...}`` (passed to the model as keyword
+            arguments without the labels), or input tensors; see :mod:`aimc.metrics`. Floating-point inputs are
+            cast to the model's dtype (float64 arrays from numpy into a float32 model).
         times: seconds after programming (each ≥ 0).
         seeds: integer seeds ≥ 0, one programmed chip each.
         compensation: any of ``"none"``, ``"gdc"``, ``"gdc+bn"``.
-        calib: unlabeled calibration batches for ``"gdc+bn"`` (labels ignored).
-        n_calib: calibration images per BN re-estimation (``None`` = all of ``calib``).
+        metric: ``"accuracy"`` (top-1), ``"top5"`` (any ``"topK"``), ``"perplexity"`` or ``"nll"`` (causal language
+            models, labels shifted inside, -100 ignored), a callable ``metric(output, batch) -> (sum, count)``, or
+            an :class:`aimc.metrics.Metric`. It names the table's value column.
+        calib: calibration batches for ``"gdc+bn"``, of the same kinds as ``data`` (labels ignored).
+        n_calib: calibration samples per BN re-estimation (``None`` = all of ``calib``).
         name: value of the ``model`` column.
         progress: show a progress bar.
-        compile: run the forward passes through ``torch.compile`` (same accuracies up to float rounding).
-        channels_last: feed 4-D inputs in channels-last memory format (same accuracies up to float rounding).
+        compile: run the forward passes through ``torch.compile`` (same results up to float rounding).
+        channels_last: feed 4-D inputs in channels-last memory format (same results up to float rounding).
 
     Returns:
         :class:`Results` with one row per (compensation, t_seconds, seed).
     """
+    m = get_metric(metric)
+    if m.name in _KEYS:
+        raise ConfigError(f"metric name {m.name!r} clashes with a column of the results table; name it otherwise "
+                          "(aimc.metrics.Metric(name=..., fn=...)).")
     times, seeds, comps = _validate_grid(times, seeds, compensation)
     if "gdc+bn" in comps and calib is None:
         raise ConfigError("compensation 'gdc+bn' needs calibration data: pass calib=<iterable of batches> "
@@ -194,42 +275,82 @@ def evaluate(model: nn.Module, data: Iterable, times: Iterable[float], seeds: It
         task = bars.add(f"evaluating {name}", len(seeds) * len(times) * len(comps))
         for seed in seeds:
             cells = [(t, c) for t in times for c in comps]
-            for row in evaluate_seed(model, data, seed, cells, calib=calib, n_calib=n_calib, compile=compile,
-                                     channels_last=channels_last):
-                rows.append({"model": name, **row})
-                bars.advance(task)
-    return Results(pd.DataFrame(rows, columns=["model", "compensation", "t_seconds", "seed", "accuracy"]))
+            # closing(): the generator's `finally` (which restores the model) runs now, also on Ctrl-C between cells
+            with contextlib.closing(evaluate_seed(model, data, seed, cells, calib=calib, n_calib=n_calib,
+                                                  compile=compile, channels_last=channels_last, metric=m)) as gen:
+                for row in gen:
+                    rows.append({"model": name, **row})
+                    bars.advance(task)
+    return Results(pd.DataFrame(rows, columns=[*_KEYS, m.name]), m)
 
 
 def evaluate_seed(model: nn.Module, data: Iterable, seed: int, cells: Sequence[tuple[float, str]], *,
                   calib: Iterable | None = None, n_calib: int | None = None, compile: bool = False,  # noqa: A002
-                  channels_last: bool = False):  # noqa: ANN201
-    """Program ``model`` with ``seed`` and score each ``(t_seconds, compensation)`` cell; yields one row per cell.
+                  channels_last: bool = False, metric: str | Callable | Metric = "accuracy"):  # noqa: ANN201
+    """Program ``model`` with ``seed`` and score each ``(t_seconds, compensation)`` cell; yields one row per cell
+    ``{"compensation", "t_seconds", "seed", <metric name>}``.
 
     ``compile``: score through ``torch.compile(model)`` (compiled once per process and input shape; same
-    accuracies as eager up to float rounding; see ``benchmarks/bench_fast.py`` for when it pays).
+    results as eager up to float rounding; see ``benchmarks/bench_fast.py`` for when it pays).
 
-    BN statistics changed by ``gdc+bn`` are restored after each cell; the model's train/eval mode is restored at
-    the end. Each cell's result depends only on (seed, t, compensation), not on which other cells are scored.
+    BN statistics changed by ``gdc+bn`` are restored after each cell (also when interrupted); the programmed state
+    and the train/eval mode the model came in with are restored when the generator finishes or is closed (close
+    it, e.g. with ``contextlib.closing``, when you stop early). Each cell's result depends only on
+    (seed, t, compensation), not on which other cells are scored.
     """
-    was_training = model.training
-    model.eval()
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    bn_state = [copy.deepcopy(m.state_dict()) for m in bns]
+    m = get_metric(metric)
+    modes = [(mod, mod.training) for mod in model.modules()]
+    bns = [b for b in model.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+    bn_state = [copy.deepcopy(b.state_dict()) for b in bns]
+    analog_state = _snapshot_analog(model)
     forward = _compiled(model) if compile else None
     try:
+        model.eval()
         program(model, seed=seed)
         for t, comp in cells:
             at_time(model, t, seed=seed, gdc=comp != "none")
-            if comp == "gdc+bn":
-                recalibrate_bn(model, calib, n_calib)
-            acc = accuracy(model, data, forward=forward, channels_last=channels_last)
-            if comp == "gdc+bn":
-                for m, st in zip(bns, bn_state):
-                    m.load_state_dict(st)
-            yield {"compensation": comp, "t_seconds": float(t), "seed": seed, "accuracy": acc}
+            try:
+                if comp == "gdc+bn":
+                    recalibrate_bn(model, calib, n_calib)
+                value = score(model, data, m, forward=forward, channels_last=channels_last)
+            finally:
+                if comp == "gdc+bn":
+                    for b, st in zip(bns, bn_state):
+                        b.load_state_dict(st)
+            yield {"compensation": comp, "t_seconds": float(t), "seed": seed, m.name: value}
     finally:
-        model.train(was_training)
+        for b, st in zip(bns, bn_state):
+            b.load_state_dict(st)
+        _restore_analog(analog_state)
+        for mod, training in modes:
+            mod.training = training
+
+
+def _snapshot_analog(model: nn.Module) -> list:
+    """The programmed state of every ``AnalogMatrix``: its buffers and read-noise generator state.
+
+    ``program`` and ``at_time`` assign new tensors to the device-state buffers rather than writing into them, so the
+    entry tensors are kept by reference (no copy); 0-d buffers (time, seed, flags, input range) are written in
+    place and are copied. ``tests/test_interrupt.py`` checks the round trip bit for bit.
+    """
+    snap = []
+    for mat in model.modules():
+        if isinstance(mat, AnalogMatrix):
+            bufs = {k: (v, v.clone() if v is not None and v.dim() == 0 else None) for k, v in mat._buffers.items()}
+            gen = mat._forward_gen
+            snap.append((mat, bufs, gen, gen.get_state() if gen is not None else None))
+    return snap
+
+
+def _restore_analog(snap: list) -> None:
+    for mat, bufs, gen, gen_state in snap:
+        for k, (v, val) in bufs.items():
+            if val is not None:
+                v.copy_(val)
+            mat._buffers[k] = v
+        mat._forward_gen = gen
+        if gen is not None:
+            gen.set_state(gen_state)
 
 
 def _compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
