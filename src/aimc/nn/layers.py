@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aimc.config import AnalogConfig
-from aimc.errors import NonFiniteError, ShapeError, StateError
+from aimc.errors import DataError, NonFiniteError, ShapeError, StateError
 from aimc.nn.mvm import static_conv_forward, tiles_forward
 from aimc.nn.tile import AnalogMatrix
 from aimc.periphery import dac_step
@@ -84,6 +84,15 @@ def _check_input(x: torch.Tensor, name: str) -> None:
     if has_non_finite(x):
         raise NonFiniteError(f"layer {name!r}: the input holds NaN/Inf; analog hardware cannot represent it. "
                              "Check the data and the preceding layers.")
+
+
+def _check_dtype(x: torch.Tensor, weight: torch.Tensor, name: str) -> None:
+    """A floating input of another dtype than the weights (outside autocast) is an error naming both dtypes
+    (torch's own message names neither layer nor fix). ``aimc.evaluate`` casts its data before it gets here."""
+    if x.dtype != weight.dtype and x.is_floating_point() and not torch.is_autocast_enabled(x.device.type):
+        raise DataError(f"layer {name!r}: the input is {x.dtype} but the weights are {weight.dtype}; cast the input "
+                        f"(e.g. x.to({weight.dtype}); float64 often comes from numpy) or the model "
+                        f"(model.to({x.dtype})).")
 
 
 class AnalogLayer:
@@ -189,6 +198,7 @@ class AnalogLinear(AnalogLayer, nn.Linear):
         if x.shape[-1] != self.in_features:
             raise ShapeError(f"layer {self.aimc_name!r}: input has {x.shape[-1]} features in its last dimension, "
                              f"expected in_features={self.in_features} (input shape {tuple(x.shape)}).")
+        _check_dtype(x, self.weight, self.aimc_name)
         mode = self._mode()
         if mode == "train":
             # hook point of mixed-precision training (aimc.train.MixedPrecision attaches it): the MVM runs on the
@@ -348,6 +358,7 @@ class _AnalogConvNd(AnalogLayer):
             raise ShapeError(
                 f"layer {self.aimc_name!r}: expected input (N, {self.in_channels}, {', '.join('L' * nd)}) "
                 f"for {type(self).__name__}, got {tuple(x.shape)}.")
+        _check_dtype(x, self.weight, self.aimc_name)
 
 
 class AnalogConv1d(_AnalogConvNd, nn.Conv1d):
