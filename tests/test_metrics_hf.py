@@ -16,7 +16,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 def _gpt2():
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=50, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    cfg = transformers.GPT2Config(vocab_size=50, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=0,
+                               eos_token_id=0)
     return transformers.GPT2LMHeadModel(cfg).eval()
 
 
@@ -72,3 +73,18 @@ def test_bert_sequence_classification_accuracy_with_dict_batches():
     bad = [{**b, "labels": b["labels"] + 3} for b in data]
     with pytest.raises(aimc.DataError, match="3 classes"):
         score(model, bad, "accuracy")
+
+
+def test_readme_metric_example_runs(capsys):
+    from pathlib import Path
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Evaluate with any metric", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)  # noqa: S102 - the README's own example
+    out = capsys.readouterr().out
+    assert "mean perplexity" in out and "Perplexity: lower is better." in out
+    t = ns["res"].table
+    assert len(t) == 2 * 3 * 2 and t["perplexity"].gt(1).all()

@@ -9,6 +9,7 @@ The public API, in one place::
 """
 
 from aimc import devices as devices
+from aimc import metrics as metrics
 from aimc import presets as presets
 from aimc.compensation import recalibrate_bn as recalibrate_bn
 from aimc.config import AnalogConfig as AnalogConfig
@@ -39,7 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnalogConfig", "MappingConfig", "PeripheryConfig", "CompensationConfig", "TrainingConfig",
-    "presets", "devices", "convert", "clip", "program", "at_time", "calibrate_input_ranges", "recalibrate_bn",
+    "presets", "devices", "metrics", "convert", "clip", "program", "at_time", "calibrate_input_ranges", "recalibrate_bn",
     "evaluate", "Results", "save", "load",
     "AimcError", "ConfigError", "StateError", "ShapeError", "NonFiniteError", "FileFormatError", "DataError", "ClusterError",
     "UnsupportedLayerError", "__version__",
