@@ -168,7 +168,8 @@ def test_analog_layers_name_a_wrong_input_dtype(preset, programmed):
         aimc.program(a, seed=0)
         aimc.at_time(a, 25.0, seed=0)
     x = torch.randn(2, 3, 8, 8)
-    with pytest.raises(aimc.DataError, match=r"layer '0': the input is torch.float64 but the weights are torch.float32"):
+    msg = r"layer '0': the input is torch\.float64 but the weights are torch\.float32"
+    with pytest.raises(aimc.DataError, match=msg):
         a(x.double())
     with pytest.raises(aimc.DataError, match=r"layer '2'.*float64"):
         a[2](torch.randn(2, 144, dtype=torch.float64))

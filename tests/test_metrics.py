@@ -198,10 +198,15 @@ def test_perplexity_through_evaluate_on_an_analog_lm(tmp_path):
 
 
 def test_accuracy_results_keep_their_names():
-    res = aimc.evaluate(aimc.convert(small_cnn(), aimc.presets.joshi2020()), batches(), [25.0], [0], "none",
-                        progress=False)
+    a = aimc.convert(small_cnn(), aimc.presets.joshi2020())
+    res = aimc.evaluate(a, batches(), [25.0], [0], "none", progress=False)
     assert res.table.columns[-1] == "accuracy" and "mean acc. (%)" in res.to_markdown()
-    assert "test accuracy (%)" in res.plot().axes[0].get_ylabel()
+    assert res.plot().axes[0].get_ylabel() == "test accuracy (%)"
+    top = aimc.evaluate(a, batches(), [25.0], [0, 1], "none", metric="top3", progress=False)
+    assert top.table.columns[-1] == "top3" and "mean top-3 accuracy (%)" in top.to_markdown()
+    assert (top.table["top3"] >= res.table["accuracy"].iloc[0] - 1e-12).all()
+    fig = top.plot()
+    assert fig.axes[0].get_ylabel() == "test top-3 accuracy (%)" and fig.axes[0].get_title().startswith("Top-3")
 
 
 def test_gdc_bn_takes_dict_batches():

@@ -160,7 +160,7 @@ def summary_markdown(s: pd.DataFrame, metric: str | Callable | Metric = "accurac
         ci = "—" if math.isnan(r["ci95_low"]) else f"{_fmt(m, r['ci95_low'])} – {_fmt(m, r['ci95_high'])}"
         lines.append("| " + " | ".join([*(str(r[c]) for c in cols), format_time(r["t_seconds"]),
                                        _fmt(m, r["mean"]), _fmt(m, r["std"]), ci, str(int(r["n"]))]) + " |")
-    if m.direction:
+    if m.direction and not m.percent:  # accuracies: higher is better goes without saying
         lines.append(f"\n{(m.label or m.name).capitalize()}: {m.direction}.")
     return "\n".join(lines)
 
@@ -200,9 +200,8 @@ def plot_summary(s: pd.DataFrame, path: str | None = None, *, title: str | None 
         ax.set_yscale("log")
     ax.set_xlabel("time after programming (s)")
     ylabel = "test accuracy (%)" if m.name == "accuracy" else f"test {m.title}"
-    ax.set_ylabel(ylabel + (f"\n{m.direction}" if m.direction else ""))
-    default = "Accuracy after programming" if m.name == "accuracy" else f"{(m.label or m.name).capitalize()} after programming"
-    ax.set_title(title or default)
+    ax.set_ylabel(ylabel + (f"\n{m.direction}" if m.direction and not m.percent else ""))
+    ax.set_title(title or f"{(m.label or m.name).capitalize()} after programming")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
