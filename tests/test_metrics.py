@@ -204,7 +204,7 @@ def test_accuracy_results_keep_their_names():
     assert res.plot().axes[0].get_ylabel() == "test accuracy (%)"
     top = aimc.evaluate(a, batches(), [25.0], [0, 1], "none", metric="top3", progress=False)
     assert top.table.columns[-1] == "top3" and "mean top-3 accuracy (%)" in top.to_markdown()
-    assert (top.table["top3"] >= res.table["accuracy"].iloc[0] - 1e-12).all()
+    assert top.table["top3"].iloc[0] > res.table["accuracy"].iloc[0]  # seed 0: top-3 over top-1, same chip
     fig = top.plot()
     assert fig.axes[0].get_ylabel() == "test top-3 accuracy (%)" and fig.axes[0].get_title().startswith("Top-3")
 
