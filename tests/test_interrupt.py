@@ -157,6 +157,10 @@ def test_float64_inputs_are_cast_to_the_model_dtype():
     got = aimc.evaluate(a, d64, calib=c64, **kw).table
     torch.testing.assert_close(torch.tensor(got["accuracy"].to_numpy()), torch.tensor(ref["accuracy"].to_numpy()),
                                rtol=0, atol=0)
+    # numpy arrays straight from a user's pipeline (float64 images, int64 labels)
+    np_data = [(x.double().numpy(), y.numpy()) for x, y in batches()]
+    got = aimc.evaluate(a, np_data, calib=[x.numpy() for x, _ in batches(seed=3)], **kw).table
+    assert got["accuracy"].tolist() == ref["accuracy"].tolist()
 
 
 @pytest.mark.parametrize("preset", ["joshi2020", "aihwkit_default"])

@@ -1,9 +1,10 @@
-"""Accuracy over a grid of (compensation × time × seed), with statistics and a plot.
+"""A metric (accuracy by default; see :mod:`aimc.metrics`) over a grid of (compensation × time × seed), with
+statistics and a plot.
 
 For each seed the model is programmed once; for each time ``at_time`` draws that time's conductances; each
 compensation is then scored on the same conductances: ``none``, ``gdc`` (global drift compensation) and
 ``gdc+bn`` (GDC, then batch-norm statistics re-estimated on unlabeled calibration data through the drifted model;
-BN statistics are restored afterwards).
+BN statistics are restored afterwards). The model leaves :func:`evaluate` as it came in, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def _pair(m: Metric, res: Any) -> tuple[float, int | float]:
     try:
         s, c = res
         s, c = (float(s), (int(c) if float(c) == int(c) else float(c)))
-    except (TypeError, ValueError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError, OverflowError):
         raise DataError(f"metric {m.name!r} returned {res!r}; a metric returns (sum, count) per batch, e.g. "
                         "(correct, batch size) or (summed loss, tokens).") from None
     if c < 0 or not math.isfinite(c):

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -99,8 +100,11 @@ def split_batch(batch: Any) -> tuple[tuple, dict[str, Any], Any]:
 
 
 def move_batch(batch: Any, device: torch.device) -> Any:
-    """``batch`` with every tensor (in tuples, lists and dicts, one level deep) on ``device``."""
+    """``batch`` with every tensor (in tuples, lists and dicts, one level deep) on ``device``; numpy arrays become
+    tensors (same dtype: :func:`model_inputs` then casts floating inputs to the model's dtype)."""
     def mv(v: Any) -> Any:
+        if isinstance(v, np.ndarray):
+            v = torch.from_numpy(v)
         return v.to(device) if isinstance(v, torch.Tensor) else v
 
     if isinstance(batch, Mapping):
