@@ -245,9 +245,10 @@ class _TokenNLL:
         if (self.shift and isinstance(inputs, torch.Tensor) and inputs is not labels and inputs.shape == labels.shape
                 and labels.shape[1] > 1 and not torch.equal(inputs, labels)
                 and torch.equal(labels[:, :-1], inputs[:, 1:])):
-            raise DataError("the labels are already the next tokens (labels[:, :-1] == inputs[:, 1:]); metric "
-                            "'perplexity' follows Hugging Face and shifts labels aligned with the inputs itself. "
-                            "For pre-shifted targets pass metric=aimc.metrics.perplexity(shift=False).")
+            raise DataError("the labels are already the next tokens (labels[:, :-1] == inputs[:, 1:]); metrics "
+                            "'perplexity' and 'nll' follow Hugging Face and shift labels aligned with the inputs "
+                            "themselves. For pre-shifted targets pass metric=aimc.metrics.perplexity(shift=False) "
+                            "(or aimc.metrics.token_nll(shift=False)).")
         if self.shift:  # position i predicts token i + 1
             logits, labels = logits[:, :-1], labels[:, 1:]
         vocab = logits.shape[-1]
