@@ -327,7 +327,8 @@ def evaluate_seed(model: nn.Module, data: Iterable, seed: int, cells: Sequence[t
 
 
 def _snapshot_analog(model: nn.Module) -> list:
-    """The programmed state of every ``AnalogMatrix``: its buffers and read-noise generator state.
+    """The programmed state of every ``AnalogMatrix``: its buffers, plain attributes (caches, the output-noise
+    generator) and the generator's state.
 
     ``program`` and ``at_time`` assign new tensors to the device-state buffers rather than writing into them, so the
     entry tensors are kept by reference (no copy); 0-d buffers (time, seed, flags, input range) are written in
@@ -337,20 +338,25 @@ def _snapshot_analog(model: nn.Module) -> list:
     for mat in model.modules():
         if isinstance(mat, AnalogMatrix):
             bufs = {k: (v, v.clone() if v is not None and v.dim() == 0 else None) for k, v in mat._buffers.items()}
-            gen = mat._forward_gen
-            snap.append((mat, bufs, gen, gen.get_state() if gen is not None else None))
+            attrs = {k: v for k, v in vars(mat).items() if k not in ("_buffers", "_parameters", "_modules")}
+            gens = {k: v.get_state() for k, v in attrs.items() if isinstance(v, torch.Generator)}
+            snap.append((mat, bufs, attrs, gens))
     return snap
 
 
 def _restore_analog(snap: list) -> None:
-    for mat, bufs, gen, gen_state in snap:
+    for mat, bufs, attrs, gens in snap:
+        for k in [k for k in mat._buffers if k not in bufs]:  # registered while evaluating
+            del mat._buffers[k]
         for k, (v, val) in bufs.items():
             if val is not None:
                 v.copy_(val)
             mat._buffers[k] = v
-        mat._forward_gen = gen
-        if gen is not None:
-            gen.set_state(gen_state)
+        for k in [k for k in vars(mat) if k not in attrs and k not in ("_buffers", "_parameters", "_modules")]:
+            delattr(mat, k)  # caches created while evaluating
+        vars(mat).update(attrs)
+        for k, state in gens.items():
+            attrs[k].set_state(state)
 
 
 def _compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
