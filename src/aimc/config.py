@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aimc._checks import is_number
-from aimc.devices import PCM, Ideal
+from aimc.devices import PCM, Hermes, Ideal
 from aimc.devices.measured import MeasuredDevice
 from aimc.devices.tabulated import Tabulated
 from aimc.errors import ConfigError
@@ -260,8 +260,8 @@ class TrainingConfig:
         _raise("training config", p)
 
 
-_DEVICES = {"pcm": PCM, "ideal": Ideal, "tabulated": Tabulated}
-_DEVICE_TYPES = (PCM, Ideal, Tabulated, MeasuredDevice)
+_DEVICES = {"pcm": PCM, "hermes": Hermes, "ideal": Ideal, "tabulated": Tabulated}
+_DEVICE_TYPES = (PCM, Hermes, Ideal, Tabulated, MeasuredDevice)
 _PARTS = {"mapping": MappingConfig, "periphery": PeripheryConfig, "compensation": CompensationConfig,
           "training": TrainingConfig}
 
@@ -271,7 +271,8 @@ class AnalogConfig:
     """Everything that decides how a model runs on simulated analog hardware.
 
     Attributes:
-        device: the device model: ``aimc.devices.PCM``, ``aimc.devices.Ideal``, ``aimc.devices.Tabulated``, or a
+        device: the device model: ``aimc.devices.PCM``, ``aimc.devices.Hermes`` (HERMES chip PCM, ``{kind: hermes,
+            num_devices: 1 or 2}``), ``aimc.devices.Ideal``, ``aimc.devices.Tabulated``, or a
             device file loaded with ``aimc.devices.load`` (in a dict: ``device: {file: DEVICE.yaml}``; ``to_dict``
             then records the file, its sha256 and the loaded constants, and ``from_dict`` of that record rebuilds
             the device from the recorded constants without reading the file again).
@@ -282,7 +283,7 @@ class AnalogConfig:
         name: free-form label (presets set it to their function name).
     """
 
-    device: PCM | Ideal | Tabulated = field(default_factory=PCM)
+    device: PCM | Hermes | Ideal | Tabulated = field(default_factory=PCM)
     mapping: MappingConfig = field(default_factory=MappingConfig)
     periphery: PeripheryConfig = field(default_factory=PeripheryConfig)
     compensation: CompensationConfig = field(default_factory=CompensationConfig)
@@ -292,8 +293,8 @@ class AnalogConfig:
     def __post_init__(self) -> None:
         p = []
         if not isinstance(self.device, _DEVICE_TYPES):
-            p.append(f"device={self.device!r} must be aimc.devices.PCM, Ideal or Tabulated (or a device file loaded "
-                     "with aimc.devices.load)")
+            p.append(f"device={self.device!r} must be aimc.devices.PCM, Hermes, Ideal or Tabulated (or a device file "
+                     "loaded with aimc.devices.load)")
         for key, cls in _PARTS.items():
             if not isinstance(getattr(self, key), cls):
                 p.append(f"{key}={getattr(self, key)!r} must be a {cls.__name__}")

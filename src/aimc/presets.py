@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aimc.config import AnalogConfig, CompensationConfig, MappingConfig, PeripheryConfig, TrainingConfig
-from aimc.devices import PCM, Ideal
+from aimc.devices import PCM, Hermes, Ideal
 from aimc.errors import ConfigError
 
-__all__ = ["joshi2020", "aihwkit_default", "ideal", "get", "PRESETS"]
+__all__ = ["joshi2020", "aihwkit_default", "hermes", "ideal", "get", "PRESETS"]
 
 
 def joshi2020() -> AnalogConfig:
@@ -53,6 +53,33 @@ def aihwkit_default() -> AnalogConfig:
     )
 
 
+def hermes(num_devices: int = 2) -> AnalogConfig:
+    """The PCM of IBM's HERMES Project Chip (Le Gallo et al., Nat. Electron. 6, 680 (2023)), ideal periphery.
+
+    Isolates the device, as :func:`joshi2020` does for the Joshi et al. 2020 PCM. Each choice and its source:
+
+    * device: :class:`aimc.devices.Hermes` with ``num_devices`` PCM per polarity (default 2, the chip's 8T4R unit
+      cell with two devices per polarity and aihwkit's default); g_max 20.7 µS / 10.35 µS, t0 300 s / 200 s,
+      t_read 512 ns and every noise/drift coefficient from aihwkit ``HermesNoiseModel`` (reference sheet
+      ``llm-and-hermes-facts.md`` §1);
+    * mapping: 256 × 256 tiles (the chip's crossbar of 256 × 256 unit cells per core, energy-latency-facts §1.1)
+      with one scale per output column (the chip's local digital unit applies a per-channel affine scale, §1.1);
+    * periphery: ideal (no DAC/ADC/output noise), so results show the device alone; :func:`llm_hermes`-style
+      periphery is configured separately;
+    * compensation: GDC per tile with aimc's correlation read-out (aihwkit applies GDC per tile);
+    * training: aimc's defaults (Joshi et al. 2020 hardware-aware training, not a HERMES-specific recipe).
+    """
+    dev = Hermes(num_devices=num_devices)
+    return AnalogConfig(
+        device=dev,
+        mapping=MappingConfig(tile_rows=256, tile_cols=256, scale="column"),
+        periphery=PeripheryConfig(),
+        compensation=CompensationConfig(gdc=True, readout="correlation", granularity="tile"),
+        training=TrainingConfig(),
+        name="hermes" if num_devices == 2 else f"hermes_{num_devices}dev",
+    )
+
+
 def ideal() -> AnalogConfig:
     """Ideal devices and periphery: the converted model computes exactly what the digital model does."""
     return AnalogConfig(
@@ -68,6 +95,8 @@ def ideal() -> AnalogConfig:
 PRESETS: dict[str, Callable[[], AnalogConfig]] = {
     "joshi2020": joshi2020,
     "aihwkit_default": aihwkit_default,
+    "hermes": hermes,
+    "hermes_1dev": lambda: hermes(num_devices=1),
     "ideal": ideal,
 }
 
