@@ -400,3 +400,55 @@ def test_experiment_script_quick_and_resume(tmp_path) -> None:
         assert (tmp_path / "mixed_precision_curves.png").is_file()
     finally:
         del sys.modules["mp_run_experiments"]
+
+
+# ---- moving or casting the model after the optimizer was built (issue 18 item 7) ---------------------------------
+@pytest.mark.parametrize("move", ["double", "to_float64", "half", "data"])
+@pytest.mark.parametrize("read_noise", [True, False])
+def test_moving_the_model_after_building_raises_instead_of_training_nothing(move: str, read_noise: bool) -> None:
+    """Old behaviour: after model.double() 20 steps applied 1,141 pulses to devices the model no longer read, and
+    its weights never changed (with read noise off; with it on, a dtype RuntimeError deep in the MVM)."""
+    model = linear_model()
+    opt = MixedPrecision(model, lr=0.5, seed=0, read_noise=read_noise)
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    train(model, opt, x, y, 1)  # fine before the move
+    if move == "double":
+        model.double()
+    elif move == "to_float64":
+        model.to(torch.float64)
+    elif move == "half":
+        model.half()
+    else:
+        model[0].weight.data = model[0].weight.data.clone()
+    dtype = next(model.parameters()).dtype
+    with pytest.raises(StateError, match=r"no longer share memory.*build MixedPrecision"):
+        F.cross_entropy(model(x.to(dtype)), y).backward()  # the training MVM checks
+    model[0].weight.grad = torch.zeros_like(model[0].weight)
+    with pytest.raises(StateError, match=r"\['0'"):
+        opt.step()  # and so does the step, before touching any device
+    with pytest.raises(StateError):
+        opt.read_weights()
+
+
+def test_a_model_cast_before_building_trains_in_its_dtype() -> None:
+    model = linear_model().double()
+    opt = MixedPrecision(model, lr=0.5, seed=0)
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    w0 = model[0].weight.detach().clone()
+    x, y = torch.randn(32, 6, dtype=torch.float64), torch.randint(0, 3, (32,))
+    train(model, opt, x, y, 20)
+    assert opt.totals.pulses + opt.epoch_report().pulses > 0
+    assert not torch.equal(model[0].weight.detach(), w0)  # the pulses reach the model's weights
+    assert opt.device_state(model[0].weight)["g"].dtype == torch.float64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_moving_to_another_device_raises() -> None:
+    model = linear_model()
+    opt = MixedPrecision(model, lr=0.5, seed=0)
+    model.cuda()
+    x, y = torch.randn(8, 6, device="cuda"), torch.randint(0, 3, (8,), device="cuda")
+    with pytest.raises(StateError, match="no longer share memory"):
+        F.cross_entropy(model(x), y).backward()
+    with pytest.raises(StateError):
+        opt.step()

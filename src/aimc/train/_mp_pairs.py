@@ -86,7 +86,9 @@ class DevicePairs:
         n0 = dev.nominal_pulses(w0.abs() / beta).to(first.device)
         counts = torch.stack([torch.where(w0 > 0, n0, 0), torch.where(w0 < 0, n0, 0)])
         g, hist = dev.pulse(g, hist, gain, counts, generator=gen)
-        self.table = torch.stack([g, hist, gain, g, torch.zeros_like(g)], dim=-1).view(2 * off, 5)
+        # device state in the model's dtype, at least float32 (a float64 model keeps float64 conductances)
+        state_dtype = torch.promote_types(w0.dtype, torch.float32)
+        self.table = torch.stack([g, hist, gain, g, torch.zeros_like(g)], dim=-1).view(2 * off, 5).to(state_dtype)
         self.buf = {k: self.table[:, c].view(2, off) for k, c in
                     (("g", G), ("hist", HIST), ("gain", GAIN), ("t_prog", T_PROG), ("g_read", G_READ))}
         padded = -(-off // BLOCK) * BLOCK
@@ -99,6 +101,17 @@ class DevicePairs:
             q.data = self.buf["w"][o:o + n].view(q.shape)  # the parameter now is the devices' weight
             self.var_views[q] = self.buf["w_var"][o:o + n].view(q.shape)
             self.chi_views[q] = self.buf["chi"][o:o + n].view(q.shape)
+        self._ptrs = {q: q.data_ptr() for q in self.slices}  # where each parameter's data must stay
+
+    def detached(self, params: object = None) -> list[nn.Parameter]:
+        """The parameters (of ``params``, default all) whose data is no longer their view of the weight buffer.
+
+        ``model.to(dtype/device)``, ``.double()``, ``.cuda()`` or ``param.data = ...`` give a parameter new
+        storage: the model would then compute with tensors this optimizer never writes. The old buffer stays
+        alive here, so its address cannot be reused and a pointer comparison is exact (and needs no device sync).
+        """
+        qs = self.slices if params is None else params
+        return [q for q in qs if q.data_ptr() != self._ptrs[q]]
 
     def reload_eps(self) -> None:
         """ε per matrix from the ``beta`` buffer (after a state dict was loaded)."""
@@ -199,8 +212,9 @@ class DevicePairs:
             g = self.table.index_select(0, torch.cat([idx, idx + n_w]))[:, G_READ].view(2, k)  # (G+, G−)
             diff = torch.sub(g[0], g[1])
         beta = b["beta"].index_select(0, idx)
-        b["w"].index_copy_(0, idx, diff.mul_(beta))
-        b["w_var"].index_copy_(0, idx, self._read_var(g).sum(0).mul_(beta).mul_(beta))
+        w_dt = b["w"].dtype  # the model's dtype (the device state is at least float32)
+        b["w"].index_copy_(0, idx, diff.mul_(beta).to(w_dt))
+        b["w_var"].index_copy_(0, idx, self._read_var(g).sum(0).mul_(beta).mul_(beta).to(w_dt))
 
     def _refresh(self, idx: torch.Tensor, g: torch.Tensor, diff: torch.Tensor, now: float,
                  counters: Counters) -> bool:

@@ -42,6 +42,10 @@ Usage::
     for x, y in data:
         opt.zero_grad(); F.cross_entropy(model(x), y).backward(); opt.step()
     print(opt.epoch_report())                          # pulses, fraction of weights updated, refreshes
+
+Move or cast the model (``model.to(...)``, ``.double()``) *before* building the optimizer: its analog weights are
+views of the devices' buffer, and a later move gives them new storage; every step and training MVM then raises
+:class:`aimc.StateError` instead of training nothing.
 """
 
 from __future__ import annotations
@@ -188,8 +192,38 @@ class MixedPrecision(torch.optim.Optimizer):
         return self._t * self.seconds_per_batch
 
     def read_variance(self, param: nn.Parameter) -> torch.Tensor | None:
-        """Per-weight read-noise variance (weight units², shape of ``param``), ``None`` if not ours or noise off."""
+        """Per-weight read-noise variance (weight units², shape of ``param``), ``None`` if not ours or noise off.
+
+        Raises:
+            StateError: ``param`` was moved or cast after the optimizer was built (see :meth:`check_attached`).
+        """
+        if param in self._pairs.slices:
+            self.check_attached((param,))
         return self._pairs.var_views.get(param) if self.read_noise_on else None
+
+    def check_attached(self, params: object = None) -> None:
+        """Raise if an analog weight (of ``params``, default all) no longer shares memory with the devices.
+
+        The weight parameters are views of the devices' weight buffer. ``model.to(torch.float64)``, ``.double()``,
+        ``.half()``, ``.to("cuda")`` or ``param.data = ...`` after the optimizer was built give them new storage;
+        pulses would then change devices the model no longer reads, and training would silently do nothing. Every
+        step and every training MVM checks this (a pointer comparison, no device synchronisation).
+
+        Raises:
+            StateError: naming the parameters and how to fix it.
+        """
+        bad = self._pairs.detached(params)
+        if bad:
+            b = self._pairs.buf["w"]
+            now = {(str(q.dtype), str(q.device)) for q in bad}
+            raise StateError(
+                f"MixedPrecision: analog weight(s) {[self._names[q] for q in bad]} no longer share memory with "
+                f"the simulated devices (the devices' weights are {b.dtype} on {b.device}, the model's now "
+                f"{sorted(now)}): the model was moved or cast (model.to/.double()/.half()/.cuda()) or a weight's "
+                ".data was replaced after MixedPrecision was built, so its updates would never reach the model. "
+                "Move or cast the model first, then build MixedPrecision on it (the devices then take the model's "
+                "dtype and device)."
+            )
 
     def _tile_run(self, layer: nn.Module, name: str, param: nn.Parameter) -> TileRun:
         """Layout, periphery, input range and weight scale of one analog matrix's training MVMs."""
@@ -224,6 +258,7 @@ class MixedPrecision(torch.optim.Optimizer):
         for every test input); ``noise=False``: drifted, noise-free. The next training step restores the
         noise-free weights (the training MVMs draw their own read noise per read).
         """
+        self.check_attached()
         self._pairs.read_all(self.simulated_time)
         if noise and self.read_noise_on:
             b = self._pairs.buf
@@ -248,6 +283,7 @@ class MixedPrecision(torch.optim.Optimizer):
 
     def _update(self) -> None:
         pairs = self._pairs
+        self.check_attached()
         grads = [(q, q.grad, group["lr"]) for group in self.param_groups for q in group["params"]
                  if q.grad is not None]
         if grads and not math.isfinite(float(_sum_of_sums([g for _, g, _ in grads]))):
