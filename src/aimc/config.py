@@ -72,17 +72,22 @@ class MappingConfig:
         tile_cols: crossbar output lines per tile. Default 512 (aihwkit ``max_output_size``).
         scale: which max|W| is mapped to g_max: ``"tile"`` (each tile on its own, aihwkit), ``"column"``
             (each output column of each tile), ``"layer"`` (one scale per layer, Joshi et al. 2020).
+        clip_std: clip weight outliers when mapping: the scale of each group becomes min(max|W|, clip_std·std(W))
+            (std over the same group as ``scale``), so weights beyond it saturate at g_max. ``None`` (default):
+            no clipping, max|W| ↦ g_max.
     """
 
     tile_rows: int = 512
     tile_cols: int = 512
     scale: Literal["tile", "column", "layer"] = "tile"
+    clip_std: float | None = None
 
     def __post_init__(self) -> None:
         p: list[str] = []
         _integer(p, "mapping", "tile_rows", self.tile_rows, lo=1)
         _integer(p, "mapping", "tile_cols", self.tile_cols, lo=1)
         _choice(p, "mapping", "scale", self.scale, ("tile", "column", "layer"))
+        _number(p, "mapping", "clip_std", self.clip_std, lo=0, strict=True, unit=" (std of the weights)", optional=True)
         _raise("mapping config", p)
 
 

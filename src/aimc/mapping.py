@@ -125,30 +125,53 @@ def make_layout(out_features: int, rows: int, *, groups: int = 1, row_unit: int 
     return TileLayout(out_features, rows, groups, row_splits, tuple(per_group * groups))
 
 
-def weight_scale(weight: torch.Tensor, layout: TileLayout, granularity: str) -> torch.Tensor:
-    """Largest |W| that is mapped to g_max, per output column and row chunk.
+def _group(per_col: torch.Tensor, layout: TileLayout, granularity: str, reduce: str) -> torch.Tensor:
+    """Reduce an ``(out, n_row_tiles)`` per-column statistic over each scale group, broadcast back to that shape."""
+    if granularity == "column":
+        return per_col
+    if granularity == "layer":
+        v = per_col.amax() if reduce == "amax" else per_col.sum()
+        return v.expand_as(per_col).clone()
+    if granularity == "tile":
+        idx = layout.col_tile_index(per_col.device)
+        per_tile = torch.zeros(layout.n_col_tiles, layout.n_row_tiles, dtype=per_col.dtype, device=per_col.device)
+        per_tile = per_tile.scatter_reduce(0, idx[:, None].expand_as(per_col), per_col, reduce=reduce)
+        return per_tile[idx]
+    raise ConfigError(f"mapping.scale={granularity!r} is not one of ['tile', 'column', 'layer']")
+
+
+def weight_scale(weight: torch.Tensor, layout: TileLayout, granularity: str, *,
+                 clip_std: float | None = None) -> torch.Tensor:
+    """The |W| that is mapped to g_max, per output column and row chunk.
 
     Args:
         weight: ``(out, rows)``.
         layout: its tile layout.
-        granularity: ``"tile"``, ``"column"`` or ``"layer"``.
+        granularity: ``"tile"``, ``"column"`` or ``"layer"``: the group of weights that shares one scale.
+        clip_std: ``None`` — the group's max|W| (nothing clips); a number α > 0 — min(max|W|, α·std(W)) with std
+            the sample standard deviation (n − 1) of the group's weights, so outliers beyond α·std saturate at
+            g_max (``weights_to_conductances`` clamps them) and the bulk of the weights gets a larger share of
+            the conductance range. Groups of one weight keep max|W|.
 
     Returns:
         ``w_max`` of shape ``(out, n_row_tiles)``, every entry > 0 (a zero tile gets a tiny positive scale).
     """
-    a = weight.detach().abs()
+    w = weight.detach()
+    a = w.abs()
     colmax = torch.stack([a[:, s:e].amax(dim=1) for s, e in layout.row_bounds], dim=1)  # (out, n_row_tiles)
-    if granularity == "column":
-        w_max = colmax
-    elif granularity == "layer":
-        w_max = colmax.amax().expand_as(colmax).clone()
-    elif granularity == "tile":
-        idx = layout.col_tile_index(weight.device)
-        per_tile = torch.zeros(layout.n_col_tiles, layout.n_row_tiles, dtype=a.dtype, device=a.device)
-        per_tile = per_tile.scatter_reduce(0, idx[:, None].expand_as(colmax), colmax, reduce="amax")
-        w_max = per_tile[idx]
-    else:
-        raise ConfigError(f"mapping.scale={granularity!r} is not one of ['tile', 'column', 'layer']")
+    w_max = _group(colmax, layout, granularity, "amax")
+    if clip_std is not None:
+        if not (isinstance(clip_std, (int, float)) and math.isfinite(clip_std) and clip_std > 0):
+            raise ConfigError(f"mapping.clip_std={clip_std!r} must be a finite number > 0 (or null = no clipping)")
+        w64 = w.double()
+        cnt = torch.tensor([e - s for s, e in layout.row_bounds], dtype=torch.float64,
+                           device=w.device).expand(w.shape[0], -1)
+        tot = torch.stack([w64[:, s:e].sum(dim=1) for s, e in layout.row_bounds], dim=1)
+        sq = torch.stack([(w64[:, s:e] ** 2).sum(dim=1) for s, e in layout.row_bounds], dim=1)
+        n, s1, s2 = (_group(x, layout, granularity, "sum") for x in (cnt, tot, sq))
+        std = ((s2 - s1 * s1 / n).clamp(min=0) / (n - 1).clamp(min=1)).sqrt()
+        cap = torch.where(n > 1, clip_std * std, torch.full_like(std, math.inf)).to(w_max.dtype)
+        w_max = torch.minimum(w_max, cap)
     return torch.clamp(w_max, min=1e-12)
 
 

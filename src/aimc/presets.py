@@ -11,7 +11,7 @@ from aimc.config import AnalogConfig, CompensationConfig, MappingConfig, Periphe
 from aimc.devices import PCM, Hermes, Ideal
 from aimc.errors import ConfigError
 
-__all__ = ["joshi2020", "aihwkit_default", "hermes", "ideal", "get", "PRESETS"]
+__all__ = ["joshi2020", "aihwkit_default", "hermes", "llm_hermes", "ideal", "get", "PRESETS"]
 
 
 def joshi2020() -> AnalogConfig:
@@ -64,8 +64,8 @@ def hermes(num_devices: int = 2) -> AnalogConfig:
       ``llm-and-hermes-facts.md`` §1);
     * mapping: 256 × 256 tiles (the chip's crossbar of 256 × 256 unit cells per core, energy-latency-facts §1.1)
       with one scale per output column (the chip's local digital unit applies a per-channel affine scale, §1.1);
-    * periphery: ideal (no DAC/ADC/output noise), so results show the device alone; :func:`llm_hermes`-style
-      periphery is configured separately;
+    * periphery: ideal (no DAC/ADC/output noise), so results show the device alone (:func:`llm_hermes` adds
+      8-bit static I/O);
     * compensation: GDC per tile with aimc's correlation read-out (aihwkit applies GDC per tile);
     * training: aimc's defaults (Joshi et al. 2020 hardware-aware training, not a HERMES-specific recipe).
     """
@@ -77,6 +77,41 @@ def hermes(num_devices: int = 2) -> AnalogConfig:
         compensation=CompensationConfig(gdc=True, readout="correlation", granularity="tile"),
         training=TrainingConfig(),
         name="hermes" if num_devices == 2 else f"hermes_{num_devices}dev",
+    )
+
+
+def llm_hermes() -> AnalogConfig:
+    """Language models on the HERMES device, with the I/O of the Analog Foundation Models recipe.
+
+    Büchel et al., arXiv 2505.09663 (NeurIPS 2025), evaluate and train LLMs with 8-bit static inputs and outputs
+    (reference sheet ``llm-and-hermes-facts.md`` §2). Each choice and its source:
+
+    * device: :class:`aimc.devices.Hermes` with two devices per polarity (aihwkit ``HermesNoiseModel`` default);
+    * mapping: 256 × 256 tiles (HERMES core) and one scale per output column of each tile, i.e. per row and input
+      tile as the AFM noise script (``apply_noise_model.py``: s = 180/max|W| per row and 512-input tile);
+      outliers clipped when mapping at ``clip_std = 2.5`` standard deviations of each column's weights in the
+      tile — the per-channel clip of the AFM training config (``LAYER_GAUSSIAN_PER_CHANNEL`` 2.5·std, also
+      aihwkit's default clip). This choice is untested on LLM perplexity here; set ``clip_std=None`` to map
+      max|W| ↦ g_max;
+    * periphery: 8-bit DAC (254 levels, AFM ``inp_res``) with one static input range per layer (calibrate with
+      ``aimc.calibrate_input_ranges`` or learn it in training); 8-bit ADC (``out_res`` 254) with one global range
+      for every column of every tile, ``out_bound = 14`` in normalised units (g/g_max × normalised input) — in
+      layer units that is AFM's 14 × input range × the column's weight scale; no output noise and no bound
+      management (AFM config ``out_noise`` 0, static ranges);
+    * compensation: GDC per tile with aimc's correlation read-out;
+    * training: additive weight noise of 3 % of the layer's max|W| (AFM uses 3 % of each *channel's* max, which
+      aimc's training noise does not offer yet), clipping per output channel at 2.5·std (AFM), learned input
+      ranges (AFM).
+    """
+    return AnalogConfig(
+        device=Hermes(num_devices=2),
+        mapping=MappingConfig(tile_rows=256, tile_cols=256, scale="column", clip_std=2.5),
+        periphery=PeripheryConfig(dac_bits=8, input_range="static", adc_bits=8, out_bound=14.0, out_noise=0.0,
+                                  bound_management="none", output_units="normalized"),
+        compensation=CompensationConfig(gdc=True, readout="correlation", granularity="tile"),
+        training=TrainingConfig(noise="additive", eta=0.03, clip="channel_gaussian", clip_alpha=2.5,
+                                learn_input_range=True),
+        name="llm_hermes",
     )
 
 
@@ -97,6 +132,7 @@ PRESETS: dict[str, Callable[[], AnalogConfig]] = {
     "aihwkit_default": aihwkit_default,
     "hermes": hermes,
     "hermes_1dev": lambda: hermes(num_devices=1),
+    "llm_hermes": llm_hermes,
     "ideal": ideal,
 }
 

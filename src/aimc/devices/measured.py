@@ -142,7 +142,7 @@ def _targets(mat: Any, w: torch.Tensor) -> torch.Tensor:
     from aimc import mapping
 
     w = w.detach().reshape(w.shape[0], -1).float()
-    w_max = mapping.weight_scale(w, mat.layout, mat.config.mapping.scale)
+    w_max = mapping.weight_scale(w, mat.layout, mat.config.mapping.scale, clip_std=mat.config.mapping.clip_std)
     return mapping.weights_to_conductances(w, w_max, mat.layout, mat.config.device.g_max)
 
 

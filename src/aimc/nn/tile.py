@@ -127,7 +127,7 @@ class AnalogMatrix(nn.Module):
                                  "check the training run that produced them.")
         dev = self.config.device
         lay = self.layout
-        self.w_max = mapping.weight_scale(w, lay, self.config.mapping.scale)
+        self.w_max = mapping.weight_scale(w, lay, self.config.mapping.scale, clip_std=self.config.mapping.clip_std)
         g_t = mapping.weights_to_conductances(w, self.w_max, lay, dev.g_max)
         st = dev.program(g_t, generator=_generator(derive_seed(seed, name, 1), w.device))
         self.g_target, self.g_prog, self.nu = st.g_target, st.g_prog, st.nu
