@@ -336,3 +336,18 @@ def test_end_to_end_program_and_drift() -> None:
     # mean ν ≈ 0.06 over the weights: ((1 yr + 300 s)/300 s)^(-0.06) ≈ 0.62
     assert g1 < 0.8
     assert abs(g2 - g0) < 0.1
+
+
+def test_save_and_load_a_programmed_model(tmp_path) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 8))
+    a = aimc.convert(net, aimc.presets.get("hermes_1dev")).eval()
+    aimc.program(a, seed=3)
+    aimc.save(a, tmp_path / "m.safetensors")
+    b = aimc.load(tmp_path / "m.safetensors", model=torch.nn.Sequential(torch.nn.Linear(16, 8))).eval()
+    assert b.aimc_config == a.aimc_config and b.aimc_config.device == Hermes(num_devices=1)
+    x = torch.randn(4, 16, generator=gen(0))
+    for m in (a, b):
+        aimc.at_time(m, DAY, seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)

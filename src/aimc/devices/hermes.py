@@ -132,7 +132,9 @@ class Hermes:
                 p.append(f"{name}={getattr(self, name)!r} must be a finite number > 0")
         if _positive(self.g_max) and self.g_max > var["g_max"] * (1 + 1e-9):
             p.append(f"g_max={self.g_max} µS exceeds the largest conductance characterised for "
-                     f"num_devices={self.num_devices} ({var['g_max']} µS); use g_max ≤ {var['g_max']}")
+                     f"num_devices={self.num_devices} ({var['g_max']} µS); use g_max ≤ {var['g_max']} (switching "
+                     "variants in a config? give the whole device, {kind: hermes, num_devices: 1}, or use the "
+                     "preset hermes_1dev)")
         for name in ("prog_noise_scale", "read_noise_scale", "drift_scale"):
             v = getattr(self, name)
             if not (_positive(v) or v == 0) or isinstance(v, bool):
