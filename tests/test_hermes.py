@@ -351,3 +351,21 @@ def test_save_and_load_a_programmed_model(tmp_path) -> None:
         aimc.at_time(m, DAY, seed=5)
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+def test_pcm_programming_training_noise_uses_the_hermes_polynomial() -> None:
+    """HWA training noise ``pcm_programming`` on a HERMES config follows HERMES's cubic σ_prog (it used to fall back
+    to the Joshi 2020 PCM silently): noise / σ_H is standard normal (mean and std within 5 SE; n = 200 000)."""
+    cfg = dataclasses.replace(aimc.presets.hermes(), training=aimc.TrainingConfig(noise="pcm_programming",
+                                                                                  clip="none"))
+    torch.manual_seed(0)
+    layer = aimc.convert(torch.nn.Sequential(torch.nn.Linear(400, 100)), cfg).train()[0]
+    w = layer.weight.detach().clone()
+    w_max = float(w.abs().max())
+    x = (w.abs() / w_max).double()
+    sigma = w_max * sum(c * x**k for k, c in enumerate(PROG_C[2])) / G_MAX[2]
+    noise = torch.stack([layer.analog.train_weight(layer.weight).detach().double() - w.double() for _ in range(5)])
+    z = noise / sigma
+    n = z.numel()
+    assert abs(float(z.mean())) <= Z / math.sqrt(n)
+    assert abs(float(z.std()) - 1.0) <= Z / math.sqrt(2 * n)

@@ -206,7 +206,8 @@ class TrainingConfig:
             ``"additive"`` — w + η·max|W|·N (aihwkit ADD_NORMAL, ``rel_to_actual_wmax``; Joshi et al. 2020);
             ``"multiplicative"`` — w·(1 + η·N) (aihwkit MULT_NORMAL as in its torch tile);
             ``"pcm_programming"`` — w + σ(w)·N with σ(w) = max|W| · σ_prog(g_T)/g_max · (η / 0.038) and
-            g_T = |w|/max|W|·g_max, σ_prog the PCM programming-noise polynomial (reference B.2, µS). With the
+            g_T = |w|/max|W|·g_max, σ_prog the programming-noise polynomial (reference B.2, µS) of the
+            configured PCM or HERMES device (of the default PCM for other devices). With the
             default η = 0.038 this is the calibrated device's programming noise of the conductance the weight
             maps to (1.05 % of max|W| at w = 0, 4.3 % at |w| = 0.84·max|W|); η scales it linearly.
         eta: noise strength (dimensionless, ≥ 0); its meaning depends on ``noise`` (see above). Default 0.038

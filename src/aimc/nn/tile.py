@@ -256,10 +256,10 @@ class AnalogMatrix(nn.Module):
         """Weight of a training forward pass: ``aimc.train.noise.noisy_weight`` with this matrix's training config.
 
         Fresh noise and drop-connect on every call (torch's default RNG, like dropout); gradients pass straight
-        through to ``weight``. ``"pcm_programming"`` noise uses the configured device when it is a PCM.
+        through to ``weight``. ``"pcm_programming"`` noise uses the configured device when it is a PCM or HERMES.
         """
-        from aimc.devices import PCM
+        from aimc.devices import PCM, Hermes
         from aimc.train.noise import noisy_weight
 
         dev = self.config.device
-        return noisy_weight(weight, self.config.training, device=dev if isinstance(dev, PCM) else None)
+        return noisy_weight(weight, self.config.training, device=dev if isinstance(dev, (PCM, Hermes)) else None)

@@ -27,7 +27,7 @@ import math
 import torch
 
 from aimc.config import TrainingConfig
-from aimc.devices import PCM
+from aimc.devices import PCM, Hermes
 from aimc.periphery import dac_step, quantize
 
 __all__ = ["noisy_weight", "noise_std", "quantize_ste", "ETA_REFERENCE", "MIN_INPUT_RANGE"]
@@ -47,7 +47,7 @@ def noise_std(weight: torch.Tensor, cfg: TrainingConfig, *, device: PCM | None =
     Args:
         weight: the master weight (any shape); only its detached value is used.
         cfg: the training configuration (``noise``, ``eta``).
-        device: PCM model whose programming-noise polynomial ``"pcm_programming"`` uses; default
+        device: PCM or HERMES model whose programming-noise polynomial ``"pcm_programming"`` uses; default
             ``aimc.devices.PCM()`` (the calibrated model of reference B.2).
 
     Returns:
@@ -63,7 +63,7 @@ def noise_std(weight: torch.Tensor, cfg: TrainingConfig, *, device: PCM | None =
     if cfg.noise == "additive":
         return cfg.eta * w_max
     if cfg.noise == "pcm_programming":
-        dev = device if isinstance(device, PCM) else _REFERENCE_PCM
+        dev = device if isinstance(device, (PCM, Hermes)) else _REFERENCE_PCM
         g_t = w.abs() / w_max.clamp_min(1e-30) * dev.g_max
         return w_max * (dev.prog_std(g_t) / dev.g_max) * (cfg.eta / ETA_REFERENCE)
     raise ValueError(f"unknown noise type {cfg.noise!r}")  # unreachable: TrainingConfig validates it
