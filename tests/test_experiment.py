@@ -319,3 +319,30 @@ def test_csv_rows_round_trip_and_refuse_foreign_headers(tmp_path):
     assert read_csv_rows(path, ("a", "b")) == [{"a": "1", "b": "0.038"}, {"a": "2", "b": "x"}]
     with pytest.raises(aimc.FileFormatError, match="unexpected columns"):
         read_csv_rows(path, ("a", "c"))
+
+
+def test_misspelt_or_missing_stage_and_sweep_keys_are_listed_not_a_traceback(tmp_path):
+    """Issue 21.4: `epoch:` for `epochs:` (a stage that cannot be built) ended in AttributeError in the cross-checks."""
+    d = tiny()
+    d["training"][0]["epoch"] = d["training"][0].pop("epochs")
+    del d["evaluation"][0]["times"]
+    p = tmp_path / "typo.yaml"
+    p.write_text(yaml.safe_dump(d))
+    for cmd in (["validate", str(p)], ["run", str(p), "--out", str(tmp_path / "run"), "--quiet"]):
+        r = CliRunner().invoke(app, cmd)
+        assert r.exit_code == 2 and not isinstance(r.exception, AttributeError), r.output
+        assert "training[0].epoch: unknown key (did you mean 'epochs'?" in r.output, r.output
+        assert "training[0].epochs: required" in r.output and "evaluation[0].times: required" in r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_bad_time_is_reported_beside_1e400(tmp_path):
+    """PyYAML reads 1e400 as text; the negative, NaN and infinite times beside it are reported too."""
+    text = yaml.safe_dump(tiny()).replace("- 25\n", "- 25\n  - 1e400\n  - -1\n  - .nan\n  - .inf\n", 1)
+    p = tmp_path / "times.yaml"
+    p.write_text(text)
+    r = CliRunner().invoke(app, ["validate", str(p)])
+    assert r.exit_code == 2, r.output
+    assert "evaluation[0].times[1]: '1e400' is text, not a number" in r.output
+    for i, v in ((2, "-1.0"), (3, "nan"), (4, "inf")):
+        assert f"evaluation[0].times[{i}]: {v} is not allowed: must be ≥ 0 (s)" in r.output, r.output

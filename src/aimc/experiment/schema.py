@@ -7,6 +7,9 @@ the value found, what is allowed and the unit. Unknown keys are errors, never ig
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -108,6 +111,10 @@ def _convert(tp: Any, v: Any, path: str, errors: list[tuple[str, str]]) -> Any:
     elif tp is float:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return float(v)
+        if isinstance(v, str) and _looks_numeric(v):  # PyYAML (YAML 1.1) reads 1e5 and 1e400 as text
+            errors.append((path, f"{v!r} is text, not a number: YAML reads an exponent without a dot as a string; "
+                                 f"write it as {_yaml_float(v)}"))
+            return None
     elif tp is str:
         if isinstance(v, str):
             return v
@@ -115,6 +122,30 @@ def _convert(tp: Any, v: Any, path: str, errors: list[tuple[str, str]]) -> Any:
         return v
     errors.append(bad)
     return None
+
+
+def _looks_numeric(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _yaml_float(v: str) -> str:
+    x = float(v)
+    if not math.isfinite(x):
+        return "a finite number (this one overflows a 64-bit float)"
+    mant, _, exp = v.lower().partition("e")
+    if exp and "." not in mant:
+        return f"{mant}.0e{'' if exp[0] in '+-' else '+'}{exp}"
+    return repr(x)
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """Type hints and init fields of a spec dataclass (resolving the hints is slow: once per class)."""
+    return get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
 
 
 def parse(cls: type, data: Any, path: str = "", errors: list[tuple[str, str]] | None = None) -> Any:
@@ -129,12 +160,13 @@ def parse(cls: type, data: Any, path: str = "", errors: list[tuple[str, str]] | 
         if top:
             raise ExperimentConfigError(errors)
         return None
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints, fields = _fields(cls)
     for key in data:
         if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             errors.append((f"{path}.{key}" if path else str(key),
-                           f"unknown key (allowed here: {', '.join(fields)})"))
+                           f"unknown key ({hint}allowed here: {', '.join(fields)})"))
     kwargs = {}
     for name, f in fields.items():
         p = f"{path}.{name}" if path else name
@@ -145,8 +177,10 @@ def parse(cls: type, data: Any, path: str = "", errors: list[tuple[str, str]] | 
         n_before = len(errors)
         val = _convert(hints[name], data[name], p, errors)
         check = f.metadata.get("check")
-        if len(errors) == n_before and check is not None and val is not None:
-            vals = val if isinstance(val, list) and not isinstance(check, _WholeList) else [val]
+        whole = isinstance(check, _WholeList)
+        # every problem at once: the elements of a list that converted are checked even if a neighbour did not
+        if check is not None and val is not None and (len(errors) == n_before or (isinstance(val, list) and not whole)):
+            vals = val if isinstance(val, list) and not whole else [val]
             for i, x in enumerate(vals):
                 if x is not None and not check(x):
                     unit = f" ({f.metadata['unit']})" if f.metadata.get("unit") else ""
