@@ -130,3 +130,30 @@ def test_files_with_separate_metadata_entries_still_load(tmp_path) -> None:  # n
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "old.safetensors", metadata=meta)
     back = aimc.load(tmp_path / "old.safetensors", model=nn.Sequential(nn.Linear(4, 3)))
     torch.testing.assert_close(back[0].analog.g_prog, model[0].analog.g_prog)
+
+
+def test_loading_into_another_architecture_names_every_difference(tmp_path):
+    """Issue 21.2: torch's raw `RuntimeError: size mismatch` became a FileFormatError listing missing, unexpected and
+    mismatched keys (with both shapes), like safetensors' load_model(strict=True); the model is left untouched."""
+    from torch import nn
+
+    a = _drifted()
+    p = tmp_path / "m.safetensors"
+    aimc.save(a, p, arch="tests.helpers:small_cnn")
+    other = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(16, 5))  # wider first conv, no layers 3..9
+    with pytest.raises(aimc.FileFormatError) as e:
+        aimc.load(p, model=other)
+    msg = str(e.value)
+    assert "does not match the architecture" in msg and "Nothing was loaded" in msg
+    assert "0.weight (file (8, 3, 3, 3), model (16, 3, 3, 3))" in msg
+    assert "1.running_mean (file (8,), model (16,))" in msg
+    assert "missing key(s): 4.weight" in msg  # the Linear at index 4 is not in the file
+    assert "unexpected key(s): 3.analog.*, 3.bias, 3.weight, 7.analog.*" in msg and "9.weight" in msg
+    assert "'tests.helpers:small_cnn'" in msg  # says which architecture the file wants
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(aimc.FileFormatError):
+        aimc.load(p, model=other)
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in before.items())
+    b = aimc.load(p)  # rebuilt from arch: loads
+    assert torch.equal(b[0].weight, a[0].weight)

@@ -19,6 +19,7 @@ from torch import nn
 from aimc.config import AnalogConfig
 from aimc.errors import ConfigError, FileFormatError, StateError
 from aimc.nn.convert import LAYER_MAP, analog_layers, convert
+from aimc.nn.tile import _EMPTY
 
 __all__ = ["save", "load", "read_metadata", "FORMAT"]
 
@@ -97,6 +98,44 @@ def _build_arch(arch: str) -> nn.Module:
     return models.get_model(arch)
 
 
+def _listed(keys: list[str], n: int = 12) -> str:
+    """``keys`` for an error message: the device buffers of an analog layer as one ``<layer>.analog.*`` entry."""
+    shown: list[str] = []
+    for k in keys:
+        head, sep, _ = k.partition("analog.") if k.startswith("analog.") or ".analog." in k else (k, "", "")
+        entry = f"{head}analog.*" if sep else k
+        if entry not in shown:
+            shown.append(entry)
+    more = f" … and {len(shown) - n} more" if len(shown) > n else ""
+    return ", ".join(shown[:n]) + more
+
+
+def _natural(key: str) -> tuple:
+    """Sort key of state-dict names in module order: ``layer.10`` after ``layer.9``."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in key.split("."))
+
+
+def _check_keys(state: dict[str, torch.Tensor], model: nn.Module, path: str | os.PathLike, arch: str, *,
+                device_state: bool) -> None:
+    """Strict comparison of the file's tensors with ``model`` before anything is loaded (as safetensors'
+    ``load_model(strict=True)``): missing, unexpected and mismatched keys, with shapes, in one error."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")
+               and (device_state or k.rsplit(".", 1)[-1] not in _DEVICE_KEYS)]
+    unexpected = sorted((k for k in state if k not in own), key=_natural)
+    mismatched = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})" for k in sorted(state, key=_natural)
+                  if k in own and k.rsplit(".", 1)[-1] not in _EMPTY and state[k].shape != own[k].shape]
+    if not (missing or unexpected or mismatched):
+        return
+    parts = [f"{len(v)} {what}: {_listed(v)}" for what, v in (("missing key(s)", missing),
+                                                              ("unexpected key(s)", unexpected),
+                                                              ("key(s) with another shape", mismatched)) if v]
+    fix = (f"the file was saved from architecture {arch!r}: load without model= to rebuild it, or pass an instance "
+           "of that architecture" if arch else "pass model=<an instance of the architecture that was saved>")
+    raise FileFormatError(f"{str(path)!r} does not match the architecture of the model: {'; '.join(parts)}. "
+                          f"Nothing was loaded; {fix}.")
+
+
 def load(path: str | os.PathLike, *, model: nn.Module | None = None, config: AnalogConfig | None = None) -> nn.Module:
     """Load a model saved with :func:`save`.
 
@@ -137,13 +176,8 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, config: Ana
         state = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] not in _DEVICE_KEYS}
         log.warning("aimc.load: %s was saved with config %r; loading into the config you passed, without the "
                     "programmed device state. Call aimc.program(model, seed=...) again.", path, stored.name)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if config is not None and config != stored:
-        missing = [k for k in missing if k.rsplit(".", 1)[-1] not in _DEVICE_KEYS]
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise FileFormatError(f"{str(path)!r} does not match the architecture: missing keys {missing[:8]}, "
-                              f"unexpected keys {unexpected[:8]}.")
+    _check_keys(state, model, path, meta.get("arch") or "", device_state=config is None or config == stored)
+    model.load_state_dict(state, strict=False)
     for name, layer in analog_layers(model):
         for sfx, (mat, _) in layer.analog_matrices().items():
             mat.restore_time(name + sfx)
