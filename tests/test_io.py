@@ -157,3 +157,66 @@ def test_loading_into_another_architecture_names_every_difference(tmp_path):
     assert all(torch.equal(v, other.state_dict()[k]) for k, v in before.items())
     b = aimc.load(p)  # rebuilt from arch: loads
     assert torch.equal(b[0].weight, a[0].weight)
+
+
+def test_arch_that_needs_a_config_is_stored_and_rebuilt(tmp_path):
+    """Issue 21.7: an architecture class built from a config object (Hugging Face style) used to fail at load with a
+    raw TypeError (missing 'config'); its config is now stored in the metadata and the class rebuilt from it."""
+    from tests.config_model import TinyConfig, TinyConfigNet
+
+    a = aimc.convert(TinyConfigNet(TinyConfig(width=5, classes=2)), aimc.presets.joshi2020()).eval()
+    aimc.program(a, seed=3)
+    aimc.at_time(a, 3600.0, seed=3)
+    p = tmp_path / "c.safetensors"
+    aimc.save(a, p, arch="tests.config_model:TinyConfigNet")
+    assert json.loads(read_metadata(p)["arch_config"]) == {"width": 5, "classes": 2}
+    b = aimc.load(p).eval()
+    assert isinstance(b, TinyConfigNet) and b.config == TinyConfig(width=5, classes=2)
+    x = torch.randn(4, 6)
+    assert torch.equal(a(x), b(x))
+
+
+def test_arch_kwargs_are_stored_and_missing_arguments_are_a_clear_error_at_save(tmp_path):
+    from tests.config_model import mlp
+
+    a = aimc.convert(mlp(7), aimc.presets.joshi2020()).eval()
+    aimc.program(a, seed=1)
+    aimc.at_time(a, 3600.0, seed=1)
+    with pytest.raises(aimc.ConfigError, match=r"needs argument\(s\) \['width'\].*arch_kwargs=\{'width': \.\.\.\}"):
+        aimc.save(a, tmp_path / "m.safetensors", arch="tests.config_model:mlp")
+    assert not (tmp_path / "m.safetensors").exists()
+    with pytest.raises(aimc.ConfigError, match="JSON-serialisable"):
+        aimc.save(a, tmp_path / "m.safetensors", arch="tests.config_model:mlp", arch_kwargs={"width": {1, 2}})
+    with pytest.raises(aimc.ConfigError, match="cannot import"):
+        aimc.save(a, tmp_path / "m.safetensors", arch="tests.config_model:nope")
+    aimc.save(a, tmp_path / "m.safetensors", arch="tests.config_model:mlp", arch_kwargs={"width": 7})
+    b = aimc.load(tmp_path / "m.safetensors").eval()
+    x = torch.randn(3, 6)
+    assert torch.equal(a(x), b(x)) and b.aimc_arch_kwargs == {"width": 7}
+    aimc.save(b, tmp_path / "again.safetensors")  # the loaded model remembers how it was built
+    assert json.loads(read_metadata(tmp_path / "again.safetensors")["arch_kwargs"]) == {"width": 7}
+
+
+def test_a_zoo_model_with_kwargs_from_an_experiment_is_loadable_without_model(tmp_path):
+    from aimc.experiment.build import build_model
+    from aimc.experiment.spec import ModelSpec
+
+    m = build_model(ModelSpec(name="mnist_mlp", kwargs={"hidden": 12}))
+    a = aimc.convert(m, aimc.presets.joshi2020())
+    aimc.save(a, tmp_path / "z.safetensors")
+    b = aimc.load(tmp_path / "z.safetensors")
+    assert {k: v.shape for k, v in b.state_dict().items()} == {k: v.shape for k, v in a.state_dict().items()}
+
+
+def test_a_real_hugging_face_model_round_trips(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=16, max_position_embeddings=16)
+    torch.manual_seed(0)
+    a = aimc.convert(transformers.BertModel(cfg), aimc.presets.joshi2020()).eval()
+    aimc.program(a, seed=0)
+    aimc.at_time(a, 3600.0, seed=0)
+    aimc.save(a, tmp_path / "bert.safetensors", arch="transformers:BertModel")
+    b = aimc.load(tmp_path / "bert.safetensors").eval()
+    ids = torch.randint(0, 40, (2, 7))
+    assert torch.equal(a(ids).last_hidden_state, b(ids).last_hidden_state)

@@ -7,11 +7,15 @@ rebuild the architecture (a zoo name or ``package.module:function``). Writing is
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,14 +35,22 @@ _DEVICE_KEYS = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_ref", "gdc
                 "gdc_on", "learned_input_range")
 
 
-def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None) -> None:
+def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None,
+         arch_kwargs: dict[str, Any] | None = None) -> None:
     """Save a converted model to ``path`` (safetensors).
 
     Args:
         model: a model returned by :func:`aimc.convert` (programmed or not).
         path: destination file; written atomically.
         arch: how :func:`load` can rebuild the architecture: a zoo name (``"resnet32_cifar"``) or
-            ``"package.module:function"``; defaults to ``model.aimc_arch`` if set.
+            ``"package.module:function"`` (a function or a class); defaults to ``model.aimc_arch`` if set.
+        arch_kwargs: JSON-serialisable keyword arguments :func:`load` passes to ``arch`` (e.g. ``{"hidden": 250}``);
+            defaults to ``model.aimc_arch_kwargs`` if set. A class that takes a configuration object (Hugging Face
+            style: ``cls(config)`` with ``cls.config_class``) needs nothing: ``model.config`` is stored as a dict.
+
+    Raises:
+        ConfigError: ``arch`` cannot be imported, needs arguments that were not given, or ``arch_kwargs`` is not
+            JSON-serialisable (checked now, not when loading).
     """
     from safetensors.torch import save_file
 
@@ -46,11 +58,14 @@ def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None) 
     if cfg is None or not list(analog_layers(model)):
         raise StateError("aimc.save expects a converted model (aimc.convert(model, config)); "
                          "for a plain torch model use safetensors.torch.save_file(model.state_dict(), path).")
-    arch = arch if arch is not None else getattr(model, "aimc_arch", None)
+    if arch is None:
+        arch = getattr(model, "aimc_arch", None)
+        arch_kwargs = arch_kwargs if arch_kwargs is not None else getattr(model, "aimc_arch_kwargs", None)
+    recipe = _arch_recipe(model, arch, dict(arch_kwargs or {})) if arch else {}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()),
             "analog_layers": json.dumps([n for n, _ in analog_layers(model)]),
-            "arch": arch or "", "torch": torch.__version__}
+            "arch": arch or "", "torch": torch.__version__, **recipe}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     from aimc.experiment.store import atomic_write
@@ -59,6 +74,60 @@ def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None) 
     # would get a different file (and sha256) at every save
     packed = {_PACKED: json.dumps(meta, sort_keys=True)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=packed))
+
+
+def _arch_callable(arch: str) -> Callable[..., Any]:
+    if ":" in arch:
+        mod, _, fn = arch.partition(":")
+        try:
+            return getattr(importlib.import_module(mod), fn)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"cannot import architecture {arch!r} ({e}); give package.module:function (or :Class) "
+                              "importable on the Python path.") from None
+    from aimc import models
+
+    if arch not in models.MODEL_NAMES:
+        raise ConfigError(f"unknown zoo architecture {arch!r}; known: {', '.join(models.MODEL_NAMES)} (or "
+                          "package.module:function).")
+    return functools.partial(models.get_model, arch)
+
+
+def _arch_recipe(model: nn.Module, arch: str, kwargs: dict[str, Any]) -> dict[str, str]:
+    """Metadata entries telling :func:`load` how to call ``arch``: JSON kwargs and, for a class built from a config
+    object, that config as a dict. Raises ``ConfigError`` now for what :func:`load` could not do later."""
+    fn = _arch_callable(arch)
+    out: dict[str, str] = {}
+    try:
+        if kwargs:
+            out["arch_kwargs"] = json.dumps(kwargs, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"arch_kwargs of {arch!r} must be JSON-serialisable (numbers, strings, lists, dicts): "
+                          f"{e}.") from None
+    if isinstance(fn, functools.partial):  # zoo: get_model checks its keyword arguments itself
+        return out
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: trust the caller
+        return out
+    needed = [p.name for p in params if p.default is p.empty and p.name not in kwargs
+              and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    conf = getattr(model, "config", None)
+    if needed and needed[0] == "config" and hasattr(getattr(fn, "config_class", None), "from_dict") \
+            and hasattr(conf, "to_dict"):  # Hugging Face style: cls(config), cls.config_class.from_dict(dict)
+        try:
+            out["arch_config"] = json.dumps(conf.to_dict(), sort_keys=True, default=str)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"the config of {arch!r} is not JSON-serialisable ({e}).") from None
+        needed = needed[1:]
+    if needed:
+        given = f" (arch_kwargs gave {sorted(kwargs)})" if kwargs else ""
+        raise ConfigError(
+            f"aimc.load could not rebuild {arch!r}: it needs argument(s) {needed}{given}. Pass them as "
+            f"aimc.save(..., arch={arch!r}, arch_kwargs={{{', '.join(repr(n) + ': ...' for n in needed)}}}) "
+            "(JSON-serialisable values); for a class taking a config object, give it a `config_class` with "
+            "`from_dict` and the model a `config` with `to_dict` (as Hugging Face models have); or save without "
+            "arch and pass model=<an instance> to aimc.load.")
+    return out
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -86,16 +155,24 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return meta
 
 
-def _build_arch(arch: str) -> nn.Module:
-    if ":" in arch:
-        mod, _, fn = arch.partition(":")
-        try:
-            return getattr(importlib.import_module(mod), fn)()
-        except (ImportError, AttributeError) as e:
-            raise ConfigError(f"cannot build architecture {arch!r}: {e}") from None
-    from aimc import models
-
-    return models.get_model(arch)
+def _build_arch(meta: dict[str, str]) -> nn.Module:
+    arch = meta["arch"]
+    try:
+        kwargs = json.loads(meta.get("arch_kwargs") or "{}")
+        conf = json.loads(meta["arch_config"]) if meta.get("arch_config") else None
+    except json.JSONDecodeError as e:
+        raise FileFormatError(f"damaged arch metadata ({e}).") from None
+    fn = _arch_callable(arch)
+    args = () if conf is None else (fn.config_class.from_dict(conf),)
+    try:
+        model = fn(*args, **kwargs)
+    except TypeError as e:  # e.g. a file saved by an aimc that did not check arch's arguments
+        raise ConfigError(f"cannot build architecture {arch!r} with {kwargs or 'no arguments'} ({e}); pass "
+                          "model=<an instance of it> to aimc.load.") from None
+    model.aimc_arch = arch
+    if kwargs:
+        model.aimc_arch_kwargs = kwargs
+    return model
 
 
 def _listed(keys: list[str], n: int = 12) -> str:
@@ -163,8 +240,7 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, config: Ana
         if not meta.get("arch"):
             raise FileFormatError(f"{str(path)!r} does not say how to rebuild its architecture; pass "
                                   "model=<an instance of the original torch model> to aimc.load.")
-        model = _build_arch(meta["arch"])
-        model.aimc_arch = meta["arch"]
+        model = _build_arch(meta)
     if not list(analog_layers(model)):
         convertible = [n for n, m in model.named_modules() if type(m) in LAYER_MAP]
         model = convert(model, cfg, exclude=[n for n in convertible if n not in analog_names])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def _import(target: str):  # noqa: ANN202
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
-    """A fresh model (pretrained weights loaded if the spec names them); ``model.aimc_arch`` records its name."""
+    """A fresh model (pretrained weights loaded if the spec names them); ``model.aimc_arch`` (and
+    ``aimc_arch_kwargs``) record how it was built."""
     if ":" in spec.name:
         model = _import(spec.name)(**spec.kwargs)
     else:
@@ -37,8 +39,13 @@ def build_model(spec: ModelSpec) -> nn.Module:
         raise ConfigError(f"model {spec.name!r} returned {type(model).__name__}, not a torch.nn.Module.")
     if spec.pretrained:
         load_weights(model, spec.pretrained)
-    if not spec.kwargs:
-        model.aimc_arch = spec.name
+    try:  # how aimc.save records the architecture, so aimc.load can rebuild it (kwargs must be JSON)
+        json.dumps(spec.kwargs, allow_nan=False)
+    except (TypeError, ValueError):
+        return model
+    model.aimc_arch = spec.name
+    if spec.kwargs:
+        model.aimc_arch_kwargs = dict(spec.kwargs)
     return model
 
 
