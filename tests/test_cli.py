@@ -1,9 +1,14 @@
 """The `aimc` command: the demo end to end on a tiny budget."""
 
+from pathlib import Path
+
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from aimc.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_quick_writes_results(tmp_path):
@@ -26,3 +31,44 @@ def test_version_and_help():
     assert r.exit_code == 0 and "aimc" in r.output
     r = CliRunner().invoke(app, ["demo", "--seeds", "0"])
     assert r.exit_code != 0
+
+
+def _help(*cmd):
+    r = CliRunner().invoke(app, [*cmd, "--help"], terminal_width=250, env={"COLUMNS": "250", "NO_COLOR": "1"})
+    assert r.exit_code == 0, r.output
+    return " ".join(r.output.split())  # rich wraps and pads; compare words
+
+
+def test_help_shows_square_brackets():
+    """Issue 21.10: rich read `[ray]` as markup and printed `pip install 'aimc'`."""
+    assert "pip install 'aimc[ray]'" in _help("run")
+
+
+@pytest.mark.parametrize("cmd", ["run", "demo"])
+def test_run_and_demo_share_one_documented_threads_default(cmd, monkeypatch, tmp_path):
+    """Both commands run with 1 torch thread unless --threads says otherwise (0 = torch's default), and restore."""
+    import torch
+
+    import aimc.demo
+    import aimc.experiment.runner
+
+    seen = []
+
+    def record(*a, **k):
+        seen.append(torch.get_num_threads())
+        raise aimc.ConfigError("stop here")
+
+    monkeypatch.setattr(aimc.demo, "_run", record)
+    monkeypatch.setattr(aimc.experiment.runner, "run_experiment", record)
+    args = [cmd, str(ROOT / "examples" / "digits.yaml")] if cmd == "run" else [cmd]
+    args += ["--out", str(tmp_path / "o")]
+    torch.set_num_threads(2)
+    try:
+        for extra, expected in (([], 1), (["--threads", "2"], 2), (["--threads", "0"], 2)):
+            seen.clear()
+            r = CliRunner().invoke(app, args + extra)
+            assert seen == [expected], (extra, seen, r.output)
+            assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(1)
+    assert "Default 1" in _help(cmd) and "0 = torch's default" in _help(cmd)

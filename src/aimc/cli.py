@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
 app = typer.Typer(help="aimc: analog in-memory computing with phase-change memory for deep learning.",
                   no_args_is_help=True, add_completion=False)
+
+
+THREADS_HELP = ("torch threads per process; 0 = torch's default (all cores). Default 1: small models run fastest on "
+                "one thread, and on a busy machine more threads wait for each other (see README)")
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch threads (0: leave torch's default), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @app.callback()
@@ -19,6 +39,7 @@ def _main() -> None:
 def demo(out: Path = typer.Option(Path("aimc-demo"), help="output directory"),
          quick: bool = typer.Option(False, help="a tiny budget (seconds), for tests"),
          seeds: int = typer.Option(None, min=1, help="number of programming seeds (default 10; 2 with --quick)"),
+         threads: int = typer.Option(1, min=0, help=THREADS_HELP),
          quiet: bool = typer.Option(False, help="no progress bars")) -> None:
     """Train a digits CNN (FP and hardware-aware), program it onto PCM, evaluate from 25 s to 1 year."""
     from dataclasses import replace
@@ -33,7 +54,7 @@ def demo(out: Path = typer.Option(Path("aimc-demo"), help="output directory"),
     s = DemoSettings.quick() if quick else DemoSettings()
     if seeds is not None:
         s = replace(s, seeds=seeds)
-    summ = run_demo(out, s, progress=not quiet, log=console.print)
+    summ = run_demo(out, s, progress=not quiet, log=console.print, threads=threads)
     table = Table(title="accuracy (%) after programming: mean ± std [95 % CI]")
     for col in ("model", "compensation", "t", "mean", "std", "95 % CI", "n"):
         table.add_column(col, justify="right" if col not in ("model", "compensation") else "left")
@@ -68,10 +89,10 @@ def run(ctx: typer.Context,
         workers: int = typer.Option(1, help="processes for independent evaluation cells (--backend local); CPUs "
                                             "of a local Ray instance (--backend ray, default all cores)"),
         backend: str = typer.Option("local", help="where evaluation cells run: local (a process pool) or ray "
-                                                  "(Ray tasks; pip install 'aimc[ray]')"),
+                                                  "(Ray tasks; pip install 'aimc\\[ray]')"),
         address: str = typer.Option(None, help="--backend ray: address of a running Ray cluster (host:port of its "
                                                "head); default: start a local Ray instance"),
-        threads: int = typer.Option(None, min=1, help="torch threads (1 is fastest for small models)"),
+        threads: int = typer.Option(1, min=0, help=THREADS_HELP),
         nproc: int = typer.Option(1, help="training processes: N ≥ 2 trains with DDP in N local ranks launched "
                                           "through torchrun (data.batch_size stays the global batch)"),
         quiet: bool = typer.Option(False, help="no progress bars"),
@@ -81,17 +102,14 @@ def run(ctx: typer.Context,
     from aimc.experiment.runner import run_experiment
     from aimc.experiment.spec import load_experiment
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     try:
         exp = load_experiment(experiment)
         if nproc != 1 and distributed.world_size() == 1:  # inside torchrun (WORLD_SIZE set) this is one rank
             distributed.check_world(exp.data.batch_size, nproc)
             raise typer.Exit(distributed.launch(distributed.relaunch_args(ctx), nproc))
-        path = run_experiment(exp, out or Path("runs") / exp.name, force=force, quiet=quiet, workers=workers,
-                              backend=backend, address=address)
+        with _torch_threads(threads):
+            path = run_experiment(exp, out or Path("runs") / exp.name, force=force, quiet=quiet, workers=workers,
+                                  backend=backend, address=address)
     except (AimcErrorT, OSError, FloatingPointError) as e:
         _fail(e, debug)
         return
