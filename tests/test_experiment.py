@@ -346,3 +346,87 @@ def test_every_bad_time_is_reported_beside_1e400(tmp_path):
     assert "evaluation[0].times[1]: '1e400' is text, not a number" in r.output
     for i, v in ((2, "-1.0"), (3, "nan"), (4, "inf")):
         assert f"evaluation[0].times[{i}]: {v} is not allowed: must be ≥ 0 (s)" in r.output, r.output
+
+
+def test_out_that_is_a_file_is_a_clear_error(tmp_path):
+    """Issue 21.6: `--out afile` said "File exists (afile)"."""
+    f = tmp_path / "good.yaml"
+    f.write_text(yaml.safe_dump(tiny()))
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    r = CliRunner().invoke(app, ["run", str(f), "--out", str(afile), "--quiet"])
+    assert r.exit_code == 2 and "is a file; a run needs a directory" in r.output, r.output
+    r = CliRunner().invoke(app, ["run", str(f), "--out", str(afile / "sub"), "--quiet"])
+    assert r.exit_code == 2 and "which is a file" in r.output, r.output
+    assert afile.read_text() == "mine\n"
+
+
+def test_sigint_says_how_to_resume_and_the_printed_command_resumes(tmp_path):
+    """Issue 21.6: Ctrl-C during training exited 130 without a word."""
+    import shlex
+
+    d = tiny(model={"name": "tests.slow_model:make"}, evaluation=[], baselines={})
+    d["training"] = d["training"][:1]
+    d["training"][0]["epochs"] = 3
+    f = tmp_path / "e.yaml"
+    f.write_text(yaml.safe_dump(d))
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    # SIGINT back to its default in the child (a parent started in the background may ignore it)
+    p = subprocess.Popen([sys.executable, "-m", "aimc.cli", "run", str(f), "--out", str(out), "--quiet"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while not (out / "checkpoints/fp/last.safetensors").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert p.poll() is None, "the run finished before it could be interrupted"
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Resume where it stopped with the same command" in err, err
+    cmd = shlex.split(err.strip().splitlines()[-1])
+    assert cmd[:2] == ["aimc", "run"] and cmd[cmd.index("--out") + 1] == str(out) and "--quiet" in cmd
+    r = subprocess.run([sys.executable, "-m", "aimc.cli", *cmd[1:]], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "stage fp: resuming after epoch" in (out / "run.log").read_text()
+
+
+def test_damaged_results_offer_to_keep_the_good_rows(finished, tmp_path):
+    """Issue 21.6: a truncated results.csv only offered "move it away to recompute" (every cell)."""
+    import shutil
+
+    out = tmp_path / "d"
+    shutil.copytree(finished, out)
+    res = out / "results.csv"
+    lines = res.read_text().splitlines(keepends=True)
+    good = lines[:-3]
+    good[5] = good[5].rsplit(",", 1)[0] + ",0.123456\n"  # a marker: a kept row is not recomputed
+    damaged = "".join(good) + "pcm,hwa,joshi2020,gdc,864"  # cut in the middle of a row
+    res.write_text(damaged)
+    with pytest.raises(aimc.FileFormatError, match=f"{len(good) - 1} row\\(s\\) are intact.*--keep-good-rows"):
+        run_experiment(experiment_from_dict(tiny()), out, quiet=True)
+    assert res.read_text() == damaged  # nothing changed without the flag
+    f = tmp_path / "e.yaml"
+    f.write_text(yaml.safe_dump(tiny()))
+    r = CliRunner().invoke(app, ["run", str(f), "--out", str(out), "--quiet", "--keep-good-rows"])
+    assert r.exit_code == 0, r.output
+    assert (out / "results.csv.damaged").read_text() == damaged  # nothing lost
+    a, b = pd.read_csv(finished / "results.csv"), pd.read_csv(res)
+    key = ["sweep", "model", "compensation", "t_seconds", "seed"]
+    a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) and (b["accuracy"] == 0.123456).sum() == 1  # kept, the other rows recomputed
+    pd.testing.assert_frame_equal(a[b["accuracy"] != 0.123456], b[b["accuracy"] != 0.123456])
+
+
+def test_a_row_cut_inside_its_last_number_is_not_trusted(tmp_path):
+    from aimc.experiment.store import DamagedResultsError
+
+    p = tmp_path / "results.csv"
+    p.write_text("sweep,model,periphery,compensation,t_seconds,seed,accuracy\n"
+                 "pcm,hwa,joshi2020,none,25.0,0,0.9375\npcm,hwa,joshi2020,none,25.0,1,0.93")  # was 0.9375
+    with pytest.raises(DamagedResultsError, match="truncated") as e:
+        ResultsStore(p)
+    assert len(e.value.good) == 1
+    s = ResultsStore(p, keep_good_rows=True)
+    assert len(s.rows) == 1 and s.rows[0]["seed"] == 0

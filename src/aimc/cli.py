@@ -95,6 +95,9 @@ def run(ctx: typer.Context,
         threads: int = typer.Option(1, min=0, help=THREADS_HELP),
         nproc: int = typer.Option(1, help="training processes: N ≥ 2 trains with DDP in N local ranks launched "
                                           "through torchrun (data.batch_size stays the global batch)"),
+        keep_good_rows: bool = typer.Option(False, help="a damaged results.csv keeps its intact rows (the file is "
+                                                        "kept as results.csv.damaged); only the other cells are "
+                                                        "recomputed"),
         quiet: bool = typer.Option(False, help="no progress bars"),
         debug: bool = typer.Option(False, help="show tracebacks")) -> None:
     """Run (or resume) an experiment: training stages, digital baselines, evaluation sweeps, summary, report."""
@@ -107,9 +110,15 @@ def run(ctx: typer.Context,
         if nproc != 1 and distributed.world_size() == 1:  # inside torchrun (WORLD_SIZE set) this is one rank
             distributed.check_world(exp.data.batch_size, nproc)
             raise typer.Exit(distributed.launch(distributed.relaunch_args(ctx), nproc))
+        out = out or Path("runs") / exp.name
         with _torch_threads(threads):
-            path = run_experiment(exp, out or Path("runs") / exp.name, force=force, quiet=quiet, workers=workers,
-                                  backend=backend, address=address)
+            path = run_experiment(exp, out, force=force, quiet=quiet, workers=workers, backend=backend,
+                                  address=address, keep_good_rows=keep_good_rows)
+    except KeyboardInterrupt:
+        if out is not None and distributed.is_main_process():
+            typer.echo(f"\ninterrupted: every finished epoch and evaluation cell is saved in {out}. Resume where it "
+                       f"stopped with the same command:\n  {_resume_command(ctx, out)}", err=True)
+        raise typer.Exit(130) from None
     except (AimcErrorT, OSError, FloatingPointError) as e:
         _fail(e, debug)
         return
@@ -118,6 +127,21 @@ def run(ctx: typer.Context,
     if not quiet:
         typer.echo((path / "summary.md").read_text())
     typer.echo(f"results in {path}")
+
+
+def _resume_command(ctx: typer.Context, out: Path) -> str:
+    """``aimc run`` with this call's experiment, its --out (explicit, even if it was the default) and every option
+    that differs from its default, --force left out (resuming must not delete anything)."""
+    import shlex
+
+    words = ["aimc", "run", str(ctx.params["experiment"]), "--out", str(out)]
+    for p in ctx.command.params:
+        v = ctx.params.get(p.name)
+        if p.name in ("experiment", "out", "force") or v == p.default or v is None:
+            continue
+        flag = "--" + p.name.replace("_", "-")
+        words += [flag] if v is True else [str(flag), str(v)]
+    return shlex.join(words)
 
 
 @app.command()

@@ -89,6 +89,17 @@ def _prepare(exp: Experiment, out: Path, force: bool) -> None:
     atomic_write(out / "environment.json", lambda tmp: Path(tmp).write_text(json.dumps(env, indent=1)))
 
 
+def _check_out(out: Path) -> None:
+    """A run directory must be (or become) a directory: a file in its place is a clear error, not 'File exists'."""
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            what = "is a file" if p == out else f"lies inside {str(p)!r}, which is a file"
+            raise ConfigError(f"--out {str(out)!r} {what}; a run needs a directory. Choose another --out (a "
+                              "directory that does not exist yet is created).")
+        if p.exists():
+            return
+
+
 def _version() -> str:
     import aimc
 
@@ -381,11 +392,14 @@ def _eval_unit_in_worker(out: str, sweep_name: str, label: str, seed: int, cells
 
 # ---- entry point --------------------------------------------------------------------------------------------------
 def run_experiment(exp: Experiment, out: str | Path, *, force: bool = False, quiet: bool = False,
-                   workers: int = 1, backend: str = "local", address: str | None = None) -> Path:
+                   workers: int = 1, backend: str = "local", address: str | None = None,
+                   keep_good_rows: bool = False) -> Path:
     """Run (or resume) ``exp`` in ``out``; returns the run directory.
 
     ``backend`` runs the evaluation cells on ``"local"`` processes (``workers`` of them) or as ``"ray"`` tasks on
     the cluster at ``address`` (default: a local Ray instance); see :mod:`aimc.experiment.backends`.
+    ``keep_good_rows``: a damaged ``results.csv`` keeps its intact rows (the file itself is kept as
+    ``results.csv.damaged``) instead of stopping the run; only the other cells are recomputed.
     """
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers={workers!r} must be an integer ≥ 1.")
@@ -395,6 +409,7 @@ def run_experiment(exp: Experiment, out: str | Path, *, force: bool = False, qui
     if exp.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device: {exp.device} was asked for but torch sees no CUDA device here; use device: cpu.")
     out = Path(out)
+    _check_out(out)
     dd = init_distributed(exp.device, exp.data.batch_size)  # None unless torchrun started WORLD_SIZE > 1 ranks
     if dd is not None and not dd.main:
         return _follow(exp, out, dd)
@@ -411,7 +426,7 @@ def run_experiment(exp: Experiment, out: str | Path, *, force: bool = False, qui
     try:
         log.info("run %s in %s", exp.name, out)
         ctx = _Context(exp, out, dd)
-        store = ResultsStore(out / "results.csv")
+        store = ResultsStore(out / "results.csv", keep_good_rows=keep_good_rows)
         with ProgressBars(not quiet) as progress:
             for stage in exp.training:
                 _train_stage(ctx, stage, progress)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ import torch
 from aimc.errors import FileFormatError
 
 __all__ = ["atomic_write", "read_csv_rows", "write_csv_rows", "save_checkpoint", "load_checkpoint", "ResultsStore",
-           "RESULT_COLUMNS"]
+           "DamagedResultsError", "salvage_rows", "RESULT_COLUMNS"]
 
 CHECKPOINT_FORMAT = "aimc-checkpoint/1"
 RESULT_COLUMNS = ["sweep", "model", "periphery", "compensation", "t_seconds", "seed", "accuracy"]
@@ -136,23 +137,102 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "it to restart that training stage from its previous checkpoint or from scratch.") from None
 
 
+class DamagedResultsError(FileFormatError):
+    """``results.csv`` has damaged rows; ``good`` rows are intact (keep them with ``keep_good_rows=True``)."""
+
+    def __init__(self, msg: str, good: list[dict[str, Any]]):
+        super().__init__(msg)
+        self.good = good
+
+
+def salvage_rows(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The intact rows of a results file and the line numbers of the damaged ones.
+
+    A row is intact if it has every column, parseable values (accuracy in [0, 1]) and is not the last line of a file
+    that does not end with a newline (a file cut in the middle of a number looks valid otherwise). Cells present
+    several times are kept once if every copy agrees, else dropped.
+    """
+    raw = Path(path).read_bytes().decode("utf-8", errors="replace")
+    lines = raw.splitlines()
+    good: dict[tuple, dict[str, Any]] = {}
+    lines_of: dict[tuple, list[int]] = {}
+    bad: list[int] = []
+    for i, rec in enumerate(csv.reader(lines[1:]), start=2):
+        try:
+            if len(rec) != len(RESULT_COLUMNS) or (i == len(lines) and not raw.endswith("\n")):
+                raise ValueError
+            row = dict(zip(RESULT_COLUMNS, rec, strict=True))
+            row["t_seconds"], row["seed"], row["accuracy"] = (float(row["t_seconds"]), int(row["seed"]),
+                                                              float(row["accuracy"]))
+            if not all(row[c] for c in RESULT_COLUMNS[:4]) or not 0 <= row["accuracy"] <= 1 \
+                    or not math.isfinite(row["t_seconds"]):
+                raise ValueError
+        except ValueError:
+            bad.append(i)
+            continue
+        k = ResultsStore.key(row)
+        lines_of.setdefault(k, []).append(i)
+        if k in good and good[k] != row:
+            good[k] = None  # conflicting copies: neither is trusted
+        else:
+            good.setdefault(k, row)
+    for k, row in list(good.items()):
+        if row is None:
+            bad.extend(lines_of[k])
+            del good[k]
+    return list(good.values()), sorted(bad)
+
+
 class ResultsStore:
     """``results.csv`` of a run: one row per finished (sweep, model, periphery, compensation, t, seed) cell.
 
     Each :meth:`add` rewrites the file atomically, so the file on disk always holds every finished cell exactly once.
+    A damaged file (hand-edited, truncated by a full disk or by copying) raises :class:`DamagedResultsError`, never a
+    silent restart; ``keep_good_rows=True`` keeps its intact rows (the damaged file is kept beside it as
+    ``results.csv.damaged``) so only the other cells are recomputed.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, keep_good_rows: bool = False):
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = []
         self._keys: set[tuple] = set()
         if self.path.exists():
-            self._load()
+            try:
+                self._load()
+            except DamagedResultsError as e:
+                if not keep_good_rows:
+                    raise
+                self._keep(e.good)
+
+    def _keep(self, good: list[dict[str, Any]]) -> None:
+        import logging
+        import shutil
+
+        backup = self.path.with_name(self.path.name + ".damaged")
+        shutil.copy2(self.path, backup)
+        self.rows = [{c: r[c] for c in RESULT_COLUMNS} for r in good]
+        self._keys = {self.key(r) for r in self.rows}
+        atomic_write(self.path, lambda tmp: self.table().to_csv(tmp, index=False))
+        logging.getLogger("aimc.run").warning("results file %s was damaged: kept its %d intact row(s); the damaged "
+                                              "file is in %s", self.path, len(self.rows), backup)
+
+    def _damaged(self, what: str) -> DamagedResultsError:
+        good, bad = salvage_rows(self.path)
+        where = f" (line(s) {', '.join(map(str, bad[:5]))}{' …' if len(bad) > 5 else ''})" if bad else ""
+        return DamagedResultsError(
+            f"results file {str(self.path)!r} {what}{where}; {len(good)} row(s) are intact. Re-run with "
+            f"--keep-good-rows (ResultsStore(..., keep_good_rows=True)) to keep those {len(good)} row(s) and recompute "
+            f"only the other cells (the damaged file is kept as {self.path.name}.damaged), or move the file away to "
+            "recompute every cell.", good)
 
     def _load(self) -> None:
         try:
             df = pd.read_csv(self.path, dtype={"sweep": str, "model": str, "periphery": str, "compensation": str})
         except Exception as e:  # noqa: BLE001 - pandas raises many types for broken CSV
+            with self.path.open(newline="") as f:
+                header = next(csv.reader(f), [])
+            if header == RESULT_COLUMNS:
+                raise self._damaged(f"cannot be parsed ({e}); it is corrupt") from None
             raise FileFormatError(f"results file {str(self.path)!r} cannot be parsed ({e}); it is corrupt. Move it "
                                   "away to recompute every cell.") from None
         missing = [c for c in RESULT_COLUMNS if c not in df.columns]
@@ -161,11 +241,11 @@ class ResultsStore:
                                   "this aimc run. Move it away or use another --out directory.")
         bad = df[RESULT_COLUMNS].isna().any(axis=1) | ~df["accuracy"].between(0, 1)
         if bad.any():
-            raise FileFormatError(f"results file {str(self.path)!r} has {int(bad.sum())} damaged row(s) (first at "
-                                  f"line {int(bad.to_numpy().argmax()) + 2}); move it away to recompute.")
+            raise self._damaged(f"has {int(bad.sum())} damaged row(s)")
+        if len(df) and not self.path.read_bytes().endswith(b"\n"):
+            raise self._damaged("ends in the middle of its last row (truncated)")
         if df.duplicated(KEY_COLUMNS).any():
-            raise FileFormatError(f"results file {str(self.path)!r} holds duplicated cells; it was edited by hand "
-                                  "or by another program. Move it away to recompute.")
+            raise self._damaged("holds duplicated cells (edited by hand or by another program)")
         self.rows = df.to_dict("records")
         self._keys = {self.key(r) for r in self.rows}
 
