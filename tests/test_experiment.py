@@ -430,3 +430,13 @@ def test_a_row_cut_inside_its_last_number_is_not_trusted(tmp_path):
     assert len(e.value.good) == 1
     s = ResultsStore(p, keep_good_rows=True)
     assert len(s.rows) == 1 and s.rows[0]["seed"] == 0
+
+
+def test_run_context_imports_neither_the_runner_nor_the_report():
+    """What the report and the CLI need from a run lives in aimc.experiment.context: no runner <-> report cycle."""
+    code = ("import sys, aimc.experiment.context as c; "
+            "assert not {'aimc.experiment.runner', 'aimc.report'} & set(sys.modules), sorted(sys.modules); "
+            "from aimc.experiment.runner import _Context; assert _Context is c.RunContext")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

@@ -111,7 +111,7 @@ def _ray_unit(out: str, sweep: str, label: str, seed: int, cells: list[tuple[flo
               env: dict[str, Any]) -> list[dict[str, Any]]:
     """One unit, run in a Ray worker on one thread; returns one row per cell (the columns of results.csv)."""
     _adopt(env)
-    from aimc.experiment.runner import _eval_unit
+    from aimc.experiment.sweeps import eval_unit as _eval_unit
 
     return _eval_unit(out, sweep, label, seed, cells, threads=1)
 
