@@ -109,20 +109,40 @@ def run_sweeps(ctx: RunContext, store: ResultsStore, progress, workers: int,  # 
     with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker, initargs=(rows_q, threads)) as pool:
         pending = {pool.submit(_eval_unit_in_worker, str(ctx.out), *u) for u in units}
         received, returned = 0, 0  # rows taken off the queue; rows the finished units say they put on it
-        while pending or received < returned:
-            try:
-                row = rows_q.get(timeout=0.05)
-            except queue_mod.Empty:
-                done = {f for f in pending if f.done()}
-                for f in done:
-                    returned += f.result()  # re-raises a worker's error
-                pending -= done
-                continue
-            store.add([row])
-            received += 1
-            progress.advance(task)
+        try:
+            while pending or received < returned:
+                try:
+                    row = rows_q.get(timeout=0.05)
+                except queue_mod.Empty:
+                    done = {f for f in pending if f.done()}
+                    for f in done:
+                        returned += f.result()  # re-raises a worker's error
+                    pending -= done
+                    continue
+                store.add([row])
+                received += 1
+                progress.advance(task)
+        except BaseException:  # Ctrl-C or a worker's error: start no queued unit, keep every finished cell
+            pool.shutdown(wait=True, cancel_futures=True)
+            _drain(rows_q, store)
+            raise
         t_end = time.perf_counter()
     log.debug("worker pool shut down in %.2f s", time.perf_counter() - t_end)
+
+
+def _drain(rows_q, store: ResultsStore) -> None:  # noqa: ANN001
+    """Store the cells the workers finished but this process has not taken off the queue yet."""
+    import queue as queue_mod
+
+    rows = []
+    while True:
+        try:
+            rows.append(rows_q.get(timeout=0.2))
+        except (queue_mod.Empty, OSError, ValueError):
+            break
+    if rows:
+        store.add(rows)
+        log.info("kept %d cell(s) finished by the workers before the stop", len(rows))
 
 
 def _init_worker(rows_q, threads: int) -> None:  # noqa: ANN001 - runs once in each pool process
