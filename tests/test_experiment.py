@@ -440,3 +440,12 @@ def test_run_context_imports_neither_the_runner_nor_the_report():
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_misspelt_zoo_model_argument_is_caught_by_validate():
+    d = tiny(model={"name": "mnist_mlp", "kwargs": {"hidde": 250, "num_classes": 10}})
+    with pytest.raises(ExperimentConfigError) as e:
+        experiment_from_dict(d)
+    assert e.value.problems == [("model.kwargs.hidde", "mnist_mlp takes no argument 'hidde' (did you mean 'hidden'? "
+                                 "its arguments: hidden, num_classes)")]
+    experiment_from_dict(tiny(model={"name": "mnist_mlp", "kwargs": {"hidden": 250}}))

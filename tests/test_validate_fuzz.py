@@ -106,8 +106,9 @@ def validate(tmp_path: Path, text: str) -> tuple[int, str, Path]:
 
 
 def related(reported: str, where: str) -> bool:
-    """A reported problem points at the mutation: its path is the mutated one, inside it or beside it (same
-    parent), or (a renamed stage / analog config) it names the original value that other sections refer to."""
+    """A reported problem points at the mutation: its path is the mutated one, inside it, above it or beside it
+    (same parent). (`check` also accepts a problem elsewhere that names the changed value or section: a renamed
+    stage or analog config is reported where it is referred to.)"""
     parent = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", where)
     return (reported.startswith(where) or where.startswith(reported)
             or (parent != where and reported.startswith(parent)))

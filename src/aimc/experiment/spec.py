@@ -7,6 +7,7 @@ Every field documents its meaning and unit; ``load_experiment(path)`` reports ev
 from __future__ import annotations
 
 import copy
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -154,6 +155,29 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _check_zoo_kwargs(name: str, kwargs: dict, problems: list[tuple[str, str]]) -> None:
+    """Keyword names of a zoo model, checked against its builder's signature (a misspelt `hidde:` is caught here,
+    not after the run has started); the values are the builder's business."""
+    import inspect
+
+    from aimc import models
+
+    builder = getattr(models, "_REGISTRY", {}).get(name)
+    try:
+        params = inspect.signature(builder).parameters if builder is not None else None
+    except (TypeError, ValueError):
+        params = None
+    if params is None or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in kwargs:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append((f"model.kwargs.{key}", f"{name} takes no argument {key!r} ({hint}its arguments: "
+                             f"{', '.join(allowed) or 'none'})"))
+
+
 def _cross_checks(exp: Experiment, problems: list[tuple[str, str]]) -> None:
     """Checks that span sections: references between stages, sweeps and analog configs.
 
@@ -168,6 +192,8 @@ def _cross_checks(exp: Experiment, problems: list[tuple[str, str]]) -> None:
     if model is not None and isinstance(model.name, str) and ":" not in model.name and model.name not in MODEL_NAMES:
         problems.append(("model.name", f"unknown model {model.name!r}; known: {', '.join(MODEL_NAMES)} "
                          "(or package.module:function)"))
+    elif model is not None and isinstance(model.kwargs, dict) and model.kwargs and model.name in MODEL_NAMES:
+        _check_zoo_kwargs(model.name, model.kwargs, problems)
     if data is not None and isinstance(data.name, str) and ":" not in data.name and data.name not in DATASETS:
         problems.append(("data.name", f"unknown data set {data.name!r}; known: {', '.join(DATASETS)} "
                          "(or package.module:function)"))
