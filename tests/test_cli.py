@@ -72,3 +72,11 @@ def test_run_and_demo_share_one_documented_threads_default(cmd, monkeypatch, tmp
     finally:
         torch.set_num_threads(1)
     assert "Default 1" in _help(cmd) and "0 = torch's default" in _help(cmd)
+
+
+def test_demo_out_that_is_a_file_is_a_clear_error(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    r = CliRunner().invoke(app, ["demo", "--quick", "--quiet", "--out", str(afile)])
+    assert r.exit_code == 2 and "is a file; results need a directory" in r.output, r.output
+    assert afile.read_text() == "mine\n"

@@ -355,7 +355,7 @@ def test_out_that_is_a_file_is_a_clear_error(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("mine\n")
     r = CliRunner().invoke(app, ["run", str(f), "--out", str(afile), "--quiet"])
-    assert r.exit_code == 2 and "is a file; a run needs a directory" in r.output, r.output
+    assert r.exit_code == 2 and "is a file; results need a directory" in r.output, r.output
     r = CliRunner().invoke(app, ["run", str(f), "--out", str(afile / "sub"), "--quiet"])
     assert r.exit_code == 2 and "which is a file" in r.output, r.output
     assert afile.read_text() == "mine\n"

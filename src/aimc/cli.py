@@ -54,7 +54,14 @@ def demo(out: Path = typer.Option(Path("aimc-demo"), help="output directory"),
     s = DemoSettings.quick() if quick else DemoSettings()
     if seeds is not None:
         s = replace(s, seeds=seeds)
-    summ = run_demo(out, s, progress=not quiet, log=console.print, threads=threads)
+    from aimc.experiment.runner import check_out
+
+    try:
+        check_out(out)
+        summ = run_demo(out, s, progress=not quiet, log=console.print, threads=threads)
+    except (AimcErrorT, OSError) as e:
+        _fail(e, False)
+        return
     table = Table(title="accuracy (%) after programming: mean ± std [95 % CI]")
     for col in ("model", "compensation", "t", "mean", "std", "95 % CI", "n"):
         table.add_column(col, justify="right" if col not in ("model", "compensation") else "left")

@@ -88,12 +88,13 @@ def _prepare(exp: Experiment, out: Path, force: bool) -> None:
     atomic_write(out / "environment.json", lambda tmp: Path(tmp).write_text(json.dumps(env, indent=1)))
 
 
-def _check_out(out: Path) -> None:
+def check_out(out: str | Path) -> None:
     """A run directory must be (or become) a directory: a file in its place is a clear error, not 'File exists'."""
+    out = Path(out)
     for p in (out, *out.parents):
         if p.exists() and not p.is_dir():
             what = "is a file" if p == out else f"lies inside {str(p)!r}, which is a file"
-            raise ConfigError(f"--out {str(out)!r} {what}; a run needs a directory. Choose another --out (a "
+            raise ConfigError(f"--out {str(out)!r} {what}; results need a directory. Choose another --out (a "
                               "directory that does not exist yet is created).")
         if p.exists():
             return
@@ -124,7 +125,7 @@ def run_experiment(exp: Experiment, out: str | Path, *, force: bool = False, qui
     if exp.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device: {exp.device} was asked for but torch sees no CUDA device here; use device: cpu.")
     out = Path(out)
-    _check_out(out)
+    check_out(out)
     dd = init_distributed(exp.device, exp.data.batch_size)  # None unless torchrun started WORLD_SIZE > 1 ranks
     if dd is not None and not dd.main:
         return _follow(exp, out, dd)
