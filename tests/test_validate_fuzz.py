@@ -173,7 +173,7 @@ def test_damaged_files(example, tmp_path):
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-@settings(derandomize=True, max_examples=60, deadline=None,
+@settings(derandomize=True, database=None, max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_combined_mutations(example, tmp_path, data):
