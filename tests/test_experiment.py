@@ -449,3 +449,19 @@ def test_misspelt_zoo_model_argument_is_caught_by_validate():
     assert e.value.problems == [("model.kwargs.hidde", "mnist_mlp takes no argument 'hidde' (did you mean 'hidden'? "
                                  "its arguments: hidden, num_classes)")]
     experiment_from_dict(tiny(model={"name": "mnist_mlp", "kwargs": {"hidden": 250}}))
+
+
+def test_cells_finished_by_workers_are_stored_when_the_pool_stops(tmp_path):
+    """After Ctrl-C or a worker's error the rows still queued by the workers are stored, not dropped."""
+    import multiprocessing as mp
+
+    from aimc.experiment.sweeps import _drain
+
+    q = mp.get_context("spawn").Queue()
+    rows = [{"sweep": "s", "model": "m", "periphery": "p", "compensation": "none", "t_seconds": 25.0, "seed": i,
+             "accuracy": 0.5} for i in range(3)]
+    for r in rows:
+        q.put(r)
+    store = ResultsStore(tmp_path / "results.csv")
+    _drain(q, store)
+    assert sorted(pd.read_csv(tmp_path / "results.csv")["seed"]) == [0, 1, 2]

@@ -188,3 +188,15 @@ def test_combined_mutations(example, tmp_path, data):
         value = data.draw(st.sampled_from(BAD_VALUES)) if how == "replace" else None
         doc, _ = mutate(doc, path, how, value)
     validate(tmp_path, yaml.dump(doc, Dumper=DUMPER, sort_keys=False))
+
+
+def test_unreadable_inputs(tmp_path):
+    """Not UTF-8, a directory, a missing file, TOML syntax: one line each, exit code 2, never a traceback."""
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    toml = tmp_path / "e.toml"
+    toml.write_text("name = [\n")
+    for target, expected in ((bad, "cannot read experiment file"), (tmp_path, "is a directory"),
+                             (tmp_path / "nope.yaml", "does not exist"), (toml, "TOML syntax error")):
+        r = CliRunner().invoke(CMD, ["validate", str(target)])
+        assert r.exit_code == 2 and expected in r.output and "Traceback" not in r.output, r.output

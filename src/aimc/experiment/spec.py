@@ -280,6 +280,9 @@ def experiment_from_dict(data: Any, source: str = "experiment") -> Experiment:
 def load_experiment(path: str | Path) -> Experiment:
     """Read a YAML (or TOML, by extension) experiment file."""
     path = Path(path)
+    if path.is_dir():
+        raise FileFormatError(f"{str(path)!r} is a directory; give an experiment file (YAML or TOML), e.g. "
+                              "examples/digits.yaml.")
     if not path.is_file():
         raise FileFormatError(f"experiment file {str(path)!r} does not exist; check the path "
                               "(examples live in examples/).")
