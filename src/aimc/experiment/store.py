@@ -221,7 +221,7 @@ class ResultsStore:
         where = f" (line(s) {', '.join(map(str, bad[:5]))}{' …' if len(bad) > 5 else ''})" if bad else ""
         return DamagedResultsError(
             f"results file {str(self.path)!r} {what}{where}; {len(good)} row(s) are intact. Re-run with "
-            f"--keep-good-rows (ResultsStore(..., keep_good_rows=True)) to keep those {len(good)} row(s) and recompute "
+            f"--keep-good-rows (run_experiment(..., keep_good_rows=True)) to keep those {len(good)} row(s) and recompute "
             f"only the other cells (the damaged file is kept as {self.path.name}.damaged), or move the file away to "
             "recompute every cell.", good)
 
