@@ -200,7 +200,8 @@ def _check_keys(state: dict[str, torch.Tensor], model: nn.Module, path: str | os
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")
                and (device_state or k.rsplit(".", 1)[-1] not in _DEVICE_KEYS)]
     unexpected = sorted((k for k in state if k not in own), key=_natural)
-    mismatched = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})" for k in sorted(state, key=_natural)
+    mismatched = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+                  for k in sorted(state, key=_natural)
                   if k in own and k.rsplit(".", 1)[-1] not in _EMPTY and state[k].shape != own[k].shape]
     if not (missing or unexpected or mismatched):
         return

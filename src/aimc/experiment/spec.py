@@ -220,7 +220,8 @@ def _cross_checks(exp: Experiment, problems: list[tuple[str, str]]) -> None:
         if st.name in stage_names or st.name == "model":
             problems.append((f"{p}.name", f"{st.name!r} is used twice (or is the reserved name 'model')"))
         if stages_ok and isinstance(st.init, str) and st.init != "model" and st.init not in stage_names:
-            problems.append((f"{p}.init", f"{st.init!r} is not 'model' or an earlier stage of `training` ({stage_names})"))
+            problems.append((f"{p}.init",
+                             f"{st.init!r} is not 'model' or an earlier stage of `training` ({stage_names})"))
         if analog is not None and isinstance(st.analog, str) and st.analog not in analog:
             problems.append((f"{p}.analog", f"{st.analog!r} is not a config named in `analog` ({list(analog)})"))
         if st.kind == "hwa":
@@ -238,7 +239,8 @@ def _cross_checks(exp: Experiment, problems: list[tuple[str, str]]) -> None:
     known = ["model", *stage_names]
     for label, stage in (exp.baselines if isinstance(exp.baselines, dict) and stages_ok else {}).items():
         if stage not in known:
-            problems.append((f"baselines.{label}", f"{stage!r} is not 'model' or a stage of `training` ({stage_names})"))
+            problems.append((f"baselines.{label}",
+                             f"{stage!r} is not 'model' or a stage of `training` ({stage_names})"))
     seen = set()
     for i, sw in enumerate(exp.evaluation if isinstance(exp.evaluation, list) else []):
         if sw is None:
@@ -255,13 +257,15 @@ def _cross_checks(exp: Experiment, problems: list[tuple[str, str]]) -> None:
                 problems.append((f"{p}.models", "empty: name at least one model, e.g. {hwa: hwa}"))
             for label, stage in sw.models.items() if stages_ok else ():
                 if stage not in known:
-                    problems.append((f"{p}.models.{label}", f"{stage!r} is not 'model' or a stage of `training` ({stage_names})"))
+                    problems.append((f"{p}.models.{label}",
+                                     f"{stage!r} is not 'model' or a stage of `training` ({stage_names})"))
         if sw.times == []:
             problems.append((f"{p}.times", "empty: give times after programming in seconds, e.g. [25, 3600]"))
         if sw.seeds is not None:
             seeds = sw.seed_list()
             if not seeds or any((not isinstance(s, int)) or s < 0 for s in seeds):
-                problems.append((f"{p}.seeds", f"{sw.seeds!r} is not allowed: a count ≥ 1 or a list of integers ≥ 0"))
+                problems.append((f"{p}.seeds",
+                                 f"{sw.seeds!r} is not allowed: a count ≥ 1 or a list of integers ≥ 0"))
         if sw.compensations == []:
             problems.append((f"{p}.compensations", f"empty: choose from {list(COMPENSATIONS)}"))
 

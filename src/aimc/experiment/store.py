@@ -221,9 +221,9 @@ class ResultsStore:
         where = f" (line(s) {', '.join(map(str, bad[:5]))}{' …' if len(bad) > 5 else ''})" if bad else ""
         return DamagedResultsError(
             f"results file {str(self.path)!r} {what}{where}; {len(good)} row(s) are intact. Re-run with "
-            f"--keep-good-rows (run_experiment(..., keep_good_rows=True)) to keep those {len(good)} row(s) and recompute "
-            f"only the other cells (the damaged file is kept as {self.path.name}.damaged), or move the file away to "
-            "recompute every cell.", good)
+            f"--keep-good-rows (run_experiment(..., keep_good_rows=True)) to keep those {len(good)} row(s) and "
+            f"recompute only the other cells (the damaged file is kept as {self.path.name}.damaged), or move the "
+            "file away to recompute every cell.", good)
 
     def _load(self) -> None:
         try:
