@@ -6,6 +6,13 @@ The public API, in one place::
     aimc.program(analog, seed=0)                               # programming noise, drift exponents
     aimc.at_time(analog, 86_400.0, seed=0)                     # one day later (drift + read noise, GDC)
     res = aimc.evaluate(analog, test_loader, times=[25, 86_400], seeds=range(10), compensation=("none", "gdc"))
+
+Subpackages are reachable as attributes, torchvision-style, and imported on first use (``import aimc`` stays
+cheap)::
+
+    model = aimc.models.resnet32_cifar()       # same as: from aimc.models import resnet32_cifar
+    train = aimc.data.digits("train")
+    report = aimc.cost.estimate(model, "hermes_4phase")
 """
 
 from aimc import devices as devices
@@ -37,6 +44,25 @@ from aimc.nn.convert import convert as convert
 from aimc.train import clip as clip
 
 __version__ = "0.1.0"
+
+# Subpackages and modules imported on first attribute access (PEP 562), so that `aimc.models.resnet32_cifar()`
+# works after a plain `import aimc` without importing the data loaders, the cost model or the CLI up front.
+_LAZY_SUBMODULES = frozenset({
+    "models", "data", "cost", "experiment", "report", "demo", "cli", "nn", "train", "devices", "presets",
+    "config", "errors", "evaluation", "inference", "io", "mapping", "periphery", "compensation",
+})
+
+
+def __getattr__(name: str):  # noqa: ANN202 - a module, typed by the import system
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"aimc.{name}")  # also binds it on this package for later look-ups
+    raise AttributeError(f"module 'aimc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_SUBMODULES)
 
 __all__ = [
     "AnalogConfig", "MappingConfig", "PeripheryConfig", "CompensationConfig", "TrainingConfig",
