@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from aimc.cost.model import CostReport
@@ -40,12 +41,16 @@ def _fmt(v: float, unit: str, f: float) -> str:
     return f"{v / f:.3g} {unit}"
 
 
-def energy_bars_svg(report: CostReport, title: str | None = None, width: int = 880) -> str:
+def energy_bars_svg(report: CostReport, title: str | None = None, width: int = 880,
+                    labels: Sequence[str] | None = None) -> str:
     """Per-layer energy per inference as horizontal stacked bars, one self-contained ``<svg>`` element (no external
-    references, no scripts)."""
+    references, no scripts). ``labels``: one per analog matrix (default: the module names)."""
     e = html.escape
     layers = report.layers
-    left, right, top, row = 200, 80, 56, 15
+    names = list(labels) if labels is not None else [lc.layer.name for lc in layers]
+    if len(names) != len(layers):
+        raise ValueError(f"energy_bars_svg: {len(names)} labels for {len(layers)} layers; give one per layer.")
+    left, right, top, row = max(200, 14 + int(6.3 * max(map(len, names), default=0))), 80, 56, 15
     per_row = 3
     legend_h = 18 * math.ceil(len(GROUPS) / per_row)
     height = top + row * len(layers) + 14 + legend_h
@@ -68,7 +73,7 @@ def energy_bars_svg(report: CostReport, title: str | None = None, width: int = 8
                f'({unit})</text>')
     for r, lc in enumerate(layers):
         y = top + r * row
-        out.append(f'<text x="{left - 6}" y="{y + row - 4}" text-anchor="end">{e(lc.layer.name)}</text>')
+        out.append(f'<text x="{left - 6}" y="{y + row - 4}" text-anchor="end">{e(names[r])}</text>')
         x = float(left)
         for label, comps, color in GROUPS:
             v = sum(lc.energy[k] for k in comps)

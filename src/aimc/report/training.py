@@ -1,0 +1,113 @@
+"""The report's "Training" and "Wall times" sections: loss and validation metric per epoch for every stage, the
+digital test accuracy of every trained stage, and how long training, evaluation and the whole run took."""
+
+from __future__ import annotations
+
+import math
+
+from aimc.report.files import Run, Session, StageHistory, results_mtime
+from aimc.report.page import e, figure, img, note, pct, seconds, table
+
+
+def _metric_label(key: str) -> str:
+    """``val_accuracy`` -> ``validation accuracy (%)``; other ``val_*`` keys keep their name."""
+    name = key.removeprefix("val_").replace("_", " ")
+    return f"validation {name} (%)" if name == "accuracy" else f"validation {name}"
+
+
+def _metric_value(key: str, v: float) -> float:
+    return 100 * v if key == "val_accuracy" else v
+
+
+def training_section(run: Run, histories: list[StageHistory], digital: dict[str, float | str]) -> str:
+    if not histories:
+        return note("the experiment has no training stage: the sweeps program the model section's weights.")
+    intro = ("<p>Every training stage: the epochs run, its last training loss and validation metric (on the images "
+             "held out by <code>data.validation</code>; none without), and the <b>digital test accuracy</b> of its "
+             "final weights in floating point, before any programming — the reference each analog model starts "
+             "from. Stages named in <code>baselines</code> take that row of results.csv; the others are scored by "
+             "the report on the same test set.</p>")
+    rows = []
+    for h in histories:
+        last = h.records[-1] if h.records else {}
+        vals = [f"{_metric_label(k)}: {_metric_value(k, float(last[k])):.2f}" for k in h.val_keys() if k in last]
+        acc = digital.get(h.name)
+        rows.append((h.name, h.kind, h.init,
+                     f"{len(h.records)} / {h.epochs}" + ("" if h.finished else " (unfinished)"),
+                     f"{float(last['loss']):.4g}" if "loss" in last else "—", "; ".join(vals) or "—",
+                     pct(acc) if isinstance(acc, float) else (acc or "—"),
+                     seconds(h.total("seconds") + h.total("checkpoint_seconds")) if h.records else "—"))
+    parts = [intro, table(["stage", "kind", "init", "epochs", "last training loss", "last validation metric",
+                           "digital test accuracy (%)", "training wall time"], rows,
+                          [False, False, False, True, True, False, True, True])]
+    if any(h.records for h in histories):
+        parts.append(img(training_figure(run.exp.name, histories), "training loss and validation metric per epoch"))
+    else:
+        parts.append(note("no epoch has finished yet: no training curves."))
+    return "".join(parts)
+
+
+def training_figure(name: str, histories: list[StageHistory]):  # noqa: ANN201
+    keys = sorted({k for h in histories for k in h.val_keys()})
+    fig, axes = figure(10, 3.6, ncols=1 + len(keys))
+    for i, h in enumerate(histories):
+        if not h.records:
+            continue
+        ep = [int(r["epoch"]) for r in h.records]
+        axes[0].plot(ep, [float(r["loss"]) for r in h.records], marker="o", ms=3, lw=1.5, color=f"C{i}",
+                     label=f"{h.name} ({h.kind})")
+        for ax, k in zip(axes[1:], keys):
+            pts = [(int(r["epoch"]), _metric_value(k, float(r[k]))) for r in h.records if k in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, lw=1.5, color=f"C{i}", label=f"{h.name} ({h.kind})")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("training loss (epoch mean)")
+    axes[0].set_title("training loss", fontsize=10)
+    for ax, k in zip(axes[1:], keys):
+        ax.set_ylabel(_metric_label(k))
+        ax.set_title(_metric_label(k), fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("epoch of the stage")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{name}: training curves per stage", fontsize=10)
+    return fig
+
+
+def _eval_seconds(run: Run, s: Session) -> tuple[float | None, str]:
+    """The evaluation sweeps of a session: from its "evaluation:" log line to the last row written to results.csv
+    (its modification time), or to its "finished" line."""
+    if s.eval_start_s is None:
+        return None, "no evaluation logged"
+    end = results_mtime(run)
+    if end is not None and end >= s.eval_start_s and (end - s.eval_start_s) < 1e7:
+        return end - s.eval_start_s, "to the last row of results.csv"
+    return (s.last_s - s.eval_start_s), "to its last log line"
+
+
+def times_section(run: Run, histories: list[StageHistory], sessions: list[Session]) -> str:
+    intro = ("<p>Training: the sum of the epochs' wall times (training, validation and checkpoint) each stage "
+             "recorded. Evaluation and the whole run: from the timestamps of <code>run.log</code>, where every "
+             "<code>aimc run</code> of this directory (a resumed run included) starts a session.</p>")
+    rows = [(f"stage {h.name} ({h.kind})", f"{len(h.records)} epoch(s), "
+             f"{seconds(h.total('seconds') / max(len(h.records), 1))} per epoch",
+             seconds(h.total("seconds") + h.total("checkpoint_seconds")))
+            for h in histories if h.records]
+    for i, s in enumerate(sessions):
+        tag = f"session {i + 1} (started {s.started})" if len(sessions) > 1 else f"run (started {s.started})"
+        ev, how = _eval_seconds(run, s)
+        if ev is not None:
+            rows.append((f"{tag}: evaluation sweeps", f"from the first evaluation log line {how}",
+                         seconds(ev)))
+        if s.finished_s is not None:
+            rows.append((f"{tag}: whole run", "run.log: finished", seconds(s.finished_s)))
+        else:
+            end = max(s.last_s, results_mtime(run) or 0.0) if i == len(sessions) - 1 else s.last_s
+            rows.append((f"{tag}: whole run", "no end logged yet (interrupted, or this report was written at its "
+                         "end): to its last log line or result", seconds(end - s.start_s)))
+    if not rows:
+        return intro + note("run.log has no timestamps and no stage recorded its epochs.")
+    total = sum(h.total("seconds") + h.total("checkpoint_seconds") for h in histories)
+    extra = "" if not math.isfinite(total) or total <= 0 else (
+        f"<p>All training stages together: {e(seconds(total))}.</p>")
+    return intro + table(["what", "how measured", "wall time"], rows, [False, False, True]) + extra
