@@ -7,12 +7,14 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from aimc.experiment.runner import run_experiment
 from aimc.experiment.spec import experiment_from_dict
 from aimc.report import write_report
+from tests import browser
 
 SECTIONS = ["Accuracy vs time", "Digital baselines", "Training", "Summary tables", "Cost",
             "Programming error and conductances", "GDC factors vs time", "Wall times", "Configuration", "Environment"]
@@ -273,3 +275,54 @@ def test_report_package_is_split_and_uses_no_private_runner_name():
     from aimc.report import render_report, write_report
 
     assert callable(render_report) and callable(write_report)
+
+
+# ---- the page in a real browser (issue 21, item 15) ----------------------------------------------------------------
+needs_chromium = pytest.mark.skipif(browser.CHROMIUM is None, reason=browser.SKIP_REASON)
+
+BROKEN = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>broken</title></head><body>
+<img alt="truncated png" src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB">
+<img alt="missing file" src="missing-figure.png">
+<script>console.error("a console error");</script></body></html>"""
+
+
+@needs_chromium
+def test_browser_check_catches_broken_images_and_console_errors(tmp_path):
+    """The checker itself: a page with an undecodable PNG, a missing file and a console error fails every check."""
+    page = tmp_path / "broken.html"
+    page.write_text(BROKEN, encoding="utf-8")
+    res = browser.check_page(page, tmp_path)
+    assert res["title"] == "broken"
+    assert res["images"] == ["undecodable", "undecodable"]
+    assert any("missing-figure.png" in p for p in res["problems"]), res
+    assert any("a console error" in c for c in res["console"]), res
+
+
+@needs_chromium
+def test_report_in_headless_chromium(run_dir, tmp_path):
+    page = run_dir / "report.html"
+    text = page.read_text(encoding="utf-8")
+    res = browser.check_page(page, tmp_path)
+    assert res["title"] == "aimc report: report-tiny<&>"
+    assert res["h2"] == SECTIONS
+    assert res["problems"] == [] and res["console"] == [], res
+    # every embedded plot decodes, at the size it was drawn; the cost section's SVG bar chart is there too
+    assert len(res["images"]) == text.count("<img ") == 5
+    for wh in res["images"]:
+        w, h = (int(v) for v in wh.split("x"))
+        assert w > 300 and h > 200, res["images"]
+    assert res["svgs"] == 1
+
+    shot = tmp_path / "report.png"
+    out = browser.screenshot(page, shot, tmp_path)
+    assert shot.is_file(), out.stderr[-2000:]
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(str(shot))[..., :3]
+    assert img.shape[:2] == (3000, 1280)
+    px = (img.reshape(-1, 3) * 255).round().astype(np.int32)
+    assert (px < 245).any(axis=1).mean() > 0.05  # text, tables and plots, not a blank page
+    sat = px.max(axis=1) - px.min(axis=1)  # saturated pixels (plot lines, bands) in several distinct hues
+    colourful = px[sat > 80]
+    assert len(colourful) > 5_000 and len({tuple(c // 32) for c in colourful}) >= 6
+    assert not browser.console_messages(out.stderr), out.stderr[-2000:]
