@@ -126,7 +126,10 @@ def test_report_with_only_baselines_and_no_stage_weights(run_dir, tmp_path):
     assert re.findall(r'<img alt="([^"]*)"', page) == ["training loss and validation metric per epoch"]
     training = section(page, "training")
     assert training.count("(unfinished)") == 2 and training.count("not trained yet") == 2
-    shutil.rmtree(only / "checkpoints")
+    shutil.rmtree(only / "checkpoints")  # run.log still knows the epochs
+    page = write_report(only).read_text(encoding="utf-8")
+    assert re.findall(r'<img alt="([^"]*)"', page) == ["training loss and validation metric per epoch"]
+    (only / "run.log").unlink()
     page = write_report(only).read_text(encoding="utf-8")
     assert "<img" not in page and "no epoch has finished yet" in page
 
@@ -326,3 +329,24 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
     colourful = px[sat > 80]
     assert len(colourful) > 5_000 and len({tuple(c // 32) for c in colourful}) >= 6
     assert not browser.console_messages(out.stderr), out.stderr[-2000:]
+
+
+def test_histories_of_older_stage_files_and_from_run_log(run_dir, tmp_path):
+    """Stage files of older runs keep the history as a bare JSON list; files without one fall back to run.log."""
+    from safetensors.torch import load_file, save_file
+
+    from aimc.report.files import load, stage_histories
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    fp_hist = _history(copy / "stages" / "fp.safetensors")
+    hwa_hist = _history(copy / "stages" / "hwa.safetensors")
+    for stage, meta in (("fp", {"history": json.dumps(fp_hist)}), ("hwa", None)):
+        path = copy / "stages" / f"{stage}.safetensors"
+        save_file(load_file(str(path)), str(path), metadata=meta)
+    fp, hwa = stage_histories(load(copy))
+    assert list(fp.records) == fp_hist and fp.source == "stages/fp.safetensors" and fp.finished
+    assert hwa.source == "run.log" and hwa.finished
+    assert [r["epoch"] for r in hwa.records] == [r["epoch"] for r in hwa_hist]
+    assert [r["loss"] for r in hwa.records] == [float(f"{r['loss']:.4g}") for r in hwa_hist]
+    assert [r["val_accuracy"] for r in hwa.records] == [float(f"{r['val_accuracy']:.4g}") for r in hwa_hist]

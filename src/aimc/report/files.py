@@ -118,29 +118,63 @@ def _metadata(path: Path) -> dict[str, str] | None:
         return None
 
 
+def _history(meta: dict[str, str], key: str) -> list[dict[str, Any]]:
+    """The per-epoch records in a weights file's metadata: under ``key`` as ``{"history": [...]}`` (``aimc_stage``
+    of a stage file, ``extra`` of a checkpoint), or, in files of older runs, as a JSON list under ``history``."""
+    try:
+        if key in meta:
+            records = json.loads(meta[key]).get("history", [])
+        else:
+            records = json.loads(meta.get("history", "[]"))
+    except (json.JSONDecodeError, AttributeError):
+        return []
+    return [r for r in records if isinstance(r, dict) and "epoch" in r] if isinstance(records, list) else []
+
+
+_EPOCH = re.compile(r"stage (\S+) epoch (\d+)/(\d+): (.*)$")
+
+
+def logged_epochs(run: Run) -> dict[str, list[dict[str, Any]]]:
+    """Per stage, the epoch records of run.log's lines ``stage fp epoch 3/30: loss 0.12, lr 0.001, ...`` (the last
+    line of each epoch when a resumed run repeated it)."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for line in (run.text("run.log") or "").splitlines():
+        m = _EPOCH.search(line)
+        if not m:
+            continue
+        rec: dict[str, Any] = {"epoch": int(m.group(2))}
+        for item in m.group(4).split(", "):
+            k, _, v = item.partition(" ")
+            try:
+                rec[k] = float(v)
+            except ValueError:
+                continue
+        out.setdefault(m.group(1), {})[rec["epoch"]] = rec
+    return {k: [v[e] for e in sorted(v)] for k, v in out.items()}
+
+
 def stage_histories(run: Run) -> list[StageHistory]:
     """The training history of every stage: from ``stages/<stage>.safetensors`` once it has finished, else from its
-    last checkpoint (an interrupted stage), else empty. Only the files' JSON metadata is read, never the tensors."""
+    last checkpoint (an interrupted stage); from run.log's epoch lines where those files hold none. Only the files'
+    JSON metadata is read, never the tensors."""
+    logged = None
     out = []
     for st in run.exp.training:
         records, finished, source = [], False, None
         meta = _metadata(stage_file(run, st.name))
         if meta is not None:
             finished, source = True, f"stages/{st.name}.safetensors"
-            try:
-                records = json.loads(meta.get("aimc_stage", "{}")).get("history", [])
-            except json.JSONDecodeError:
-                records = []
+            records = _history(meta, "aimc_stage")
         else:
             ckpt = run.path / "checkpoints" / st.name / "last.safetensors"
             meta = _metadata(ckpt)
             if meta is not None:
                 source = f"checkpoints/{st.name}/last.safetensors"
-                try:
-                    records = json.loads(meta.get("extra", "{}")).get("history", [])
-                except json.JSONDecodeError:
-                    records = []
-        records = [r for r in records if isinstance(r, dict) and "epoch" in r]
+                records = _history(meta, "extra")
+        if not records:
+            logged = logged_epochs(run) if logged is None else logged
+            if logged.get(st.name):
+                records, source = logged[st.name], "run.log"
         out.append(StageHistory(st.name, st.kind, st.init, st.epochs, tuple(records), finished, source))
     return out
 
