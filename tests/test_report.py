@@ -196,6 +196,7 @@ def test_training_curves_digital_accuracy_of_every_stage_and_wall_times(run_dir)
 def test_log_sessions_and_wall_time_of_a_resumed_run(tmp_path):
     from aimc.report.files import Run, log_sessions
     from aimc.report.page import seconds
+    from aimc.report.training import times_section
 
     (tmp_path / "run.log").write_text(
         "2026-01-02 03:04:05,100 INFO aimc.run: run x in /r\n"
@@ -211,7 +212,14 @@ def test_log_sessions_and_wall_time_of_a_resumed_run(tmp_path):
     assert second.finished_s == 62 and second.baselines == {"fp_digital": 0.975}
     assert second.eval_start_s - second.start_s == pytest.approx(1.5)
     assert second.last_s - second.eval_start_s == pytest.approx(60.0)
+    assert first.epochs == 1 and second.eval_end_s - second.eval_start_s == pytest.approx(60.0)
     assert [seconds(x) for x in (0.845, 42.4, 725, 10920)] == ["0.84 s", "42 s", "12 min 5 s", "3 h 02 min"]
+    page = times_section(run, [], [first, second])
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", page)[1:]]
+    assert rows[0][0] == "session 1 (started 2026-01-02 03:04:05): whole run" and rows[0][2] == "—"
+    assert "interrupted" in rows[0][1] and "55 min 55 s after it" in rows[0][1]
+    assert rows[1][0].endswith("evaluation sweeps") and rows[1][2] == "1 min 0 s"
+    assert rows[2][0].endswith("whole run") and rows[2][2] == "1 min 2 s"
 
 
 def test_zoomed_panels_separate_the_compensations():

@@ -25,10 +25,19 @@ def per_sweep(run: Run, render: Callable[..., str]) -> list[str]:
         if not len(rows):
             parts.append(note(f"{NO_RESULTS} for this sweep."))
             continue
-        parts.append(render(sw, summarize(rows, ("model", "compensation", "t_seconds"))))
+        parts.append(render(sw, ordered(summarize(rows, ("model", "compensation", "t_seconds")), list(sw.models))))
     if not run.exp.evaluation:
         parts.append(note(f"{NO_RESULTS}: the experiment defines no evaluation sweep."))
     return parts
+
+
+def ordered(s: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """Summary rows by model (in the sweep's order), time, then compensation (none, gdc, gdc+bn), whatever order
+    results.csv holds them in (a resumed run appends cells out of order)."""
+    rank = {m: i for i, m in enumerate(models)}
+    key = s.apply(lambda r: (rank.get(r["model"], len(rank)), float(r["t_seconds"]), comp_order(r["compensation"])),
+                  axis=1)
+    return s.iloc[sorted(range(len(s)), key=lambda i: key.iloc[i])].reset_index(drop=True)
 
 
 def _keys(s: pd.DataFrame) -> list[tuple[str, str]]:

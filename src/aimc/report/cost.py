@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from aimc.evaluation import format_time, summarize
+from aimc.report.accuracy import ordered
 from aimc.report.files import Run
 from aimc.report.page import NO_RESULTS, e, note, pct, table
 
@@ -98,7 +99,7 @@ def cost_section(run: Run) -> str:
             times = sorted({float(x) for x in sw.times})
             body = []
             if len(rows):
-                s = summarize(rows, ("model", "compensation", "t_seconds"))
+                s = ordered(summarize(rows, ("model", "compensation", "t_seconds")), list(sw.models))
                 for (model, comp), g in s.groupby(["model", "compensation"], sort=False):
                     acc = {float(r.t_seconds): r.mean for r in g.itertuples()}
                     body.append((model, comp, *[pct(acc.get(x, float("nan"))) for x in times]))

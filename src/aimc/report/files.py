@@ -190,8 +190,10 @@ class Session:
     started: str
     start_s: float  # seconds since the epoch (local time of the log)
     eval_start_s: float | None = None
+    eval_end_s: float | None = None  # the first report or "finished" line after the evaluation started
     last_s: float = 0.0
     finished_s: float | None = None  # the run's own "finished in N s"
+    epochs: int = 0  # epoch lines logged
     baselines: dict[str, float] = field(default_factory=dict)  # label -> accuracy (fraction)
 
 
@@ -217,8 +219,13 @@ def log_sessions(run: Run) -> list[Session]:
         s.last_s = t
         if msg.startswith("evaluation:") and s.eval_start_s is None:
             s.eval_start_s = t
-        elif (f := re.match(r"finished in (\d+(?:\.\d+)?) s", msg)) is not None:
-            s.finished_s = float(f.group(1))
+        elif _EPOCH.search(msg):
+            s.epochs += 1
+        elif msg.startswith("report written") or msg.startswith("finished in"):
+            if s.eval_start_s is not None and s.eval_end_s is None:
+                s.eval_end_s = t
+            if (f := re.match(r"finished in (\d+(?:\.\d+)?) s", msg)) is not None:
+                s.finished_s = float(f.group(1))
         elif (b := re.match(r"baseline (\S+) \(stage \S+, digital\): ([0-9.]+) %", msg)) is not None:
             s.baselines[b.group(1)] = float(b.group(2)) / 100
     return sessions

@@ -60,7 +60,9 @@ def training_figure(name: str, histories: list[StageHistory]):  # noqa: ANN201
             pts = [(int(r["epoch"]), _metric_value(k, float(r[k]))) for r in h.records if k in r]
             if pts:
                 ax.plot(*zip(*pts), marker="o", ms=3, lw=1.5, color=f"C{i}", label=f"{h.name} ({h.kind})")
-    axes[0].set_yscale("log")
+    losses = [float(r["loss"]) for h in histories for r in h.records if float(r.get("loss", 0)) > 0]
+    if losses and max(losses) / min(losses) > 20:  # a log axis only where the loss spans decades
+        axes[0].set_yscale("log")
     axes[0].set_ylabel("training loss (epoch mean)")
     axes[0].set_title("training loss", fontsize=10)
     for ax, k in zip(axes[1:], keys):
@@ -74,17 +76,6 @@ def training_figure(name: str, histories: list[StageHistory]):  # noqa: ANN201
     return fig
 
 
-def _eval_seconds(run: Run, s: Session) -> tuple[float | None, str]:
-    """The evaluation sweeps of a session: from its "evaluation:" log line to the last row written to results.csv
-    (its modification time), or to its "finished" line."""
-    if s.eval_start_s is None:
-        return None, "no evaluation logged"
-    end = results_mtime(run)
-    if end is not None and end >= s.eval_start_s and (end - s.eval_start_s) < 1e7:
-        return end - s.eval_start_s, "to the last row of results.csv"
-    return (s.last_s - s.eval_start_s), "to its last log line"
-
-
 def times_section(run: Run, histories: list[StageHistory], sessions: list[Session]) -> str:
     intro = ("<p>Training: the sum of the epochs' wall times (training, validation and checkpoint) each stage "
              "recorded. Evaluation and the whole run: from the timestamps of <code>run.log</code>, where every "
@@ -93,21 +84,38 @@ def times_section(run: Run, histories: list[StageHistory], sessions: list[Sessio
              f"{seconds(h.total('seconds') / max(len(h.records), 1))} per epoch",
              seconds(h.total("seconds") + h.total("checkpoint_seconds")))
             for h in histories if h.records]
+    brief = 0
     for i, s in enumerate(sessions):
+        last = i == len(sessions) - 1
+        # the last rows of a run still going (its report is written before its "finished" line) end at results.csv
+        end = max(s.last_s, results_mtime(run) or 0.0) if last and s.finished_s is None else s.last_s
+        if s.finished_s is None and s.eval_start_s is None and not s.epochs and end - s.start_s < 1.0:
+            brief += 1  # stopped at once (e.g. a refused configuration): nothing to time
+            continue
         tag = f"session {i + 1} (started {s.started})" if len(sessions) > 1 else f"run (started {s.started})"
-        ev, how = _eval_seconds(run, s)
-        if ev is not None:
-            rows.append((f"{tag}: evaluation sweeps", f"from the first evaluation log line {how}",
-                         seconds(ev)))
+        cut = None if last else (f"interrupted: run.log has no later line of it; the next session started "
+                                 f"{seconds(sessions[i + 1].start_s - s.start_s)} after it")
+        if s.eval_start_s is not None:
+            if s.eval_end_s is not None or last:
+                stop = s.eval_end_s if s.eval_end_s is not None else end
+                rows.append((f"{tag}: evaluation sweeps", "run.log: from its evaluation line to the report"
+                             + ("" if s.eval_end_s is not None else " (or the last result)"),
+                             seconds(stop - s.eval_start_s)))
+            else:
+                rows.append((f"{tag}: evaluation sweeps", cut, "—"))
         if s.finished_s is not None:
-            rows.append((f"{tag}: whole run", "run.log: finished", seconds(s.finished_s)))
-        else:
-            end = max(s.last_s, results_mtime(run) or 0.0) if i == len(sessions) - 1 else s.last_s
-            rows.append((f"{tag}: whole run", "no end logged yet (interrupted, or this report was written at its "
-                         "end): to its last log line or result", seconds(end - s.start_s)))
+            rows.append((f"{tag}: whole run", "run.log: finished in", seconds(s.finished_s)))
+        elif last:
+            rows.append((f"{tag}: whole run", "no end logged yet (interrupted, or still running when this report "
+                         "was written): to its last log line or result", seconds(end - s.start_s)))
+        elif s.eval_start_s is None:
+            rows.append((f"{tag}: whole run", cut + f"; its last line came {seconds(s.last_s - s.start_s)} after "
+                         "its start", "—"))
     if not rows:
         return intro + note("run.log has no timestamps and no stage recorded its epochs.")
     total = sum(h.total("seconds") + h.total("checkpoint_seconds") for h in histories)
     extra = "" if not math.isfinite(total) or total <= 0 else (
         f"<p>All training stages together: {e(seconds(total))}.</p>")
+    if brief:
+        extra += note(f"{brief} more session(s) of run.log stopped within a second of starting (nothing to time).")
     return intro + table(["what", "how measured", "wall time"], rows, [False, False, True]) + extra
