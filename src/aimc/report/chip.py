@@ -158,7 +158,7 @@ def _device_figure(c: _Chip):  # noqa: ANN202
     ax2.invert_yaxis()
     ax2.set_xlabel("programming-error std (µS)")
     ax2.set_title("per analog layer", fontsize=9)
-    ax2.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)
+    ax2.legend(fontsize=7.5, loc="lower right", frameon=True, framealpha=0.9)
     ax2.grid(True, axis="x", alpha=0.3)
     fig.suptitle(f"sweep {c.sweep}: {c.label} on {c.analog}, seed 0", fontsize=10)
     return fig

@@ -70,18 +70,22 @@ def stage_file(run: Run, stage: str) -> Path:
 def stage_model(run: Run, stage: str):  # noqa: ANN201 - a torch.nn.Module
     """A plain model (the experiment's architecture) holding the final weights of ``stage``, on the CPU.
 
-    ``"model"`` is the model section's network itself (its pretrained weights, or its seeded initialisation). The
-    fresh model is initialised from the same seed as the runner's, and every key of it must be in the stage file
-    (``aimc.experiment.build.load_weights`` checks), so the result does not depend on that initialisation.
+    ``"model"`` is the model section's network itself (its pretrained weights, or its seeded initialisation). For a
+    stage, every key of the model must be in the stage file (``aimc.experiment.build.load_weights`` checks), so the
+    model section's pretrained file is not read (the report can be rebuilt where it is missing, or from another
+    working directory) and the seeded initialisation is overwritten.
     """
+    import dataclasses
+
     import torch
 
     from aimc.experiment.build import build_model, load_weights
     from aimc.nn.tile import derive_seed
 
+    spec = run.exp.model if stage == "model" else dataclasses.replace(run.exp.model, pretrained=None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(run.exp.seed, "init") % 2**63)
-        model = build_model(run.exp.model)
+        model = build_model(spec)
     if stage != "model":
         load_weights(model, stage_file(run, stage))
     return model.eval()
