@@ -188,21 +188,50 @@ def test_bound_management_is_a_no_op_when_nothing_clips() -> None:
 
 
 def test_bound_management_limited_by_max_bm_factor() -> None:
-    """max_bm_factor = 2: y = 32 is halved once (16, still clipping), stops; output = 2 × out_bound = 24."""
+    """As aihwkit, the limit is checked after each attempt. max_bm_factor = 1: the attempt at 1 clips (y = 32) and
+    1 ≤ 1 allows one doubling; at 2 (16, still clipping) 2 > 1 stops: output = 2 × out_bound = 24."""
     w, x = torch.full((1, 64), 0.5), torch.ones(1, 64)
-    y = block_mvm(x, w, _bm(max_bm_factor=2), gen(0))
-    assert float(y) == pytest.approx(24.0)
+    assert float(block_mvm(x, w, _bm(max_bm_factor=1), gen(0))) == pytest.approx(24.0)
+    # max_bm_factor = 2: 2 ≤ 2 allows the attempt at 4, where 32 / 4 = 8 fits
+    assert float(block_mvm(x, w, _bm(max_bm_factor=2), gen(0))) == pytest.approx(32.0)
 
 
 def test_bound_management_limited_by_max_bm_res() -> None:
-    """7-bit DAC, max_bm_res 0.25: factor·(1/63) ≤ 0.25 ⇒ factor ≤ 8. y = 200 ⇒ 200/8 = 25 still clips ⇒ 8 × 12."""
+    """7-bit DAC, max_bm_res 0.25: the attempt at 8 clips and 8·(1/63) ≤ 0.25 allows 16 (aihwkit checks after the
+    attempt); 16·(1/63) > 0.25 makes 16 the last. y = 200 ⇒ 200/16 = 12.5 still clips ⇒ 16 × 12 = 192."""
     w, x = torch.full((1, 100), 2.0), torch.ones(1, 100)
     y = block_mvm(x, w, _bm(dac_bits=7), gen(0))
-    assert float(y) == pytest.approx(96.0)
+    assert float(y) == pytest.approx(192.0)
     # max_bm_res 1: factor up to 63 ⇒ stops at 32 (200/32 ≈ 6.25 fits); the DAC quantises the scaled input 1/32 to
     # round(63/32)/63 = 2/63, so the result is 32·(2/63)·200 ≈ 203.17 (a DAC error, amplified by the factor).
     y = block_mvm(x, w, _bm(dac_bits=7, max_bm_res=1.0), gen(0))
     assert float(y) == pytest.approx(32 * (2 / 63) * 200, rel=1e-5)
+
+
+def test_bound_management_reaches_16_as_aihwkit() -> None:
+    """The case of issue 18: 512 inputs of 1.0, weights 0.3 (ideal 153.6) with aihwkit's defaults (7-bit DAC,
+    9-bit ADC, bound 12, max_bm_res 0.25). aihwkit reaches factor 16 (153.6 / 16 = 9.6 fits); stopping before the
+    limit is exceeded (the old aimc) gave 8 × 12 = 96.0. At 16 the DAC rounds the input 1/16 to 4/63, so the
+    result is 16 · (4/63) · 153.6 ≈ 156.0 (the DAC error times the factor), up to half an ADC step times 16."""
+    w, x = torch.full((3, 512), 0.3), torch.ones(2, 512)
+    p = PeripheryConfig(dac_bits=7, adc_bits=9, out_bound=12.0, bound_management="iterative", max_bm_factor=1000,
+                        max_bm_res=0.25)
+    y = block_mvm(x, w, p, gen(0))
+    expected = 16 * (round(63 / 16) / 63) * 153.6
+    torch.testing.assert_close(y, torch.full((2, 3), expected), rtol=0, atol=16 * adc_step(9, 12.0) / 2 + 1e-4)
+    assert abs(expected - 153.6) < 2.5  # within 2 % of the ideal output, far from 96
+
+
+def test_bound_management_retries_only_the_clipped_vectors() -> None:
+    """aimc retries per input vector (aihwkit re-runs the whole batch): a vector that fits at factor 1 keeps the
+    factor-1 result, bit for bit, even when another vector of the batch needs factor 16."""
+    w = torch.full((3, 512), 0.3)
+    x = torch.stack([torch.ones(512), torch.full((512,), 0.05)])
+    p = PeripheryConfig(dac_bits=7, adc_bits=9, out_bound=12.0, bound_management="iterative")
+    both = block_mvm(x, w, p, gen(0))
+    alone = block_mvm(x[1:], w, p, gen(0))
+    assert torch.equal(both[1], alone[0])
+    assert float(both[0, 0]) == pytest.approx(16 * (4 / 63) * 153.6, abs=16 * adc_step(9, 12.0))
 
 
 def test_bound_management_off_clips_at_out_bound() -> None:

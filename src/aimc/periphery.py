@@ -1,9 +1,14 @@
-"""Periphery of one crossbar tile: DAC, output noise, ADC, bound management.
+"""The crossbar MVM through its periphery (DAC, output noise, ADC, bound management): the reference implementation.
 
-All functions work on matrices: ``x_n`` of shape ``(N, r)`` holds N input vectors already divided by their input
-range (so the DAC's full scale is ±1), ``w`` of shape ``(c, r)`` is the tile's analog weight matrix. The order of
-operations follows aihwkit's ``IOParameters`` (reference B.9): DAC quantisation and clipping → MVM → + output
-noise → (bound management: if an output clips, halve the input and repeat) → ADC quantisation and clipping.
+:func:`block_mvm` is one tile; :func:`tiled_mvm` is a whole weight matrix on its tiles. Both are written to be
+read, one input vector at a time; the fast inference paths (``aimc.nn.mvm``) compute the same thing on whole
+batches and convolution layouts and are tested against these two (``tests/test_mvm_paths.py``: equal to float
+rounding with noise off, equal in distribution with noise on); mixed-precision training calls them directly.
+
+Shapes: ``x_n`` ``(N, r)`` holds N input vectors already divided by their input range (so the DAC's full scale is
+±1), ``w`` ``(c, r)`` is the tile's analog weight matrix. The order of operations follows aihwkit's
+``IOParameters`` (reference B.9): DAC quantisation and clipping → MVM → + output noise → (bound management: if an
+output reaches ±out_bound, halve the input and read again) → ADC quantisation and clipping.
 """
 
 from __future__ import annotations
@@ -12,11 +17,18 @@ import torch
 
 from aimc.config import PeripheryConfig
 
-__all__ = ["dac_step", "adc_step", "quantize", "block_mvm", "quantize_input", "bm_allows", "add_read_noise_"]
+__all__ = ["dac_step", "adc_step", "quantize", "block_mvm", "quantize_input", "bm_may_retry", "add_read_noise_",
+           "tiled_mvm"]
 
 
-def bm_allows(factor: float, p: PeripheryConfig) -> bool:
-    """Whether iterative bound management may use this input down-scaling factor."""
+def bm_may_retry(factor: float, p: PeripheryConfig) -> bool:
+    """After an attempt at input down-scaling ``factor`` clipped: whether iterative bound management doubles the
+    factor and tries again.
+
+    As aihwkit: the attempt at ``factor`` is computed first and the limits are checked afterwards, so the last
+    attempt may use the first factor beyond them (7-bit DAC, ``max_bm_res`` 0.25: 8 · 1/63 ≤ 0.25, so 16 is still
+    tried; 16 · 1/63 > 0.25, so 16 is the last).
+    """
     step = dac_step(p.dac_bits) if p.dac_bits is not None else 0.0
     return factor <= p.max_bm_factor and factor * step <= p.max_bm_res
 
@@ -53,6 +65,7 @@ def add_read_noise_(y: torch.Tensor, x: torch.Tensor, var_t: torch.Tensor,
 
 def _analog(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig, generator: torch.Generator | None,
             read_var: torch.Tensor | None = None) -> torch.Tensor:
+    """One read of the tile before the ADC: DAC → MVM (→ device read noise) → + output noise."""
     x_q = quantize_input(x_n, p)
     y = x_q @ w.t()
     if read_var is not None:
@@ -62,10 +75,25 @@ def _analog(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig, generator: t
     return y
 
 
+def _adc(y: torch.Tensor, p: PeripheryConfig) -> torch.Tensor:
+    """ADC quantisation and clipping at ±out_bound (only clipping without an ADC; nothing without a bound)."""
+    if p.adc_bits is not None:
+        return quantize(y, adc_step(p.adc_bits, p.out_bound), p.out_bound)
+    if p.out_bound is not None:
+        return torch.clamp(y, -p.out_bound, p.out_bound)
+    return y
+
+
 def block_mvm(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig,
               generator: torch.Generator | None, *, start_factor: float = 1.0,
               read_var: torch.Tensor | None = None) -> torch.Tensor:
-    """One tile's MVM through the periphery.
+    """One tile's MVM through the periphery: the reference every fast path is tested against.
+
+    For each input vector: divide by the bound-management factor f (``start_factor``, then 2f, 4f, … while an
+    output reaches ±out_bound and :func:`bm_may_retry` allows), DAC, MVM, + output noise, ADC, × f. Each retry is a
+    fresh read (new noise). Vectors are retried one by one; aihwkit re-runs the whole batch at the doubled factor
+    when any vector clips, which gives the same result for the vectors that clipped and a coarser one (input
+    divided by f for nothing) for those that did not.
 
     Args:
         x_n: ``(N, r)`` inputs in units of the input range.
@@ -79,29 +107,68 @@ def block_mvm(x_n: torch.Tensor, w: torch.Tensor, p: PeripheryConfig,
     Returns:
         ``(N, c)`` outputs in the same units as ``x_n @ w.T`` (bound-management factor already undone).
     """
-    y = _analog(x_n / start_factor if start_factor != 1.0 else x_n, w, p, generator, read_var)
-    factor = None
-    if p.bound_management == "iterative" and p.out_bound is not None and y.numel():
-        bound = p.out_bound
-        factor = torch.full((x_n.shape[0], 1), start_factor, dtype=x_n.dtype, device=x_n.device)
-        step = dac_step(p.dac_bits) if p.dac_bits is not None else 0.0
-        todo = y.abs().amax(dim=1) >= bound
-        while bool(todo.any()):
-            idx = todo.nonzero().squeeze(1)
-            f = factor[idx] * 2.0
-            ok = (f[:, 0] <= p.max_bm_factor) & (f[:, 0] * step <= p.max_bm_res)  # as bm_allows, per vector
-            idx, f = idx[ok], f[ok]
-            if idx.numel() == 0:
-                break
-            factor[idx] = f
-            y_new = _analog(x_n[idx] / f, w, p, generator, read_var)
-            y[idx] = y_new
-            todo = torch.zeros_like(todo)
-            todo[idx] = y_new.abs().amax(dim=1) >= bound
-    if p.adc_bits is not None:
-        y = quantize(y, adc_step(p.adc_bits, p.out_bound), p.out_bound)
-    elif p.out_bound is not None:
-        y = torch.clamp(y, -p.out_bound, p.out_bound)
-    if factor is None:
-        return y * start_factor if start_factor != 1.0 else y
-    return y * factor
+    f = start_factor
+    y = _analog(x_n / f if f != 1.0 else x_n, w, p, generator, read_var)
+    if p.bound_management != "iterative" or p.out_bound is None or not y.numel():
+        return _adc(y, p) * f if f != 1.0 else _adc(y, p)
+    factor = torch.full((x_n.shape[0], 1), f, dtype=x_n.dtype, device=x_n.device)
+    todo = torch.arange(x_n.shape[0], device=x_n.device)  # vectors whose last attempt may still be retried
+    clipped = y.abs().amax(dim=1) >= p.out_bound
+    while bm_may_retry(f, p):
+        todo = todo[clipped]
+        if todo.numel() == 0:
+            break
+        f *= 2.0
+        factor[todo] = f
+        y_new = _analog(x_n[todo] / f, w, p, generator, read_var)
+        y[todo] = y_new
+        clipped = y_new.abs().amax(dim=1) >= p.out_bound
+    return _adc(y, p) * factor
+
+
+def tiled_mvm(x: torch.Tensor, w: torch.Tensor, layout, p: PeripheryConfig,  # noqa: ANN001
+              generator: torch.Generator | None, *, static_range: float | None = None,
+              out_scale: torch.Tensor | float = 1.0, read_var: torch.Tensor | None = None,
+              transposed: bool = False) -> torch.Tensor:
+    """The whole weight matrix on its tiles, one input vector at a time: the reference of an analog layer's MVM.
+
+    For every tile (row band k, column band j): input range (``static_range``, else each vector's abs-max over
+    the tile's rows), :func:`block_mvm` on ``x / range``, × range, × ``out_scale[cols of j, k]`` (digital scale
+    and GDC factor); the row tiles' partial outputs are summed digitally.
+
+    Args:
+        x: ``(M, groups·rows)`` input vectors (``transposed``: ``(M, out)`` error vectors).
+        w: ``(out, rows)`` analog weights (``aimc.nn.tile.AnalogMatrix.w_analog``).
+        layout: the matrix's :class:`aimc.mapping.TileLayout`.
+        p: periphery settings.
+        generator: source of the noise.
+        static_range: the layer's static input range; ``None`` = per-vector abs-max (dynamic).
+        out_scale: ``(out, n_row_tiles)`` digital factors, or one number.
+        read_var: ``(out, rows)`` per-read noise variances of the weights (units of ``w``²), or ``None``.
+        transposed: the backward read ``δ·W`` (``out_scale`` must then be a number).
+
+    Returns:
+        ``(M, out)`` (``transposed``: ``(M, groups·rows)``).
+    """
+    rows, out_pg = layout.rows, layout.out_features // layout.groups
+    y = x.new_zeros(x.shape[0], layout.groups * rows if transposed else layout.out_features)
+    for k, (s, e) in enumerate(layout.row_bounds):
+        for cs, ce in layout.col_bounds:
+            g = cs // out_pg
+            r0, r1 = g * rows + s, g * rows + e
+            wt, vt = w[cs:ce, s:e], (read_var[cs:ce, s:e] if read_var is not None else None)
+            if transposed:
+                v, wt, vt = x[:, cs:ce], wt.t(), (vt.t() if vt is not None else None)
+            else:
+                v = x[:, r0:r1]
+            if static_range is not None:
+                sc = static_range
+            else:
+                sc = v.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)  # an all-zero vector: tiny scale, not 0/0
+            part = block_mvm(v / sc, wt, p, generator, read_var=vt) * sc
+            part = part * (out_scale if isinstance(out_scale, (int, float)) else out_scale[cs:ce, k])
+            if transposed:
+                y[:, r0:r1] += part
+            else:
+                y[:, cs:ce] += part
+    return y

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from aimc.periphery import adc_step, bm_allows, block_mvm, dac_step
+from aimc.periphery import adc_step, block_mvm, bm_may_retry, dac_step
 
 __all__ = ["tiles_forward", "static_conv_forward"]
 
@@ -79,7 +79,7 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
     static = mat.static_range(name) if p.input_range == "static" else None
     step = dac_step(p.dac_bits) if p.dac_bits is not None else None
     levels = (2**p.dac_bits - 2) // 2 if p.dac_bits is not None else None
-    bm = p.bound_management == "iterative" and p.out_bound is not None and bm_allows(2.0, p)
+    bm = p.bound_management == "iterative" and p.out_bound is not None and bm_may_retry(1.0, p)
     for k, (s, e) in enumerate(lay.row_bounds):
         prepared: dict[int, tuple[torch.Tensor, torch.Tensor | float]] = {}
         for cs, ce in lay.col_bounds:
@@ -179,21 +179,22 @@ def static_conv_forward(layer, x: torch.Tensor) -> torch.Tensor | None:  # noqa:
         unit = st
     else:
         xq, unit = x / r, 1.0
-    c_pg = layer.in_channels // layer.groups
+    c_pg, groups = layer.in_channels // layer.groups, layer.groups
+    bm = p.bound_management == "iterative" and p.out_bound is not None and bm_may_retry(1.0, p)
     out = None
     for k, (s, e) in enumerate(lay.row_bounds):
         c0, c1 = s // kk, e // kk
         if c0 == 0 and c1 == c_pg:
             xk = xq
-        else:
-            idx = torch.cat([torch.arange(g * c_pg + c0, g * c_pg + c1) for g in range(layer.groups)])
-            xk = xq.index_select(1, idx.to(x.device))
+        elif groups == 1:
+            xk = xq[:, c0:c1]
+        else:  # channels c0..c1 of every group: a view, then one copy (no index tensor)
+            xk = xq.unflatten(1, (groups, c_pg))[:, :, c0:c1].flatten(1, 2)
         w = mat.w_analog[:, s:e].reshape(lay.out_features, c1 - c0, *layer.kernel_size)
         yk = layer._conv_forward(xk, w, None)
         if unit != 1.0:
             yk.mul_(unit)
         _noise_(yk, p, gen)
-        bm = p.bound_management == "iterative" and p.out_bound is not None and bm_allows(2.0, p)
         if bm and _clips(yk, p.out_bound):
             return None
         _adc_(yk, p, clip=not bm)

@@ -2,7 +2,7 @@
 
 Each forward MVM y = W·x and each backward MVM δ_in = Wᵀ·δ is one read of the crossbar tiles of the layer's
 mapping (``layer.analog.layout``: 512×512 tiles by default), each tile with its own periphery, exactly as at
-inference (:func:`aimc.periphery.block_mvm`): input scaling into [−1, 1] → DAC → MVM with the devices' per-read
+inference (:func:`aimc.periphery.tiled_mvm`): input scaling into [−1, 1] → DAC → MVM with the devices' per-read
 noise → + output noise → iterative bound management → ADC at ±out_bound → undo the scaling; the partial outputs
 of the row tiles are summed digitally.
 
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aimc.config import PeripheryConfig
-from aimc.periphery import block_mvm
+from aimc import periphery
 
 
 class TileRun(NamedTuple):
@@ -44,40 +44,18 @@ class TileRun(NamedTuple):
     generator: torch.Generator
 
 
-def _scale(v: torch.Tensor) -> torch.Tensor:
-    """Per-vector abs-max of ``v`` ``(M, n)`` as ``(M, 1)``; an all-zero vector gets a tiny scale, not 0/0."""
-    return v.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
-
-
 def tiled_mvm(x: torch.Tensor, w: torch.Tensor, var: torch.Tensor | None, run: TileRun, *,
               transposed: bool = False) -> torch.Tensor:
     """Periphery MVM of every tile: ``x`` ``(M, groups·rows)`` → ``(M, out)`` (or, ``transposed``, ``δ`` ``(M, out)``
     → ``(M, groups·rows)``). ``w``, ``var``: ``(out, rows)`` weights and per-read noise variances (weight units;
-    ``None`` = no read noise)."""
-    lay, p, gen, s_w = run.layout, run.periphery, run.generator, run.w_scale
-    rows, out_pg = lay.rows, lay.out_features // lay.groups
+    ``None`` = no read noise). The reference MVM of inference, :func:`aimc.periphery.tiled_mvm`, on weights divided
+    by ``run.w_scale``."""
+    p, s_w = run.periphery, run.w_scale
     if transposed:  # backward: per-vector abs-max scaling of δ whatever the forward's input range
         p = dataclasses.replace(p, input_range="dynamic")
-        y = x.new_zeros(x.shape[0], lay.groups * rows)
-    else:
-        y = x.new_zeros(x.shape[0], lay.out_features)
-    for s, e in lay.row_bounds:
-        for cs, ce in lay.col_bounds:
-            g = cs // out_pg
-            r0, r1 = g * rows + s, g * rows + e
-            wt, vt = w[cs:ce, s:e], (var[cs:ce, s:e] if var is not None else None)
-            if transposed:
-                v, wt, vt = x[:, cs:ce], wt.t(), (vt.t() if vt is not None else None)
-            else:
-                v = x[:, r0:r1]
-            sc = run.static_range if (run.static_range is not None and not transposed) else _scale(v)
-            part = block_mvm(v / sc, wt / s_w, p, gen, read_var=vt / (s_w * s_w) if vt is not None else None)
-            part.mul_(sc * s_w)
-            if transposed:
-                y[:, r0:r1] += part
-            else:
-                y[:, cs:ce] += part
-    return y
+    return periphery.tiled_mvm(x, w / s_w, run.layout, p, run.generator,
+                               static_range=None if transposed else run.static_range, out_scale=s_w,
+                               read_var=var / (s_w * s_w) if var is not None else None, transposed=transposed)
 
 
 class _PeripheryMVM(torch.autograd.Function):
