@@ -37,6 +37,7 @@ from aimc.evaluation import Results as Results
 from aimc.evaluation import evaluate as evaluate
 from aimc.inference import at_time as at_time
 from aimc.inference import calibrate_input_ranges as calibrate_input_ranges
+from aimc.inference import gdc_report as gdc_report
 from aimc.inference import program as program
 from aimc.io import load as load
 from aimc.io import save as save
@@ -66,7 +67,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AnalogConfig", "MappingConfig", "PeripheryConfig", "CompensationConfig", "TrainingConfig",
-    "presets", "devices", "metrics", "convert", "clip", "program", "at_time", "calibrate_input_ranges", "recalibrate_bn",
+    "presets", "devices", "metrics", "convert", "clip", "program", "at_time", "gdc_report",
+    "calibrate_input_ranges", "recalibrate_bn",
     "evaluate", "Results", "save", "load",
     "AimcError", "ConfigError", "StateError", "ShapeError", "NonFiniteError", "FileFormatError", "DataError", "ClusterError",
     "UnsupportedLayerError", "__version__",

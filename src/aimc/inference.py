@@ -7,6 +7,7 @@ so calls at different times share programming noise and ν but not read noise (e
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 
@@ -17,7 +18,10 @@ from aimc.errors import ConfigError, DataError, StateError
 from aimc.nn.convert import analog_layers
 
 __all__ = ["program", "at_time", "calibrate_input_ranges", "check_seed", "check_time", "device_state_bytes",
-           "model_device"]
+           "model_device", "gdc_report"]
+
+log = logging.getLogger("aimc")
+_SOURCES = ("measured", "pooled", "model")
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -76,11 +80,46 @@ def at_time(model: nn.Module, t_seconds: float, *, seed: int, gdc: bool | None =
     """
     t = check_time(t_seconds)
     check_seed(seed)
+    fallback = []
     with torch.no_grad():
         for name, layer in _layers(model):
             for sfx, (mat, _) in layer.analog_matrices().items():
                 use = mat.config.compensation.gdc if gdc is None else bool(gdc)
                 mat.at_time(t, seed=seed, name=name + sfx, gdc=use)
+                info = mat.gdc_info
+                if info is not None and (bool(info["source"].any()) or bool(info["bounded"].any())):
+                    fallback.append(name + sfx)
+    if fallback:
+        log.info("aimc.at_time(t=%g s): the correlation GDC read-out of %d matrices (%s) was too noisy or out of "
+                 "the physical bounds on some tiles; aimc.gdc_report(model) says which factor each tile used.",
+                 t, len(fallback), ", ".join(fallback[:5]) + (", ..." if len(fallback) > 5 else ""))
+
+
+def gdc_report(model: nn.Module) -> list[dict]:
+    """How the GDC factor of every tile was obtained at the last :func:`at_time` (correlation read-out).
+
+    One dict per tile: ``layer``, ``col_tile``, ``row_tile``, ``factor`` (applied), ``measured`` (the read-out's own
+    ratio b / c), ``rel_err`` (its relative standard error from the baseline's noise estimate), ``source``
+    (``"measured"``: the tile's or, with ``granularity="layer"``, the layer's read-out; ``"pooled"``: too noisy, the
+    ratio pooled over the matrix's tiles; ``"model"``: still too noisy, the device model's expected factor) and
+    ``bounded`` (the factor was clamped to the device model's physical range ``bounds``). Empty for matrices
+    without GDC or with aihwkit's ``identity_abs_mean`` read-out. See ``aimc.nn.gdc``.
+    """
+    rows = []
+    for name, layer in _layers(model):
+        for sfx, (mat, _) in layer.analog_matrices().items():
+            info = mat.gdc_info
+            if info is None:
+                continue
+            n_col, n_row = info["raw"].shape
+            for j in range(n_col):
+                for k in range(n_row):
+                    rows.append({"layer": name + sfx, "col_tile": j, "row_tile": k,
+                                 "factor": float(mat.gdc_alpha[j, k]), "measured": float(info["raw"][j, k]),
+                                 "rel_err": float(info["rel_err"][j, k]),
+                                 "source": _SOURCES[int(info["source"][j, k])],
+                                 "bounded": bool(info["bounded"][j, k]), "bounds": info["bounds"]})
+    return rows
 
 
 def calibrate_input_ranges(model: nn.Module, data: Iterable, *, n_batches: int = 10, quantile: float = 0.9999) -> None:

@@ -8,6 +8,8 @@ Buffers (all persistent):
     g_target, g_prog, nu: ``(2, out, rows)`` device state of the differential pairs, µS / µS / dimensionless.
     w_max: ``(out, n_row_tiles)`` the |W| mapped to g_max, weight units.
     gdc_base: ``(n_col_tiles, n_row_tiles)`` GDC read-out right after programming.
+    gdc_noise: ``(n_col_tiles, n_row_tiles)`` read-noise variance of one read-out output, estimated from the two
+        baseline reads of the correlation read-out (``aimc.nn.gdc``; NaN in states saved before it existed).
     gdc_ref: ``(n_row_tiles, n_readout, out)`` reference outputs of the correlation read-out.
     input_range: ``()`` static DAC input range of the layer (NaN = not calibrated).
     learned_input_range: ``()`` parameter (only with ``training.learn_input_range`` and a static DAC), trained with a
@@ -29,12 +31,14 @@ from aimc import mapping
 from aimc.config import AnalogConfig
 from aimc.devices import DeviceState
 from aimc.errors import NonFiniteError, StateError
-from aimc.periphery import block_mvm, quantize_input
+from aimc.nn import gdc as _gdc
+from aimc.periphery import quantize_input
 
 __all__ = ["AnalogMatrix", "derive_seed"]
 
-_EMPTY = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_ref", "gdc_alpha")
+_EMPTY = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_noise", "gdc_ref", "gdc_alpha")
 _READOUT_SEED = 0x5EED
+_MODEL_SEED = 0x6DC0
 
 
 def derive_seed(*parts: int | float | str) -> int:
@@ -93,6 +97,7 @@ class AnalogMatrix(nn.Module):
         self.register_buffer("out_scale", torch.empty(0), persistent=False)
         self.register_buffer("w_eff", torch.empty(0), persistent=False)
         self._forward_gen: torch.Generator | None = None
+        self.gdc_info: dict | None = None  # how the last at_time's GDC factors were obtained (aimc.gdc_report)
 
     # ---- state -----------------------------------------------------------------------------------------------
     @property
@@ -107,6 +112,9 @@ class AnalogMatrix(nn.Module):
         return DeviceState(g_target=self.g_target, g_prog=self.g_prog, nu=self.nu)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        base = state_dict.get(prefix + "gdc_base")
+        if base is not None and prefix + "gdc_noise" not in state_dict:  # saved before the noise was stored
+            state_dict[prefix + "gdc_noise"] = torch.full_like(base, float("nan"))
         for name in _EMPTY:  # programmed buffers take the shape of what is loaded
             key = prefix + name
             if key in state_dict:
@@ -137,8 +145,7 @@ class AnalogMatrix(nn.Module):
         # GDC baseline from the programmed conductances, before any drift or read noise (reference B.7)
         w_a = self._analog_weights(self.g_prog)
         gen = _generator(derive_seed(seed, name, 2), w.device)
-        self.gdc_base, ref = self._readout(w_a, gen, baseline=True)
-        self.gdc_ref = ref if ref is not None else torch.empty(0, device=w.device)
+        self.gdc_base, self.gdc_noise, self.gdc_ref = self._baseline(w_a, gen)
 
     def _clear_cache(self) -> None:
         self.w_analog = torch.empty(0, device=self.g_prog.device)
@@ -173,9 +180,9 @@ class AnalogMatrix(nn.Module):
         w_a = self._analog_weights(g_t)
         self._forward_gen = _generator(read_seed ^ 0x1F2E3D, self.g_prog.device)
         alpha = torch.ones_like(self.gdc_base)
+        self.gdc_info = None
         if gdc:
-            current, _ = self._readout(w_a, self._forward_gen, baseline=False)
-            alpha = self.gdc_base / torch.maximum(current, 1e-3 * self.gdc_base.abs() + 1e-30)
+            alpha = self._gdc_factor(w_a, t)
         self.gdc_alpha = alpha
         scale = self._digital_scale() * alpha[self.layout.col_tile_index(alpha.device)]
         self.t_seconds.fill_(t)
@@ -188,44 +195,63 @@ class AnalogMatrix(nn.Module):
             self.w_eff = w_a * mapping.expand_rows(scale, self.layout)
             self.w_analog = self.out_scale = torch.empty(0, device=w_a.device)
 
-    def _readout(self, w_a: torch.Tensor, gen: torch.Generator,
-                 baseline: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """GDC read-out per tile, ``(n_col_tiles, n_row_tiles)``; with the correlation read-out at baseline also
-        the reference outputs ``(n_row_tiles, n_readout, out)``."""
-        cfg, lay = self.config, self.layout
-        p = cfg.periphery
-        val = torch.zeros(lay.n_col_tiles, lay.n_row_tiles, dtype=w_a.dtype, device=w_a.device)
-        cnt = torch.zeros_like(val)
-        refs = []
-        corr = cfg.compensation.readout == "correlation"
-        for k, (s, e) in enumerate(lay.row_bounds):
-            if corr:
-                rg = _generator(derive_seed(_READOUT_SEED, k), w_a.device)
-                x = torch.randint(0, 2, (cfg.compensation.n_readout, e - s), generator=rg, device=w_a.device)
-                x = x.to(w_a.dtype) * 2 - 1
+    # ---- global drift compensation (aimc.nn.gdc) ----------------------------------------------------------------
+    def _reads(self, w_a: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        """One read-out read of every tile: per row tile, ``(n, out)`` outputs through the periphery."""
+        comp = self.config.compensation
+        if comp.readout == "correlation":
+            def x_of(k: int, rows: int) -> torch.Tensor:
+                return _gdc.correlation_inputs(comp.n_readout, rows, derive_seed(_READOUT_SEED, k),
+                                               dtype=w_a.dtype, device=w_a.device)
+        else:
+            def x_of(k: int, rows: int) -> torch.Tensor:
+                return torch.eye(rows, dtype=w_a.dtype, device=w_a.device)
+        return _gdc.tile_reads(w_a, self.layout, self.config.periphery, gen, x_of)
+
+    def _identity_value(self, ys: list[torch.Tensor]) -> torch.Tensor:
+        """aihwkit's read-out: mean |y| per tile (or over the layer), floored as aihwkit does."""
+        val, cnt = _gdc.per_tile_mean([y.abs() for y in ys], self.layout)
+        if self.config.compensation.granularity == "layer":
+            val = ((val * cnt).sum() / cnt.sum()).expand_as(val).clone()
+        return torch.clamp(val, min=1e-4 if self.config.periphery.output_units == "weight" else 1e-8)
+
+    def _baseline(self, w_a: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """GDC baseline of the programmed weights: (value, read-noise variance, reference outputs)."""
+        y1 = self._reads(w_a, gen)
+        if self.config.compensation.readout != "correlation":
+            val = self._identity_value(y1)
+            return val, torch.empty(0, device=w_a.device), torch.empty(0, device=w_a.device)
+        y2 = self._reads(w_a, gen)  # a second, independent read: its noise is uncorrelated with the first
+        base, _ = _gdc.per_tile_mean([a * b for a, b in zip(y1, y2)], self.layout)
+        noise, _ = _gdc.per_tile_mean([(a - b).square_().mul_(0.5) for a, b in zip(y1, y2)], self.layout)
+        return base, noise, torch.stack(y1)
+
+    def _gdc_factor(self, w_a: torch.Tensor, t: float) -> torch.Tensor:
+        """``(n_col_tiles, n_row_tiles)`` GDC factors at ``t`` seconds (read with the forward generator)."""
+        comp = self.config.compensation
+        ys = self._reads(w_a, self._forward_gen)
+        if comp.readout != "correlation":  # aihwkit's read-out, kept as aihwkit computes it
+            current = self._identity_value(ys)
+            return self.gdc_base / torch.maximum(current, 1e-3 * self.gdc_base.abs() + 1e-30)
+        current, n = _gdc.per_tile_mean([r * y for r, y in zip(self.gdc_ref, ys)], self.layout)
+        noise = self.gdc_noise if self.gdc_noise.numel() else torch.full_like(self.gdc_base, float("nan"))
+        raw, rel, pool = _gdc.estimate(self.gdc_base, noise, current, n, pooled=comp.granularity == "layer")
+        ok = rel <= _gdc.MAX_REL_ERROR
+        source = torch.zeros_like(raw, dtype=torch.int8)  # 0 measured, 1 pooled over the matrix, 2 device model
+        alpha = raw
+        if not bool(ok.all()):
+            if comp.granularity == "tile" and float(pool[1]) <= _gdc.MAX_REL_ERROR:
+                alpha = torch.where(ok, raw, pool[0])
+                source = torch.where(ok, source, torch.ones_like(source))
             else:
-                x = torch.eye(e - s, dtype=w_a.dtype, device=w_a.device)
-            y = torch.cat([block_mvm(x, w_a[cs:ce, s:e], p, gen) for cs, ce in lay.col_bounds], dim=1)
-            if corr:
-                if baseline:
-                    y2 = torch.cat([block_mvm(x, w_a[cs:ce, s:e], p, gen) for cs, ce in lay.col_bounds], dim=1)
-                    prod, ref = y * y2, y
-                    refs.append(ref)
-                else:
-                    prod = self.gdc_ref[k] * y
-                per_col = prod.sum(dim=0)
-            else:
-                per_col = y.abs().sum(dim=0)
-            for j, (cs, ce) in enumerate(lay.col_bounds):
-                val[j, k] = per_col[cs:ce].sum()
-                cnt[j, k] = y.shape[0] * (ce - cs)
-        if cfg.compensation.granularity == "layer":
-            val = val.sum().expand_as(val).clone()
-            cnt = cnt.sum().expand_as(cnt).clone()
-        out = val / cnt
-        if not corr:
-            out = torch.clamp(out, min=1e-4 if p.output_units == "weight" else 1e-8)
-        return out, (torch.stack(refs) if refs else None)
+                model = _gdc.model_factor(self, t, derive_seed(_MODEL_SEED, t))
+                alpha = torch.where(ok, raw, model)
+                source = torch.where(ok, source, torch.full_like(source, 2))
+        lo, hi = _gdc.physical_bounds(self.config.device, self.g_target, t)
+        bounded = ~((alpha >= lo) & (alpha <= hi))  # NaN counts as out of bounds
+        alpha = torch.where(torch.isnan(alpha), torch.full_like(alpha, lo), alpha).clamp(lo, hi)
+        self.gdc_info = {"raw": raw, "rel_err": rel, "source": source, "bounded": bounded, "bounds": (lo, hi)}
+        return alpha
 
     # ---- forward ---------------------------------------------------------------------------------------------
     def effective_weight(self) -> torch.Tensor:
