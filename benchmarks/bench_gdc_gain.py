@@ -13,7 +13,9 @@ Configs:
   (a) ``aihwkit_default`` as is (GDC read-out ``identity_abs_mean``: one-hot inputs, mean |output| — biased by
       output noise),
   (b) ``aihwkit_default`` with ``compensation.readout = "correlation"`` (aimc's read-out, same noisy periphery),
-  (c) ``joshi2020`` (ideal periphery, correlation read-out, one GDC factor per layer).
+  (c) ``joshi2020`` (ideal periphery, correlation read-out, one GDC factor per layer),
+  (d) ``aihwkit_default`` without output noise (``out_noise = 0``; DAC, ADC and read-out as in (a)): the other
+      direction of the identity read-out's bias, the ADC rounding the small one-hot outputs.
 
 Each (config, t) cell: mean ± std over seeds (program seed = read seed = s, input seed = 1000 + s). The same
 programmed chip is read at every t (``at_time`` shares programming noise and ν, fresh read noise per t), with and
@@ -59,6 +61,8 @@ def configs() -> dict[str, aimc.AnalogConfig]:
         "(a) aihwkit_default [identity_abs_mean]": ak,
         "(b) aihwkit_default [correlation]": ak_corr,
         "(c) joshi2020 [ideal periphery]": aimc.presets.joshi2020(),
+        "(d) aihwkit_default, out_noise 0 [identity_abs_mean]": dataclasses.replace(
+            ak, periphery=dataclasses.replace(ak.periphery, out_noise=0.0), name="aihwkit_default-no-noise"),
     }
 
 

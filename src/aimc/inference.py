@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from aimc.errors import ConfigError, DataError, StateError
+from aimc.nn import checks
 from aimc.nn.convert import analog_layers
 
 __all__ = ["program", "at_time", "calibrate_input_ranges", "check_seed", "check_time", "device_state_bytes",
@@ -59,9 +60,11 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def program(model: nn.Module, *, seed: int) -> None:
     """Program every analog layer: map weights to conductances and sample programming noise and drift exponents.
 
-    In place. Call again (with any seed) to re-program from the current master weights.
+    In place. Call again (with any seed) to re-program from the current master weights. Also adds the NaN/Inf
+    checks of ``model``'s input and output (one per batch, ``aimc.nn.checks``).
     """
     check_seed(seed)
+    checks.install(model)
     with torch.no_grad():
         for name, layer in _layers(model):
             for sfx, (mat, w) in layer.analog_matrices().items():

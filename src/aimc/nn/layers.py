@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from aimc.config import AnalogConfig
-from aimc.errors import DataError, NonFiniteError, ShapeError, StateError
+from aimc.errors import DataError, ShapeError, StateError
+from aimc.nn.checks import check_layer_input, has_non_finite  # noqa: F401  (has_non_finite: aimc.evaluation)
 from aimc.nn.mvm import static_conv_forward, tiles_forward
 from aimc.nn.tile import AnalogMatrix
 from aimc.periphery import dac_step
@@ -72,18 +73,10 @@ def _window_max(a: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: t
     return along(along(a, 3, k[1], dil[1], st[1], wo), 2, k[0], dil[0], st[0], ho)
 
 
-def has_non_finite(x: torch.Tensor) -> bool:
-    """``x`` holds a NaN or Inf. A sum is NaN/Inf whenever an element is (cheaper than an elementwise isfinite);
-    confirmed elementwise, since huge finite values can also overflow the sum."""
-    return not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all())
-
-
 def _check_input(x: torch.Tensor, name: str) -> None:
-    if torch.compiler.is_compiling():  # a data-dependent branch would split the graph; aimc.evaluation.accuracy
-        return  # checks the model's input and output instead when it runs a compiled model
-    if has_non_finite(x):
-        raise NonFiniteError(f"layer {name!r}: the input holds NaN/Inf; analog hardware cannot represent it. "
-                             "Check the data and the preceding layers.")
+    """Per-layer NaN/Inf check: a no-op in the normal forward (the model's input and output are checked once per
+    batch instead, ``aimc.nn.checks``); active while a batch with a non-finite output is re-run to name the layer."""
+    check_layer_input(x, name)
 
 
 def _check_dtype(x: torch.Tensor, weight: torch.Tensor, name: str) -> None:

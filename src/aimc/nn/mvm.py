@@ -155,9 +155,12 @@ def _mvm_noisy(w: torch.Tensor, q: torch.Tensor, alpha: float, p, generator: tor
 
 
 def _clips(y: torch.Tensor, bound: float) -> bool:
-    """Whether any |y| reaches ``bound`` (one pass over ``y``; the per-vector test runs only when it does)."""
+    """Whether any |y| reaches ``bound`` (one pass over ``y``; the per-vector test runs only when it does).
+
+    One host read per tile: iterative bound management decides from the values whether to read again, so it
+    cannot run without one (aihwkit reads its bound test back to the host as well)."""
     lo, hi = torch.aminmax(y)
-    return bool(hi >= bound) or bool(lo <= -bound)
+    return bool((hi >= bound) | (lo <= -bound))
 
 
 def static_conv_forward(layer, x: torch.Tensor) -> torch.Tensor | None:  # noqa: ANN001

@@ -55,6 +55,19 @@ def derive_seed(*parts: int | float | str) -> int:
     return (int(a) << 31) ^ int(b)
 
 
+def _host_float(t: torch.Tensor, cache: dict) -> float:
+    """``float(t)`` of a 0-d buffer, read from the device only when the buffer was replaced or written in place
+    (the cache holds the tensor itself, so its identity cannot be reused, and its in-place version counter), so
+    the forward pass makes no host-device synchronisation for it."""
+    try:
+        version = t._version
+    except RuntimeError:  # inference tensors keep no version counter: always read
+        return float(t)
+    if cache.get("tensor") is not t or cache.get("version") != version:
+        cache.update(tensor=t, version=version, value=float(t))
+    return cache["value"]
+
+
 def _generator(seed: int, device: torch.device) -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed)
@@ -98,6 +111,8 @@ class AnalogMatrix(nn.Module):
         self.register_buffer("w_eff", torch.empty(0), persistent=False)
         self._forward_gen: torch.Generator | None = None
         self.gdc_info: dict | None = None  # how the last at_time's GDC factors were obtained (aimc.gdc_report)
+        self._t_cache: dict = {}  # host copies of t_seconds and input_range (_host_float)
+        self._range_cache: dict = {}
 
     # ---- state -----------------------------------------------------------------------------------------------
     @property
@@ -106,7 +121,7 @@ class AnalogMatrix(nn.Module):
 
     @property
     def drifted(self) -> bool:
-        return self.programmed and not math.isnan(float(self.t_seconds))
+        return self.programmed and not math.isnan(_host_float(self.t_seconds, self._t_cache))
 
     def device_state(self) -> DeviceState:
         return DeviceState(g_target=self.g_target, g_prog=self.g_prog, nu=self.nu)
@@ -186,6 +201,7 @@ class AnalogMatrix(nn.Module):
         self.gdc_alpha = alpha
         scale = self._digital_scale() * alpha[self.layout.col_tile_index(alpha.device)]
         self.t_seconds.fill_(t)
+        self._t_cache.update(tensor=self.t_seconds, version=self.t_seconds._version, value=t)  # known: no read
         self.read_seed.fill_(read_seed)
         self.gdc_on.fill_(gdc)
         if self.config.periphery.needs_matrix_path:
@@ -260,7 +276,7 @@ class AnalogMatrix(nn.Module):
 
     def static_range(self, name: str) -> torch.Tensor | float:
         """The layer's static input range (1.0 when no DAC needs one and none is set)."""
-        r = float(self.input_range)
+        r = _host_float(self.input_range, self._range_cache)
         if math.isnan(r):
             if self.config.periphery.dac_bits is None:
                 return 1.0
