@@ -164,3 +164,22 @@ def test_identity_readout_bias_both_directions():
     (n_day, n_year), (a_day, a_year) = gains["noise"], gains["adc"]
     assert n_day < 0.9 and n_year < n_day
     assert a_day > 1.02 and a_year > a_day
+
+
+# ------------------------------------------------------------------------------------------------ time convention
+def test_time_counts_from_the_first_read_t0():
+    """As aihwkit: drift is referenced to t0 = 20 s and at_time's t counts from t0. at_time(0) is the first read
+    (no drift: the programmed weights exactly, without read noise here), at_time(25) is 45 s after programming:
+    every conductance × (45/20)^−ν."""
+    cfg = aimc.AnalogConfig(device=PCM(read_noise_scale=0.0), mapping=aimc.MappingConfig(), periphery=PeripheryConfig(),
+                            compensation=CompensationConfig(gdc=False))
+    lin, a = _linear(cfg, 32, 16)
+    mat = a.analog
+    gain = {}
+    for t in (0.0, 25.0):
+        aimc.at_time(a, t, seed=0)
+        g = mat.g_prog * ((t + 20.0) / 20.0) ** (-mat.nu)
+        expected = mapping.conductances_to_weights(g, mat.w_max, mat.layout, 25.0)
+        torch.testing.assert_close(mat.effective_weight(), expected, rtol=1e-6, atol=1e-7)
+        gain[t] = _weight_gain(a, lin)
+    assert 0.93 < gain[25.0] / gain[0.0] < 0.97  # (45/20)^−ν at ν ≈ 0.05
