@@ -133,6 +133,22 @@ def test_noisy_tiles_fall_back_to_the_pooled_factor():
     assert min(strong) - 0.05 <= rep[0]["factor"] <= max(strong) + 0.05
 
 
+def test_layer_granularity_keeps_one_factor_when_falling_back_to_the_model():
+    """granularity 'layer' (one GDC factor per layer) on a low-signal layer of four tiles: the device model's factor
+    is pooled over the layer too, so every tile still gets the same factor."""
+    cfg = _kit_corr()
+    cfg = dataclasses.replace(cfg, mapping=aimc.MappingConfig(256, 8, "tile"),
+                              compensation=dataclasses.replace(cfg.compensation, granularity="layer"))
+    lin, a = _linear(cfg, 512, 16, std=3e-4)
+    aimc.at_time(a, 0.0, seed=0, gdc=False)
+    g0 = _weight_gain(a, lin)
+    aimc.at_time(a, DAY, seed=0)
+    rep = aimc.gdc_report(a)
+    assert len(rep) == 4 and {r["source"] for r in rep} == {"model"}
+    assert len({r["factor"] for r in rep}) == 1
+    assert 0.8 <= _weight_gain(a, lin) / g0 <= 1.25
+
+
 def test_physical_bounds_of_the_device_models():
     """PCM folds ν ≥ 0 (drift only lowers conductance): 1 ≤ α ≤ ((t + t0)/t0)^ν_max with ν_max = max μ_ν +
     6 max σ_ν = 0.1 + 6·0.045 for targets spanning the clip ranges; no drift allows only 1."""

@@ -22,18 +22,20 @@ A tile's own factor is used when rel ≤ ``MAX_REL_ERROR``. Otherwise the pooled
 matrix (Σ n·b / Σ n·c) when it meets the same bound; otherwise the device model's expected factor for the tile
 (:func:`model_factor`). Every factor is then bounded by the physics of the device model at t
 (:func:`physical_bounds`: for PCM drift only lowers conductance, so 1 ≤ α ≤ ((t + t0)/t0)^ν_max). Which of
-``tile``, ``layer``, ``model`` was used, and whether a bound applied, is kept per tile (``aimc.gdc_report``).
+``measured``, ``pooled``, ``model`` was used, and whether a bound applied, is kept per tile (``aimc.gdc_report``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from aimc.periphery import block_mvm
 
-__all__ = ["MAX_REL_ERROR", "NU_SIGMAS", "correlation_inputs", "estimate", "physical_bounds", "model_factor"]
+__all__ = ["MAX_REL_ERROR", "NU_SIGMAS", "correlation_inputs", "tile_reads", "per_tile_mean", "estimate",
+           "physical_bounds", "model_factor"]
 
 MAX_REL_ERROR = 0.05
 """Largest relative standard error of a correlation GDC factor that is used as measured (5 %: 20 seeds of a
@@ -50,7 +52,8 @@ def correlation_inputs(n: int, rows: int, seed: int, *, dtype: torch.dtype, devi
     return x.to(dtype) * 2 - 1
 
 
-def tile_reads(w_a: torch.Tensor, layout, p, gen: torch.Generator, x_of: callable) -> list[torch.Tensor]:  # noqa: ANN001
+def tile_reads(w_a: torch.Tensor, layout, p, gen: torch.Generator,  # noqa: ANN001
+               x_of: Callable[[int, int], torch.Tensor]) -> list[torch.Tensor]:
     """One read of every tile: per row tile k, ``(n, out)`` outputs of :func:`block_mvm` on inputs ``x_of(k)``."""
     out = []
     for k, (s, e) in enumerate(layout.row_bounds):
@@ -92,10 +95,10 @@ def physical_bounds(device, g_target: torch.Tensor, t_seconds: float) -> tuple[f
     return math.exp(lo * log_t), math.exp(max(hi, 0.0) * log_t)
 
 
-def model_factor(mat, t_seconds: float, seed: int) -> torch.Tensor:  # noqa: ANN001
+def model_factor(mat, t_seconds: float, seed: int, *, pooled: bool = False) -> torch.Tensor:  # noqa: ANN001
     """The device model's expected correlation GDC factor per tile at ``t_seconds``, ``(n_col, n_row)``: a fresh
     chip sampled from the model (generator seed ``seed``) for the matrix's targets, not this chip's drift
-    exponents; Σ w₀² / Σ w₀·w_t over each tile."""
+    exponents; Σ w₀² / Σ w₀·w_t over each tile (``pooled``: over the whole matrix, the same for every tile)."""
     dev, lay = mat.config.device, mat.layout
     g = torch.Generator(device=mat.g_target.device)
     g.manual_seed(seed)
@@ -108,6 +111,8 @@ def model_factor(mat, t_seconds: float, seed: int) -> torch.Tensor:  # noqa: ANN
         for j, (cs, ce) in enumerate(lay.col_bounds):
             a, b = w0[cs:ce, s:e], wt[cs:ce, s:e]
             num[j, k], den[j, k] = (a * a).sum(), (a * b).sum()
+    if pooled:
+        return (num.sum() / den.sum().clamp_min(1e-30)).expand_as(num).clone()
     return num / den.clamp_min(1e-30)
 
 

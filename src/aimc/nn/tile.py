@@ -260,7 +260,7 @@ class AnalogMatrix(nn.Module):
                 alpha = torch.where(ok, raw, pool[0])
                 source = torch.where(ok, source, torch.ones_like(source))
             else:
-                model = _gdc.model_factor(self, t, derive_seed(_MODEL_SEED, t))
+                model = _gdc.model_factor(self, t, derive_seed(_MODEL_SEED, t), pooled=comp.granularity == "layer")
                 alpha = torch.where(ok, raw, model)
                 source = torch.where(ok, source, torch.full_like(source, 2))
         lo, hi = _gdc.physical_bounds(self.config.device, self.g_target, t)
