@@ -157,6 +157,9 @@ def test_physical_bounds_of_the_device_models():
     assert lo == 1.0 and hi == pytest.approx(((DAY + 20) / 20) ** (0.1 + 6 * 0.045), rel=1e-6)
     assert gdc.physical_bounds(PCM(), g, 0.0) == (1.0, 1.0)  # t = 0 is t0: no drift yet
     assert gdc.physical_bounds(aimc.devices.Ideal(), g, DAY) == (1.0, 1.0)
+    hermes = aimc.devices.Hermes()  # folds ν too, t0 = 300 s
+    lo, hi = gdc.physical_bounds(hermes, g * hermes.g_max / 25.0, DAY)
+    assert lo == 1.0 and 1.0 < hi < ((DAY + 300) / 300) ** 1.0
 
 
 # ------------------------------------------------------------------------------ aihwkit's read-out, both directions

@@ -78,9 +78,9 @@ def physical_bounds(device, g_target: torch.Tensor, t_seconds: float) -> tuple[f
     """(smallest, largest) GDC factor the device model allows at ``t_seconds`` after programming.
 
     The factor undoes a drift gain ((t + t0)/t0)^(−ν): α = ((t + t0)/t0)^ν for ν between the smallest and largest
-    exponents of the model (μ_ν ± ``NU_SIGMAS`` σ_ν over the targets; ν ≥ 0 when the model folds it, as PCM does:
-    drift only lowers conductance, so α ≥ 1). A device without drift allows only 1; one whose drift the model
-    does not describe (measured tables) is not bounded.
+    exponents of the model (μ_ν ± ``NU_SIGMAS`` σ_ν over the targets; ν ≥ 0 when the model folds it, as PCM and
+    HERMES do: drift only lowers conductance, so α ≥ 1). A device without drift allows only 1; one whose drift the
+    model does not describe (measured tables) is not bounded.
     """
     if getattr(device, "kind", "") == "ideal":
         return 1.0, 1.0
@@ -89,7 +89,7 @@ def physical_bounds(device, g_target: torch.Tensor, t_seconds: float) -> tuple[f
     mu, sig = device.drift_stats(g_target)
     scale = float(getattr(device, "drift_scale", 1.0))
     hi = float((mu + NU_SIGMAS * sig).max()) * scale
-    folded = getattr(device, "kind", "") == "pcm" or bool(getattr(device, "fold_drift", False))
+    folded = getattr(device, "kind", "") in ("pcm", "hermes") or bool(getattr(device, "fold_drift", False))
     lo = 0.0 if folded else min(0.0, float((mu - NU_SIGMAS * sig).min()) * scale)
     log_t = math.log((t_seconds + device.t0) / device.t0)
     return math.exp(lo * log_t), math.exp(max(hi, 0.0) * log_t)
