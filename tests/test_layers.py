@@ -115,8 +115,10 @@ def test_convert_errors():
         aimc.convert(a, aimc.presets.ideal())
     with pytest.raises(aimc.UnsupportedLayerError, match="proj_size"):
         aimc.convert(nn.Sequential(nn.LSTM(3, 4, proj_size=2)), aimc.presets.ideal())
-    att = aimc.convert(nn.Sequential(nn.MultiheadAttention(8, 2), nn.Linear(8, 2)), aimc.presets.ideal())
-    assert any("MultiheadAttention" in why for _, _, why in att.aimc_report.digital)
+    att = aimc.convert(nn.Sequential(nn.MultiheadAttention(8, 2, add_bias_kv=True), nn.Linear(8, 2)),
+                       aimc.presets.ideal())  # no analog version with add_bias_kv: digital, and out_proj with it
+    digital = {n: why for n, _, why in att.aimc_report.digital}
+    assert "add_bias_kv" in digital["0"] and "MultiheadAttention" in digital["0.out_proj"]
 
 
 def test_modes_and_state_errors():

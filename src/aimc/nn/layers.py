@@ -21,10 +21,14 @@ from aimc.errors import DataError, ShapeError, StateError
 from aimc.nn.checks import check_layer_input, has_non_finite  # noqa: F401  (has_non_finite: aimc.evaluation)
 from aimc.nn.mvm import static_conv_forward, tiles_forward
 from aimc.nn.tile import AnalogMatrix
+from aimc.nn.weight import plain
 from aimc.periphery import dac_step
 from aimc.train.noise import MIN_INPUT_RANGE, quantize_ste
 
 __all__ = ["AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogLayer"]
+
+_OWN_BIAS = object()
+"""Default of ``AnalogLinear.forward(aimc_bias=...)``: the layer's own bias."""
 
 _RANGE_WARMUP = 10
 """Training batches whose running max |x| initialises a learned input range that has no value yet."""
@@ -187,28 +191,46 @@ class AnalogLinear(AnalogLayer, nn.Linear):
         new.analog = AnalogMatrix(m.out_features, m.in_features, config)
         return new
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, aimc_bias: torch.Tensor | None | object = _OWN_BIAS) -> torch.Tensor:
+        """``x @ weight.T + bias``; ``aimc_bias`` replaces the layer's bias when a parent computes
+        ``F.linear(x, layer.weight, other_bias)`` (``aimc.nn.weight.AnalogWeight`` routes that call here)."""
+        bias = self.bias if aimc_bias is _OWN_BIAS else aimc_bias
         if x.shape[-1] != self.in_features:
             raise ShapeError(f"layer {self.aimc_name!r}: input has {x.shape[-1]} features in its last dimension, "
                              f"expected in_features={self.in_features} (input shape {tuple(x.shape)}).")
         _check_dtype(x, self.weight, self.aimc_name)
         mode = self._mode()
+        weight = plain(self.weight)  # the master weight as a plain tensor: this product is not intercepted again
         if mode == "train":
             # hook point of mixed-precision training (aimc.train.MixedPrecision attaches it): the MVM runs on the
             # simulated PCM devices with per-read noise; absent otherwise
             hook = self.__dict__.get("aimc_train_mvm")
             if hook is not None:
-                return hook(self, "", self._train_input(x))
-            return F.linear(self._train_input(x), self.analog.train_weight(self.weight), self.bias)
+                with torch._C.DisableTorchFunctionSubclass():  # the hook multiplies self.weight itself
+                    y = hook(self, "", self._train_input(x))
+                return y if bias is self.bias else _rebias(y, self.bias, bias)
+            return F.linear(self._train_input(x), self.analog.train_weight(weight), bias)
         if mode == "digital":
-            return F.linear(x, self.weight, self.bias)
+            return F.linear(x, weight, bias)
         _check_input(x, self.aimc_name)
         if not self.analog.config.periphery.needs_matrix_path:
-            return F.linear(self._static_dac(x), self.analog.effective_weight(), self.bias)
+            return F.linear(self._static_dac(x), self.analog.effective_weight(), bias)
         lead = x.shape[:-1]
         cols = x.reshape(-1, self.in_features).t().unsqueeze(0)  # (1, in, N) view: no copy
         y = tiles_forward(self.analog, cols, self.aimc_name)[0].t().reshape(*lead, self.out_features)
-        return y if self.bias is None else y + self.bias
+        return y if bias is None else y + bias
+
+    def aimc_product(self, key: str, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """A product on ``self.weight`` performed elsewhere (``F.linear(x, layer.weight, bias)`` in a parent, a
+        fused fast path): the module call, so forward hooks (``aimc.calibrate_input_ranges``) see it too."""
+        return self(x, aimc_bias=bias)
+
+
+def _rebias(y: torch.Tensor, have: torch.Tensor | None, want: torch.Tensor | None) -> torch.Tensor:
+    """``y`` computed with bias ``have``, returned with bias ``want`` instead."""
+    if have is not None:
+        y = y - have
+    return y if want is None else y + want
 
 
 class _AnalogConvNd(AnalogLayer):
@@ -331,10 +353,11 @@ class _AnalogConvNd(AnalogLayer):
             # hook point of mixed-precision training (aimc.train.MixedPrecision), as in AnalogLinear.forward
             hook = self.__dict__.get("aimc_train_mvm")
             if hook is not None:
-                return hook(self, "", self._train_input(x))
-            return self._conv_forward(self._train_input(x), self.analog.train_weight(self.weight), self.bias)
+                with torch._C.DisableTorchFunctionSubclass():  # the hook multiplies self.weight itself
+                    return hook(self, "", self._train_input(x))
+            return self._conv_forward(self._train_input(x), self.analog.train_weight(plain(self.weight)), self.bias)
         if mode == "digital":
-            return self._conv_forward(x, self.weight, self.bias)
+            return self._conv_forward(x, plain(self.weight), self.bias)
         _check_input(x, self.aimc_name)
         p = self.analog.config.periphery
         if not p.needs_matrix_path:
@@ -345,6 +368,15 @@ class _AnalogConvNd(AnalogLayer):
             if y is not None:
                 return y
         return self._unfolded_forward(x)
+
+    def aimc_conv(self, key: str, x: torch.Tensor, bias: torch.Tensor | None, nd: int, transposed: bool,
+                  geometry: dict) -> torch.Tensor:
+        """A convolution with ``self.weight`` performed elsewhere: the module call when it is this layer's own
+        convolution (same geometry and bias), else an error (``aimc.nn.weight``)."""
+        from aimc.nn.conv import same_geometry
+
+        same_geometry(self, bias, nd, transposed, geometry)
+        return self(x)
 
     def _check_shape(self, x: torch.Tensor, nd: int) -> None:
         if x.dim() not in (nd + 1, nd + 2) or x.shape[-nd - 1] != self.in_channels:
