@@ -41,7 +41,10 @@ from aimc.inference import gdc_report as gdc_report
 from aimc.inference import program as program
 from aimc.io import load as load
 from aimc.io import save as save
+from aimc.nn.audit import AuditResult as AuditResult
+from aimc.nn.audit import audit as audit
 from aimc.nn.convert import convert as convert
+from aimc.nn.convert import to_digital as to_digital
 from aimc.train import clip as clip
 
 __version__ = "0.1.0"
@@ -70,6 +73,7 @@ __all__ = [
     "presets", "devices", "metrics", "convert", "clip", "program", "at_time", "gdc_report",
     "calibrate_input_ranges", "recalibrate_bn",
     "evaluate", "Results", "save", "load",
+    "to_digital", "audit", "AuditResult",
     "AimcError", "ConfigError", "StateError", "ShapeError", "NonFiniteError", "FileFormatError", "DataError", "ClusterError",
     "UnsupportedLayerError", "__version__",
 ]

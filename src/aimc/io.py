@@ -22,7 +22,7 @@ from torch import nn
 
 from aimc.config import AnalogConfig
 from aimc.errors import ConfigError, FileFormatError, StateError
-from aimc.nn.convert import LAYER_MAP, analog_layers, convert
+from aimc.nn.convert import analog_layers, convert
 from aimc.nn.tile import _EMPTY
 
 __all__ = ["save", "load", "read_metadata", "FORMAT"]
@@ -63,9 +63,18 @@ def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None,
         arch_kwargs = arch_kwargs if arch_kwargs is not None else getattr(model, "aimc_arch_kwargs", None)
     recipe = _arch_recipe(model, arch, dict(arch_kwargs or {})) if arch else {}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    seen: set[int] = set()
+    for k, v in tensors.items():  # tied weights (an lm_head sharing the embedding): safetensors wants one copy each
+        if v.numel() and v.data_ptr() in seen:
+            tensors[k] = v.clone()
+        seen.add(v.data_ptr()) if v.numel() else None
     meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()),
             "analog_layers": json.dumps([n for n, _ in analog_layers(model)]),
             "arch": arch or "", "torch": torch.__version__, **recipe}
+    own = {n: layer.analog_config.to_dict() for n, layer in analog_layers(model)
+           if getattr(layer, "analog_config", cfg) != cfg}
+    if own:  # layers given their own config by convert(..., rules=...)
+        meta["layer_configs"] = json.dumps(own)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     from aimc.experiment.store import atomic_write
@@ -243,8 +252,17 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, config: Ana
                                   "model=<an instance of the original torch model> to aimc.load.")
         model = _build_arch(meta)
     if not list(analog_layers(model)):
-        convertible = [n for n, m in model.named_modules() if type(m) in LAYER_MAP]
-        model = convert(model, cfg, exclude=[n for n in convertible if n not in analog_names])
+        try:
+            own = {n: AnalogConfig.from_dict(d) for n, d in json.loads(meta.get("layer_configs", "{}")).items()}
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise FileFormatError(f"{str(path)!r}: damaged aimc metadata ({e}).") from None
+
+        def rule(name: str, _m: nn.Module) -> AnalogConfig | str:  # exactly the stored analog layers
+            if name not in analog_names:
+                return "digital"
+            return own.get(name, cfg) if config is None else cfg
+
+        model = convert(model, cfg, rules=rule, tied="analog")
     try:
         state = load_file(str(path))
     except Exception as e:

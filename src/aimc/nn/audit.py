@@ -35,7 +35,9 @@ _PRODUCT_OPS = frozenset({
     "convolution", "_convolution", "convolution_overrideable", "mkldnn_convolution", "_slow_conv2d_forward",
     "slow_conv3d_forward", "slow_conv_transpose2d", "slow_conv_transpose3d", "_conv_depthwise2d",
     "conv_depthwise3d", "cudnn_convolution", "cudnn_convolution_transpose", "mkldnn_linear",
-    "_transformer_encoder_layer_fwd", "_native_multi_head_attention", "_mkldnn_transpose"})
+    "_transformer_encoder_layer_fwd", "_native_multi_head_attention", "lstm", "gru", "rnn_tanh", "rnn_relu",
+    "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell", "_thnn_fused_lstm_cell", "_thnn_fused_gru_cell",
+    "mkldnn_rnn_layer", "_cudnn_rnn", "miopen_rnn"})
 _LOOKUP_OPS = frozenset({"embedding", "embedding_bag", "_embedding_bag", "_embedding_bag_forward_only"})
 
 

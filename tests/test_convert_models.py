@@ -1,0 +1,79 @@
+"""Conversion of real architecture patterns (``tests/arch_models.py``), checked by execution, not by the report.
+
+For each model: before programming the converted model computes what the plain model computes; after programming,
+every analog matrix is on the computation path (negating its drifted weights moves the output), no master weight
+of an analog layer enters a matrix product, and the analog share so measured equals the report's; heavy drift
+moves the output; a save/load round trip gives the same outputs.
+"""
+
+import pytest
+import torch
+
+import aimc
+from tests.arch_models import ARCHITECTURES, build
+
+
+def _out(y):
+    return y[0] if isinstance(y, tuple) else y
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_reported_analog_weight_runs_analog(arch, tmp_path):
+    model, x = build(arch)
+    a = aimc.convert(model, aimc.presets.joshi2020()).eval()
+    rep = a.aimc_report
+    with torch.no_grad():
+        torch.testing.assert_close(_out(a(*x)), _out(model(*x)), rtol=1e-5, atol=1e-5)  # unprogrammed: digital
+    res = aimc.audit(a, *x)
+    assert res.leaks == [] and all(res.analog.values()), res
+    assert res.measured_share == pytest.approx(rep.analog_share, abs=1e-12), (res, str(rep))
+    assert rep.analog_share >= 0.99
+    assert len(res.analog) == sum(len(layer.analog_matrices()) for _, layer in aimc.nn.analog_layers(a))
+    # heavy drift without compensation moves the output (the fused / parent paths ignored it before)
+    aimc.program(a, seed=0)
+    with torch.no_grad():
+        aimc.at_time(a, 25.0, seed=0, gdc=False)
+        y25 = _out(a(*x))
+        aimc.at_time(a, 1e9, seed=0, gdc=False)
+        y_late = _out(a(*x))
+    assert (y_late - y25).abs().max() > 1e-3 * y25.abs().max()
+    aimc.save(a, tmp_path / "m.safetensors")
+    fresh, _ = build(arch)
+    b = aimc.load(tmp_path / "m.safetensors", model=fresh).eval()
+    with torch.no_grad():
+        for m in (a, b):  # the same chip at the same time, noise replayed from the stored at_time call
+            aimc.at_time(m, 3600.0, seed=3)
+        torch.testing.assert_close(_out(b(*x)), _out(a(*x)))
+
+
+def test_gpt2_lm_head_tied_to_embedding_is_digital_by_default_and_never_untied():
+    model, (ids,) = build("gpt2_like")
+    a = aimc.convert(model, aimc.presets.joshi2020())
+    digital = {n: why for n, _, why in a.aimc_report.digital}
+    assert "tied to the lookup table 'wte'" in digital["lm_head"]
+    assert a.lm_head.weight is a.wte.weight
+    b = aimc.convert(model, aimc.presets.joshi2020(), tied="analog").eval()
+    assert b.lm_head.weight is b.wte.weight and isinstance(b.lm_head, aimc.nn.AnalogLinear)
+    assert any("lookup" in n for n in b.aimc_report.notes)
+    res = aimc.audit(b, ids)
+    assert res.analog["lm_head"] and "wte.weight" in res.lookup_weights
+    with torch.no_grad():  # the lookup reads the master weight: programming does not change the embedding
+        aimc.program(b, seed=0)
+        aimc.at_time(b, 1e7, seed=0, gdc=False)
+        torch.testing.assert_close(b.wte(ids), model.wte(ids))
+
+
+def test_old_behaviour_transformer_fast_path_would_be_caught():
+    """The audit fails a model whose products bypass the tiles: a parent multiplying a *derived* weight."""
+    class Bypass(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return x @ self.fc.weight.t()  # a transposed copy: a plain tensor, not the analog weight
+
+    torch.manual_seed(0)
+    a = aimc.convert(Bypass(), aimc.presets.joshi2020())
+    res = aimc.audit(a, torch.randn(2, 4))
+    assert res.leaks == ["fc"] and res.measured_share == 0.0 and a.aimc_report.analog_share == 1.0
