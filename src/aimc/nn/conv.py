@@ -139,10 +139,13 @@ class _AnalogConvTransposeNd(AnalogLayer):
         if one_d:
             x = x.unsqueeze(2)
         b, c, h, w = x.shape
-        two = (lambda t: (1, *t)) if one_d else (lambda t: tuple(t))
-        k, st, pad, dil, opad = two(self.kernel_size), two(self.stride), two(self.padding), two(self.dilation), two(op)
+        def two(t: tuple[int, ...], lead: int) -> tuple[int, ...]:  # a 1-d geometry as 2-d with height 1
+            return (lead, *t) if one_d else tuple(t)
+
+        k, st, dil = two(self.kernel_size, 1), two(self.stride, 1), two(self.dilation, 1)
+        pad, opad = two(self.padding, 0), two(op, 0)
         size = [(n - 1) * s - 2 * p + d * (kk - 1) + o + 1 for n, s, p, d, kk, o in zip((h, w), st, pad, dil, k, opad)]
-        cols = tiles_forward(self.analog, x.reshape(b, c, h * w).contiguous(), self.aimc_name, owned=True)
+        cols = tiles_forward(self.analog, x.reshape(b, c, h * w), self.aimc_name)  # a view of x: not owned
         y = F.fold(cols, size, k, dilation=dil, padding=pad, stride=st)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)

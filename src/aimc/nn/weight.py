@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aimc.errors import UnsupportedLayerError
+from aimc.errors import StateError, UnsupportedLayerError
 
 __all__ = ["AnalogWeight", "plain", "wrap_weight", "unwrap_weight"]
 
@@ -134,7 +134,10 @@ def _analog_now(args: tuple, kwargs: dict) -> bool:
 def _refuse(func: Callable, args: tuple, kwargs: dict) -> None:
     ws = [a for a in (*args, *kwargs.values()) if isinstance(a, AnalogWeight)]
     name = getattr(func, "__name__", str(func))
-    raise UnsupportedLayerError(
+    # torch turns a TypeError raised under the `@` operator into NotImplemented (and then a message-less TypeError),
+    # so the operator gets a StateError with the same text
+    kind = StateError if name.startswith("__") else UnsupportedLayerError
+    raise kind(
         f"analog weight of layer {_name(ws[0])!r} (shape {tuple(ws[0].shape)}) is used by {name} in a way aimc cannot "
         "compute on its crossbar (supported: F.linear(x, w, b), torch.addmm(b, x, w) and x @ w for an (in, out) "
         "weight, convolutions with the layer's own geometry). Keep that layer digital: "
