@@ -242,7 +242,9 @@ def convert(model: nn.Module, config: AnalogConfig, *, exclude: Iterable[str] = 
             layer.aimc_torch_type = torch_type
         for attr, key, layout in _weight_slots(layer):
             before = old.get(id(getattr(m, attr, None)))
-            w = wrap_weight(layer, attr, key, layout)
+            reuse = before is not None and before.shape == getattr(layer, attr).shape and before.dtype == \
+                getattr(layer, attr).dtype and before.device == getattr(layer, attr).device
+            w = wrap_weight(layer, attr, key, layout, before.data if reuse else None)  # reuse: no second copy
             for o, a in refs.get(id(before), []) if before is not None else []:
                 if o is not m:  # a tied lookup table keeps sharing the weight (tied="analog")
                     setattr(o, a, w)

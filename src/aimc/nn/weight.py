@@ -97,10 +97,12 @@ def plain(w: torch.Tensor) -> torch.Tensor:
     return w.as_subclass(torch.Tensor) if isinstance(w, AnalogWeight) else w
 
 
-def wrap_weight(owner: nn.Module, attr: str, key: str, layout: str) -> AnalogWeight:
-    """Replace the parameter ``owner.<attr>`` by an :class:`AnalogWeight` on the same storage; returns it."""
+def wrap_weight(owner: nn.Module, attr: str, key: str, layout: str,
+                data: torch.Tensor | None = None) -> AnalogWeight:
+    """Replace the parameter ``owner.<attr>`` by an :class:`AnalogWeight` on the same storage (or on ``data``, an
+    equal tensor, e.g. the weight of the torch layer it replaces: no second copy); returns it."""
     p = getattr(owner, attr)
-    w = AnalogWeight(p.data, p.requires_grad)
+    w = AnalogWeight(data if data is not None else p.data, p.requires_grad)
     w.aimc_owner, w.aimc_key, w.aimc_layout = owner, key, layout
     setattr(owner, attr, w)
     return w
