@@ -77,3 +77,23 @@ def test_old_behaviour_transformer_fast_path_would_be_caught():
     a = aimc.convert(Bypass(), aimc.presets.joshi2020())
     res = aimc.audit(a, torch.randn(2, 4))
     assert res.leaks == ["fc"] and res.measured_share == 0.0 and a.aimc_report.analog_share == 1.0
+
+
+@pytest.mark.slow  # compiling takes ~40 s on 2 shared cores
+def test_compiled_transformer_layer_equals_eager():
+    """torch.compile of a converted TransformerEncoderLayer (matrix path, dynamic DAC) gives the eager result;
+    a wrong SDPA result on permuted views from the tiles was seen before the projections were made contiguous."""
+    import dataclasses
+
+    cfg = aimc.presets.aihwkit_default()
+    cfg = dataclasses.replace(cfg, periphery=dataclasses.replace(cfg.periphery, out_noise=0.0))  # deterministic
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True).eval()
+    a = aimc.convert(layer, cfg).eval()
+    aimc.program(a, seed=0)
+    aimc.at_time(a, 3600.0, seed=0)
+    x = torch.randn(2, 7, 16)
+    with torch.no_grad():
+        y = a(x)
+        assert (y - layer(x)).abs().max() > 1e-3  # analog, not the fused digital kernel
+        torch.testing.assert_close(torch.compile(a)(x), y)

@@ -96,7 +96,9 @@ class AnalogMultiheadAttention(MatrixOwner, nn.MultiheadAttention):
             k = self._mvm("k_proj_weight", key, bk)
             v = self._mvm("v_proj_weight", value, bv)
         # (L, N, E) -> (N, heads, L, head_dim)
-        q, k, v = (t.reshape(t.shape[0], bsz, heads, hd).permute(1, 2, 0, 3) for t in (q, k, v))
+        # contiguous: torch.compile's SDPA gave wrong results on these permuted views when the projections came from
+        # the tiles (a graph break), while eager was right (torch 2.13 CPU)
+        q, k, v = (t.reshape(t.shape[0], bsz, heads, hd).permute(1, 2, 0, 3).contiguous() for t in (q, k, v))
         mask = _float_mask(attn_mask, q.dtype)
         if mask is None and is_causal:
             mask = torch.full((n_q, n_k), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
