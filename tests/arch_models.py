@@ -276,24 +276,25 @@ def _seeded(make, *inputs_fn):  # noqa: ANN001, ANN202
     return model, tuple(f(g) for f in inputs_fn)
 
 
-def build(name: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
-    """``(model, example inputs)`` of one of :data:`ARCHITECTURES`."""
-    ids = lambda g: torch.randint(0, 64, (2, 12), generator=g)  # noqa: E731
-    img = lambda size: (lambda g: torch.randn(2, 3, size, size, generator=g))  # noqa: E731
+def build(name: str, batch: int = 2) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """``(model, example inputs)`` of one of :data:`ARCHITECTURES`, a batch of ``batch``."""
+    b = batch
+    ids = lambda g: torch.randint(0, 64, (b, 12), generator=g)  # noqa: E731
+    img = lambda size: (lambda g: torch.randn(b, 3, size, size, generator=g))  # noqa: E731
     seq = lambda shape: (lambda g: torch.randn(*shape, generator=g))  # noqa: E731
     table = {
         "transformer_encoder_bf": (lambda: nn.TransformerEncoder(nn.TransformerEncoderLayer(
-            16, 4, 32, dropout=0.0, batch_first=True), 2, enable_nested_tensor=False), seq((2, 7, 16))),
+            16, 4, 32, dropout=0.0, batch_first=True), 2, enable_nested_tensor=False), seq((b, 7, 16))),
         "transformer_encoder_sf": (lambda: nn.TransformerEncoder(nn.TransformerEncoderLayer(
-            16, 4, 32, dropout=0.0, batch_first=False), 2, enable_nested_tensor=False), seq((7, 2, 16))),
-        "transformer_seq2seq": (lambda: Seq2Seq(False), seq((7, 2, 16)), seq((5, 2, 16))),
+            16, 4, 32, dropout=0.0, batch_first=False), 2, enable_nested_tensor=False), seq((7, b, 16))),
+        "transformer_seq2seq": (lambda: Seq2Seq(False), seq((7, b, 16)), seq((5, b, 16))),
         "swin_like": (SwinLike, img(32)),
         "vit_like": (ViTLike, img(16)),
         "resnet_like": (ResNetLike, img(16)),
         "gpt2_like": (GPT2Like, ids),
         "llama_like": (LlamaLike, ids),
-        "recurrent": (lambda: RecurrentNet(), lambda g: torch.randint(0, 32, (2, 6), generator=g)),
-        "conv_zoo": (ConvZoo, lambda g: torch.randn(2, 2, 4, 6, 6, generator=g)),
+        "recurrent": (lambda: RecurrentNet(), lambda g: torch.randint(0, 32, (b, 6), generator=g)),
+        "conv_zoo": (ConvZoo, lambda g: torch.randn(b, 2, 4, 6, 6, generator=g)),
     }
     make, *fns = table[name]
     return _seeded(make, *fns)
