@@ -118,3 +118,16 @@ def test_per_layer_configs_survive_save_and_load(tmp_path):
     assert type(b[2]) is nn.Linear
     x = torch.randn(4, 8)
     torch.testing.assert_close(b(x), a(x))
+
+
+def test_readme_conversion_example_runs_and_prints_what_it_says(capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Converting any model", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own example
+    printed = capsys.readouterr().out.strip()
+    claimed = re.search(r"print\(res\)\s+# (.*)", code).group(1).strip()
+    assert printed == claimed
