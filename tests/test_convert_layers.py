@@ -160,3 +160,19 @@ def test_unsupported_products_on_a_programmed_weight_raise():
         F.conv2d(torch.randn(1, 2, 5, 5), a[1].weight, a[1].bias, stride=2)
     # non-product operations run on the master weight and give plain tensors
     assert type(w * 2) is torch.Tensor and type(a.state_dict()["0.weight"]) is torch.Tensor
+
+
+def test_clip_and_training_of_a_transposed_convolution_keep_the_weight_layout():
+    """aimc.clip on a ConvTranspose clamps each weight in place (its crossbar matrix is a transposed view)."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(4, 3, 3, stride=2)
+    cfg = aimc.presets.joshi2020()
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, clip="fixed", clip_value=0.05))
+    a = aimc.convert(nn.Sequential(layer), cfg)
+    aimc.clip(a)
+    torch.testing.assert_close(a[0].weight.detach(), layer.weight.detach().clamp(-0.05, 0.05))
+    out = a(torch.randn(2, 4, 5, 5)).sum()  # training mode: noisy weights, gradient to the master weight
+    out.backward()
+    assert a[0].weight.grad.shape == layer.weight.shape and a[0].weight.grad.abs().sum() > 0

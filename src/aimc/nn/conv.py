@@ -101,8 +101,13 @@ class _AnalogConvTransposeNd(AnalogLayer):
         return new
 
     def _matrix(self) -> torch.Tensor:
-        """The crossbar matrix ``(C_out·prod(k), C_in)`` of the weight ``(C_in, C_out, *k)``."""
-        return self.weight.reshape(self.in_channels, -1).t()
+        """The crossbar matrix ``(C_out·prod(k), C_in)`` of the weight ``(C_in, C_out, *k)`` (a transposed view)."""
+        return plain(self.weight).reshape(self.in_channels, -1).t()
+
+    def analog_matrices(self) -> dict[str, tuple[AnalogMatrix, torch.Tensor]]:
+        """{".weight": (matrix state, the weight as the ``(C_out·prod(k), C_in)`` view)}. The key names the weight
+        (not ``""``): the matrix is a transposed view, which ``aimc.clip`` must write through, not reshape."""
+        return {".weight": (self.analog, self._matrix())}
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         nd = self._nd
