@@ -97,3 +97,38 @@ def test_compiled_transformer_layer_equals_eager():
         y = a(x)
         assert (y - layer(x)).abs().max() > 1e-3  # analog, not the fused digital kernel
         torch.testing.assert_close(torch.compile(a)(x), y)
+
+
+@pytest.mark.parametrize("arch", ["swin_like", "gpt2_like", "vit_like", "transformer_encoder_bf", "recurrent"])
+def test_hwa_training_reaches_every_analog_weight(arch):
+    """In train mode every analog product (parent F.linear, addmm of Conv1D, attention projections, recurrent
+    matrices) gets the training noise, and every analog weight gets a gradient."""
+    import dataclasses
+
+    model, x = build(arch)
+    cfg = aimc.presets.joshi2020()
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, noise="additive", eta=0.1))
+    a = aimc.convert(model, cfg).train()
+    for m in a.modules():  # no dropout: only the weight noise makes two training forwards differ
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    torch.manual_seed(1)
+    y1 = _out(a(*x))
+    torch.manual_seed(2)
+    y2 = _out(a(*x))
+    assert (y1 - y2).abs().max() > 1e-4
+    y2.square().mean().backward()
+    weights = [p for p in a.parameters() if isinstance(p, aimc.nn.AnalogWeight)]
+    assert weights and all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
+    # each matrix's training weight is the one its products use: scrambling it alone moves the output
+    a.zero_grad()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        base = _out(a(*x))
+        for name, layer in aimc.nn.analog_layers(a):
+            for sfx, (mat, _) in layer.analog_matrices().items():
+                mat.train_weight = lambda w, mat=mat: -3.0 * type(mat).train_weight(mat, w)
+                torch.manual_seed(1)
+                moved = (_out(a(*x)) - base).abs().max() > 1e-6 * base.abs().max()
+                del mat.train_weight
+                assert moved, f"{name}{sfx}: training product does not use its training weight"
