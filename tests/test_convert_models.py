@@ -132,3 +132,17 @@ def test_hwa_training_reaches_every_analog_weight(arch):
                 moved = (_out(a(*x)) - base).abs().max() > 1e-6 * base.abs().max()
                 del mat.train_weight
                 assert moved, f"{name}{sfx}: training product does not use its training weight"
+
+
+@pytest.mark.parametrize("arch", ["transformer_encoder_bf", "gpt2_like", "recurrent", "conv_zoo", "swin_like"])
+def test_cost_mapping_counts_every_analog_matrix(arch):
+    """`aimc cost` on the new layer types: one row per analog matrix, each with MVMs (it crashed on
+    MultiheadAttention / GRU / Conv1D layers before)."""
+    from aimc.cost.layout import mapping
+
+    model, x = build(arch)
+    a = aimc.convert(model, aimc.presets.joshi2020())
+    rep = mapping(a, example_input=x[0])
+    n_mats = sum(len(layer.analog_matrices()) for _, layer in aimc.nn.analog_layers(a))
+    assert len(rep.layers) == n_mats and all(r.mvms > 0 for r in rep.layers)
+    assert rep.totals["weights"] == a.aimc_report.analog_weights

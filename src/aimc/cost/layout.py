@@ -330,6 +330,11 @@ def mapping(model: nn.Module, *, input_shape: Sequence[int] | None = None, examp
             elif isinstance(layer, nn.Linear):
                 rows, cols, groups, unit = layer.in_features, layer.out_features, 1, 1
                 kind = "Linear"
+            elif not hasattr(layer, "kernel_size") or isinstance(layer, nn.modules.conv._ConvTransposeNd):
+                # GRU/RNN, attention projections, (in, out) projections, transposed convolutions: the (out, rows)
+                # matrix as given by analog_matrices()
+                rows, cols, groups, unit = w.shape[1], w.shape[0], 1, 1
+                kind = getattr(layer, "aimc_torch_type", type(layer)).__name__
             else:
                 unit = math.prod(layer.kernel_size)
                 rows, cols, groups = layer.in_channels // layer.groups * unit, layer.out_channels, layer.groups

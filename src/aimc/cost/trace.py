@@ -77,7 +77,7 @@ def trace(model: nn.Module, analog: dict[str, nn.Module], digital_w: dict[str, n
     def pre(name: str):  # noqa: ANN202
         def f(mod, inp):  # noqa: ANN001
             counter.depth += 1
-            if isinstance(mod, nn.LSTM) and name in analog:
+            if isinstance(mod, nn.RNNBase) and name in analog:
                 positions[name] += _steps(mod, inp[0])
         return f
 
@@ -85,7 +85,7 @@ def trace(model: nn.Module, analog: dict[str, nn.Module], digital_w: dict[str, n
         def f(mod, inp, out):  # noqa: ANN001
             counter.depth -= 1
             y = out[0] if isinstance(out, tuple) else out
-            if isinstance(mod, nn.LSTM):  # gates and cell state are digital; counted per sequence × batch
+            if isinstance(mod, nn.RNNBase):  # gates and cell state are digital; counted per sequence × batch (as LSTM)
                 steps = _steps(mod, inp[0])
                 h, d, n_b = mod.hidden_size, 2 if mod.bidirectional else 1, batch if inp[0].dim() == 3 else 1
                 ctr = counter.counts.setdefault(name if is_analog else counter.current, Counter())
@@ -93,9 +93,14 @@ def trace(model: nn.Module, analog: dict[str, nn.Module], digital_w: dict[str, n
                 ctr["residual"] += n_b * steps * 3 * h * d * mod.num_layers  # f·c + i·g, o·tanh(c)
                 if not is_analog:
                     macs[name] += steps * sum(p.numel() for k, p in mod.named_parameters() if k.startswith("weight_"))
-            elif is_analog:
+            elif is_analog and isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)) and \
+                    not isinstance(mod, nn.modules.conv._ConvTransposeNd):
                 cols = mod.out_features if isinstance(mod, nn.Linear) else mod.out_channels
                 positions[name] += y.numel() // cols // (batch if y.dim() > 1 else 1)
+            elif is_analog:  # attention projections, (in, out) projections, transposed convolutions: input vectors
+                x_in = inp[0]
+                feat = x_in.shape[1] if isinstance(mod, nn.modules.conv._ConvTransposeNd) else x_in.shape[-1]
+                positions[name] += x_in.numel() // feat // (batch if x_in.dim() > 1 else 1)
             else:
                 w = mod.weight
                 per_out = w.numel() // w.shape[0]
