@@ -63,20 +63,48 @@ def test_gpt2_lm_head_tied_to_embedding_is_digital_by_default_and_never_untied()
         torch.testing.assert_close(b.wte(ids), model.wte(ids))
 
 
-def test_old_behaviour_transformer_fast_path_would_be_caught():
-    """The audit fails a model whose products bypass the tiles: a parent multiplying a *derived* weight."""
+def test_audit_catches_a_product_on_a_computed_copy_of_the_weight():
+    """The audit fails a model whose product bypasses the tiles: a parent multiplying a computed tensor."""
     class Bypass(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.fc = torch.nn.Linear(4, 3)
 
         def forward(self, x):
-            return x @ self.fc.weight.t()  # a transposed copy: a plain tensor, not the analog weight
+            return x @ (self.fc.weight * 1.0).t()  # a computed copy: a plain tensor, not the analog weight
 
     torch.manual_seed(0)
     a = aimc.convert(Bypass(), aimc.presets.joshi2020())
     res = aimc.audit(a, torch.randn(2, 4))
-    assert res.leaks == ["fc"] and res.measured_share == 0.0 and a.aimc_report.analog_share == 1.0
+    assert res.analog == {"fc": False} and res.measured_share == 0.0 and a.aimc_report.analog_share == 1.0
+
+
+def test_views_of_an_analog_weight_transposed_run_analog_other_views_refuse():
+    class Views(torch.nn.Module):
+        def __init__(self, how):
+            super().__init__()
+            self.fc, self.how = torch.nn.Linear(4, 3), how
+
+        def forward(self, x):
+            w = self.fc.weight
+            if self.how == "T":
+                return x @ w.T + self.fc.bias
+            if self.how == "addmm":
+                return torch.addmm(self.fc.bias, x, w.t())
+            return x[:, :2] @ w[:, :2].t()  # a slice of the crossbar's rows
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4)
+    for how in ("T", "addmm"):
+        a = aimc.convert(Views(how), aimc.presets.joshi2020()).eval()
+        res = aimc.audit(a, x)
+        assert res.analog == {"fc": True} and not res.leaks and res.measured_share == 1.0
+    a = aimc.convert(Views("slice"), aimc.presets.joshi2020()).eval()
+    a(x)  # before programming: the master weight, as every layer computes then
+    aimc.program(a, seed=0)
+    aimc.at_time(a, 10.0, seed=0)
+    with pytest.raises(aimc.StateError, match="view of it"):
+        a(x)
 
 
 @pytest.mark.slow  # compiling takes ~40 s on 2 shared cores

@@ -19,8 +19,10 @@ products through ``__torch_function__``:
 * torch's fused fast paths step aside by themselves: they check ``has_torch_function`` on their weights.
 
 The owning layer uses :func:`plain` (a differentiable alias of type ``torch.Tensor``) in its own forward, so its
-own products are not intercepted twice. A product on a *derived* tensor (``w.t()``, ``w[:k]``, ``2 * w``) is a
-plain tensor and stays digital: :func:`aimc.nn.audit.audit` finds such uses by execution.
+own products are not intercepted twice. A view made outside the layer (``w.t()``, ``w.T``, ``w[:k]``) is a
+:class:`DerivedWeight`: ``x @ w.t()`` still runs on the tiles, other products on views of a programmed layer raise.
+A *computed* tensor (``2 * w``, ``w.clone()``) is plain and a product on it is digital: :func:`aimc.nn.audit.audit`
+finds such uses by execution.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from torch import nn
 
 from aimc.errors import StateError, UnsupportedLayerError
 
-__all__ = ["AnalogWeight", "plain", "wrap_weight", "unwrap_weight"]
+__all__ = ["AnalogWeight", "DerivedWeight", "plain", "wrap_weight", "unwrap_weight"]
 
 
 class AnalogWeight(nn.Parameter):
@@ -85,7 +87,78 @@ class AnalogWeight(nn.Parameter):
         if func in _PRODUCTS and _analog_now(args, kwargs):
             _refuse(func, args, kwargs)
         with torch._C.DisableTorchFunctionSubclass():
-            return func(*args, **kwargs)
+            out = func(*args, **kwargs)
+        if func in _VIEWS and args and isinstance(args[0], AnalogWeight):  # w.t(), w.T, w[:k], w.view(...)
+            return _derive(args[0], out)
+        return out
+
+
+class DerivedWeight(torch.Tensor):
+    """A view of an :class:`AnalogWeight` made outside its layer (``w.t()``, ``w.T``, ``w[:k]``, ``w.view(...)``).
+
+    The full matrix transposed is still the crossbar read in its own direction: ``x @ w.t()`` and
+    ``torch.addmm(b, x, w.t())`` of a Linear weight (``F.linear(x, w.t(), b)`` of a Conv1D weight) run on the
+    layer's tiles like ``F.linear(x, w, b)``. Any other product with a view (a slice of the rows, a reshaped
+    kernel) of a programmed layer in eval mode raises instead of computing digitally; in training and before
+    ``aimc.program`` it computes with the master weight. Every other operation gives plain tensors.
+    """
+
+    aimc_source: AnalogWeight
+    aimc_transposed: bool
+
+    @classmethod
+    def __torch_function__(cls, func: Callable, types, args=(), kwargs=None):  # noqa: ANN001, ANN206
+        kwargs = kwargs or {}
+        handler = _DERIVED_HANDLERS.get(func)
+        if handler is not None:
+            out = handler(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        if func in _PRODUCTS:
+            src = [a.aimc_source for a in (*args, *kwargs.values()) if isinstance(a, DerivedWeight)]
+            if _analog_now(src, {}):
+                _refuse(func, src, {}, view=True)
+        with torch._C.DisableTorchFunctionSubclass():
+            out = func(*args, **kwargs)
+        if func in _VIEWS and args and isinstance(args[0], DerivedWeight):  # a view of a view: w[:, :k].T
+            return _derive(args[0].aimc_source, out)
+        return out
+
+
+def _derive(src: AnalogWeight, out: object) -> object:
+    """Views of ``src`` as :class:`DerivedWeight` (one tensor, or each of a split's tensors)."""
+    if isinstance(out, (tuple, list)):
+        return type(out)(_derive(src, o) for o in out)
+    if not isinstance(out, torch.Tensor) or isinstance(out, AnalogWeight):
+        return out
+    d = out.as_subclass(DerivedWeight)
+    d.aimc_source = src
+    d.aimc_transposed = (src.dim() == 2 and out.dim() == 2 and tuple(out.shape) == tuple(src.shape)[::-1]
+                         and tuple(out.stride()) == tuple(src.stride())[::-1] and out.data_ptr() == src.data_ptr())
+    return d
+
+
+def _transposed(w: object, layout: str) -> bool:
+    return isinstance(w, DerivedWeight) and w.aimc_transposed and w.aimc_source.aimc_layout == layout
+
+
+def _d_matmul(x: torch.Tensor, w: torch.Tensor):  # noqa: ANN202
+    if _transposed(w, "out_in") and not isinstance(x, (AnalogWeight, DerivedWeight)):
+        return w.aimc_source.aimc_owner.aimc_product(w.aimc_source.aimc_key, x, None)
+    return NotImplemented
+
+
+def _d_addmm(b: torch.Tensor, x: torch.Tensor, w: torch.Tensor, *, beta: float = 1, alpha: float = 1):  # noqa: ANN202
+    if _transposed(w, "out_in") and beta == 1 and alpha == 1 and not isinstance(x, (AnalogWeight, DerivedWeight)):
+        owner, key = w.aimc_source.aimc_owner, w.aimc_source.aimc_key
+        return owner.aimc_product(key, x, b) if b.dim() <= 1 else owner.aimc_product(key, x, None) + b
+    return NotImplemented
+
+
+def _d_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None):  # noqa: ANN202
+    if _transposed(w, "in_out") and not isinstance(x, (AnalogWeight, DerivedWeight)):
+        return w.aimc_source.aimc_owner.aimc_product(w.aimc_source.aimc_key, x, bias)
+    return NotImplemented
 
 
 def _rebuild(data: torch.Tensor, requires_grad: bool) -> AnalogWeight:
@@ -120,7 +193,7 @@ def _name(w: AnalogWeight) -> str:
     return (getattr(w.aimc_owner, "aimc_name", "") or "<root>") + (f".{w.aimc_key}" if w.aimc_key else "")
 
 
-def _analog_now(args: tuple, kwargs: dict) -> bool:
+def _analog_now(args: tuple | list, kwargs: dict) -> bool:
     """Whether an analog weight among the arguments belongs to a programmed layer in eval mode: only then would a
     product that bypasses the tiles give a digital result where an analog one is expected (in training and before
     ``aimc.program`` the layer itself computes with the master weight, e.g. the backward of a training step)."""
@@ -133,16 +206,17 @@ def _analog_now(args: tuple, kwargs: dict) -> bool:
     return False
 
 
-def _refuse(func: Callable, args: tuple, kwargs: dict) -> None:
+def _refuse(func: Callable, args: tuple | list, kwargs: dict, view: bool = False) -> None:
     ws = [a for a in (*args, *kwargs.values()) if isinstance(a, AnalogWeight)]
-    name = getattr(func, "__name__", str(func))
+    name = getattr(func, "__name__", str(func)) + (" on a view of it (a slice, reshape...)" if view else "")
     # torch turns a TypeError raised under the `@` operator into NotImplemented (and then a message-less TypeError),
     # so the operator gets a StateError with the same text
     kind = StateError if name.startswith("__") else UnsupportedLayerError
     raise kind(
         f"analog weight of layer {_name(ws[0])!r} (shape {tuple(ws[0].shape)}) is used by {name} in a way aimc cannot "
-        "compute on its crossbar (supported: F.linear(x, w, b), torch.addmm(b, x, w) and x @ w for an (in, out) "
-        "weight, convolutions with the layer's own geometry). Keep that layer digital: "
+        "compute on its crossbar (supported: F.linear(x, w, b) and x @ w.t() for an (out, in) weight, "
+        "torch.addmm(b, x, w) and x @ w for an (in, out) weight, convolutions with the layer's own geometry). "
+        "Keep that layer digital: "
         f"aimc.convert(model, config, exclude=[{getattr(ws[0].aimc_owner, 'aimc_name', '')!r}]).")
 
 
@@ -188,6 +262,22 @@ _HANDLERS: dict[Callable, Callable] = {
     F.conv1d: _conv(1, False), F.conv2d: _conv(2, False), F.conv3d: _conv(3, False),
     F.conv_transpose1d: _conv(1, True), F.conv_transpose2d: _conv(2, True), F.conv_transpose3d: _conv(3, True),
 }
+
+_DERIVED_HANDLERS: dict[Callable, Callable] = {
+    torch.matmul: _d_matmul, torch.Tensor.matmul: _d_matmul, torch.Tensor.__matmul__: _d_matmul,
+    torch.mm: _d_matmul, torch.Tensor.mm: _d_matmul, torch.addmm: _d_addmm, torch.Tensor.addmm: _d_addmm,
+    F.linear: _d_linear,
+}
+
+# operations whose result is a view of the weight: they give a DerivedWeight that still knows its layer
+_VIEWS = frozenset({
+    torch.Tensor.t, torch.t, torch.Tensor.T.__get__, torch.Tensor.mT.__get__, torch.Tensor.transpose,
+    torch.transpose, torch.Tensor.permute, torch.permute, torch.Tensor.swapaxes, torch.Tensor.swapdims,
+    torch.swapaxes, torch.swapdims, torch.Tensor.__getitem__, torch.Tensor.narrow, torch.narrow,
+    torch.Tensor.view, torch.Tensor.reshape, torch.reshape, torch.Tensor.split, torch.split, torch.Tensor.chunk,
+    torch.chunk, torch.Tensor.unbind, torch.unbind, torch.Tensor.flatten, torch.flatten, torch.Tensor.unsqueeze,
+    torch.Tensor.squeeze, torch.Tensor.expand, torch.Tensor.view_as, torch.Tensor.reshape_as,
+    torch.Tensor.unflatten, torch.Tensor.tensor_split})
 
 # products with a weight operand: if no handler takes the call, it is refused rather than computed digitally
 _PRODUCTS = frozenset({*_HANDLERS, torch.bmm, torch.Tensor.bmm, torch.baddbmm, torch.Tensor.baddbmm, torch.einsum,
