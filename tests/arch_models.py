@@ -122,7 +122,8 @@ class _SwinAttention(nn.Module):
         self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.relative_position_bias_table = nn.Parameter(torch.randn((2 * window - 1) ** 2, heads) * 0.02)
         idx = torch.arange(window * window)
-        self.register_buffer("rel_index", (idx[:, None] - idx[None, :]).abs() % self.relative_position_bias_table.shape[0])
+        n_rel = self.relative_position_bias_table.shape[0]
+        self.register_buffer("rel_index", (idx[:, None] - idx[None, :]).abs() % n_rel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B·windows, N, C)
         b, n, c = x.shape

@@ -8,9 +8,10 @@ Three measurements on example inputs, none of which reads the report:
    lookup tables and counted apart.
 2. **Which analog weights really run analog**: on a programmed copy, each analog matrix in turn gets its drifted
    analog weights multiplied by random factors (std 30: sign and size scrambled, so that even the query weights of
-   a freshly initialised attention, whose scores are all near 0, change the output); if the output does not move, that matrix is not on the computation path (e.g. a
-   parent multiplied the master weight instead). Output noise is replayed identically for every forward (the
-   layers' generators are restored), so any change comes from the corrupted matrix.
+   a freshly initialised attention, whose scores are all near 0, change the output); if the output does not
+   move, that matrix is not on the computation path (e.g. a parent multiplied a copy of the master weight).
+   Output noise is replayed identically for every forward (the layers' generators are restored), so any change
+   comes from the corrupted matrix.
 3. **Leaks**: in the analog forward no master weight of an analog layer may be an operand of a matrix product.
 
 ``measured_share`` = analog weights that passed 2 and 3 / all matrix-product weights of 1; it must equal the

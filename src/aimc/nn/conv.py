@@ -164,7 +164,8 @@ class _AnalogConvTransposeNd(AnalogLayer):
 
 
 class AnalogConvTranspose1d(_AnalogConvTransposeNd, nn.ConvTranspose1d):
-    """``nn.ConvTranspose1d`` on analog crossbars (``groups=1``). Input ``(N, C_in, L)``, output ``(N, C_out, L_out)``."""
+    """``nn.ConvTranspose1d`` on analog crossbars (``groups=1``). Input ``(N, C_in, L)``, output
+    ``(N, C_out, L_out)``."""
 
     _nd = 1
 

@@ -63,7 +63,8 @@ class ConversionReport:
 
     def __str__(self) -> str:
         w_tot, k_tot = self.analog_weights, self.n_tiles
-        lines = [f"{len(self.analog)} analog layer(s): {w_tot:,} weights on {2 * w_tot:,} PCM devices, {k_tot} tile(s); "
+        lines = [f"{len(self.analog)} analog layer(s): {w_tot:,} weights on {2 * w_tot:,} PCM devices, "
+                 f"{k_tot} tile(s); "
                  f"{100 * self.analog_share:.2f} % of the matrix-product weights analog"]
         lines += [f"  {n or '<root>':<28} {t:<10} -> {a:<14} {w:>10,} weights {2 * w:>10,} devices {k:>3} tile(s)"
                   for n, t, a, w, k in self.analog]

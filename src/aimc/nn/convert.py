@@ -260,7 +260,8 @@ def convert(model: nn.Module, config: AnalogConfig, *, exclude: Iterable[str] = 
         raise UnsupportedLayerError(
             "the model has no layer aimc can make analog (supported: "
             f"{', '.join(sorted({t.__name__ for t in table}))}, Hugging Face Conv1D); nothing to simulate."
-            + "".join(f"\n  {n or '<root>'} ({t}): {why}" for n, t, why in report.digital if n in report.digital_weights))
+            + "".join(f"\n  {n or '<root>'} ({t}): {why}" for n, t, why in report.digital
+                      if n in report.digital_weights))
     root.aimc_report = report
     root.aimc_config = config
     log.debug("aimc.convert:\n%s", report)
