@@ -63,6 +63,13 @@ def check(name, tmp_path, config=None):
         b = aimc.load(tmp_path / "m.safetensors", model=fresh).eval()
         aimc.at_time(a, 3600.0, seed=2)  # replay the same read and output noise on both
         torch.testing.assert_close(_logits(b(ids)), _logits(a(ids)))
+    # evaluate with the fitting metric, dict batches as Hugging Face takes them
+    metric = "accuracy" if name == "bert" else "perplexity"
+    labels = torch.randint(0, 3, (2,), generator=torch.Generator().manual_seed(3)) if name == "bert" else ids
+    res = aimc.evaluate(a, [{"input_ids": ids, "labels": labels}], [25.0, 3.15e7], [0], "gdc", metric=metric,
+                        progress=False)
+    col = res.table[metric]
+    assert len(col) == 2 and (col.between(0, 1).all() if name == "bert" else (col > 1).all())
     return a, rep
 
 

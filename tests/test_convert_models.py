@@ -37,6 +37,10 @@ def test_every_reported_analog_weight_runs_analog(arch, tmp_path):
         aimc.at_time(a, 1e9, seed=0, gdc=False)
         y_late = _out(a(*x))
     assert (y_late - y25).abs().max() > 1e-3 * y25.abs().max()
+    if arch in ("swin_like", "vit_like", "resnet_like"):  # evaluate with the fitting metric (random labels)
+        data = [(x[0], torch.randint(0, 10, (x[0].shape[0],), generator=torch.Generator().manual_seed(0)))]
+        res = aimc.evaluate(a, data, [25.0, 1e7], [0], "gdc", metric="accuracy", progress=False)
+        assert res.table["accuracy"].between(0, 1).all() and len(res.table) == 2
     aimc.save(a, tmp_path / "m.safetensors")
     fresh, _ = build(arch)
     b = aimc.load(tmp_path / "m.safetensors", model=fresh).eval()
