@@ -15,6 +15,7 @@ Usage::
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_models.py            # batch 16, N = 15, 1 thread
     PYTHONPATH=src .venv/bin/python benchmarks/bench_models.py --quick    # smoke test (batch 2, N = 3)
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_models.py --only convnext_like,mobilenet_like
 
 Prints a Markdown table (the README's "Supported models" table comes from it). Always exits 0.
 """
@@ -84,6 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", default="", help="comma-separated model names (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     batch, n = (2, 3) if args.quick else (16, 15)
@@ -91,6 +93,8 @@ def main() -> None:
           f"{args.threads} thread(s), batch {batch}, N = {n}")
     builders = {name: (lambda name=name: build(name, batch)) for name in ARCHITECTURES}
     builders.update(_hf_models(batch))
+    if args.only:
+        builders = {k: v for k, v in builders.items() if k in args.only.split(",")}
     print("| model | analog layers | analog share (execution) | report | verified matrices | forward joshi2020 "
           "| forward aihwkit_default |")
     print("|---|---|---|---|---|---|---|")

@@ -4,7 +4,9 @@ tests and ``benchmarks/bench_models.py``.
 torchvision's registry build does not import with our torch 2.13 CPU pin (``operator torchvision::nms does not
 exist``), so the module patterns that matter for conversion are rebuilt here, each as its source writes it:
 Swin's ``F.linear(x, self.qkv.weight, qkv_bias)`` from the parent, ViT's ``nn.MultiheadAttention`` blocks, torch's
-own ``nn.TransformerEncoder`` (fused fast path) and ``nn.Transformer`` (cross-attention), a ResNet, GPT-2's
+own ``nn.TransformerEncoder`` (fused fast path) and ``nn.Transformer`` (cross-attention), a ResNet, a ConvNeXt
+(depthwise 7x7, channels-last Linear MLP), a MobileNetV3 / EfficientNet (inverted residuals, depthwise convolutions,
+squeeze-excitation), GPT-2's
 ``Conv1D`` (``torch.addmm`` on an ``(in, out)`` weight) with an ``lm_head`` tied to the token embedding, and a
 Llama block (RMSNorm, rotary-free attention, SwiGLU) of ``nn.Linear``.
 
@@ -225,6 +227,81 @@ class ResNetLike(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class _LayerNorm2d(nn.LayerNorm):
+    """torchvision ConvNeXt's LayerNorm over the channels of ``(B, C, H, W)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _CNBlock(nn.Module):
+    def __init__(self, d: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(d, d, 7, padding=3, groups=d)  # depthwise
+        self.norm = nn.LayerNorm(d)
+        self.pwconv1, self.pwconv2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        # torchvision initialises the layer scale at 1e-6; 0.1 keeps the block visible in a random-weight model
+        self.layer_scale = nn.Parameter(torch.full((d, 1, 1), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pwconv2(F.gelu(self.pwconv1(self.norm(self.dwconv(x).permute(0, 2, 3, 1)))))
+        return x + self.layer_scale * y.permute(0, 3, 1, 2)
+
+
+class ConvNeXtLike(nn.Module):
+    """torchvision ConvNeXt: patchify stem, depthwise 7x7 + channels-last Linear MLP blocks, layer scale,
+    LayerNorm2d + strided-conv downsampling, LayerNorm + Linear head."""
+
+    def __init__(self, d: int = 16, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, d, 4, stride=4), _LayerNorm2d(d))
+        self.stage1 = _CNBlock(d)
+        self.down = nn.Sequential(_LayerNorm2d(d), nn.Conv2d(d, 2 * d, 2, stride=2))
+        self.stage2 = _CNBlock(2 * d)
+        self.norm, self.head = nn.LayerNorm(2 * d), nn.Linear(2 * d, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage2(self.down(self.stage1(self.stem(x))))
+        return self.head(self.norm(x.mean((2, 3))))
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV3 / EfficientNet MBConv: 1x1 expand, depthwise 3x3, squeeze-excitation, 1x1 project."""
+
+    def __init__(self, cin: int, hidden: int, cout: int, stride: int):
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.Hardswish())
+        self.dw = nn.Sequential(nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+                                nn.BatchNorm2d(hidden), nn.Hardswish())
+        self.se_reduce, self.se_expand = nn.Conv2d(hidden, hidden // 4, 1), nn.Conv2d(hidden // 4, hidden, 1)
+        self.project = nn.Sequential(nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dw(self.expand(x))
+        h = h * F.hardsigmoid(self.se_expand(F.relu(self.se_reduce(h.mean((2, 3), keepdim=True)))))
+        y = self.project(h)
+        return x + y if self.residual else y
+
+
+class MobileNetLike(nn.Module):
+    """torchvision MobileNetV3-small / EfficientNet-B0 pattern: strided stem, inverted residual blocks with depthwise
+    convolutions and squeeze-excitation, 1x1 head conv, Linear classifier."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.Hardswish())
+        self.blocks = nn.Sequential(_InvertedResidual(8, 16, 8, 1), _InvertedResidual(8, 24, 12, 2))
+        self.head_conv = nn.Sequential(nn.Conv2d(12, 32, 1, bias=False), nn.BatchNorm2d(32), nn.Hardswish())
+        self.classifier = nn.Sequential(nn.Linear(32, 24), nn.Hardswish(), nn.Linear(24, classes))
+        for m in self.modules():  # torchvision's MobileNetV3 initialisation (torch's default shrinks the SE input)
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head_conv(self.blocks(self.stem(x))).mean((2, 3)))
+
+
 class Seq2Seq(nn.Module):
     """torch's ``nn.Transformer`` (encoder fast path + decoder cross-attention), ``batch_first`` as given."""
 
@@ -292,6 +369,8 @@ def build(name: str, batch: int = 2) -> tuple[nn.Module, tuple[torch.Tensor, ...
         "swin_like": (SwinLike, img(32)),
         "vit_like": (ViTLike, img(16)),
         "resnet_like": (ResNetLike, img(16)),
+        "convnext_like": (ConvNeXtLike, img(32)),
+        "mobilenet_like": (MobileNetLike, img(16)),
         "gpt2_like": (GPT2Like, ids),
         "llama_like": (LlamaLike, ids),
         "recurrent": (lambda: RecurrentNet(), lambda g: torch.randint(0, 32, (b, 6), generator=g)),
@@ -302,4 +381,4 @@ def build(name: str, batch: int = 2) -> tuple[nn.Module, tuple[torch.Tensor, ...
 
 
 ARCHITECTURES = ["transformer_encoder_bf", "transformer_encoder_sf", "transformer_seq2seq", "swin_like", "vit_like",
-                 "resnet_like", "gpt2_like", "llama_like", "recurrent", "conv_zoo"]
+                 "resnet_like", "convnext_like", "mobilenet_like", "gpt2_like", "llama_like", "recurrent", "conv_zoo"]

@@ -37,7 +37,7 @@ def test_every_reported_analog_weight_runs_analog(arch, tmp_path):
         aimc.at_time(a, 1e9, seed=0, gdc=False)
         y_late = _out(a(*x))
     assert (y_late - y25).abs().max() > 1e-3 * y25.abs().max()
-    if arch in ("swin_like", "vit_like", "resnet_like"):  # evaluate with the fitting metric (random labels)
+    if arch in ("swin_like", "vit_like", "resnet_like", "convnext_like", "mobilenet_like"):  # evaluate with the fitting metric (random labels)
         data = [(x[0], torch.randint(0, 10, (x[0].shape[0],), generator=torch.Generator().manual_seed(0)))]
         res = aimc.evaluate(a, data, [25.0, 1e7], [0], "gdc", metric="accuracy", progress=False)
         assert res.table["accuracy"].between(0, 1).all() and len(res.table) == 2

@@ -8,8 +8,8 @@ Three measurements on example inputs, none of which reads the report:
    lookup tables and counted apart.
 2. **Which analog weights really run analog**: on a programmed copy, each analog matrix in turn gets its drifted
    analog weights multiplied by random factors (std 30: sign and size scrambled, so that even the query weights of
-   a freshly initialised attention, whose scores are all near 0, change the output); if the output does not
-   move, that matrix is not on the computation path (e.g. a parent multiplied a copy of the master weight).
+   a freshly initialised attention, whose scores are all near 0, change the output), and if that does not move
+   the output (a saturated hardsigmoid), set to zero; if the output still does not move, that matrix is not on the computation path (e.g. a parent multiplied a copy of the master weight).
    Output noise is replayed identically for every forward (the layers' generators are restored), so any change
    comes from the corrupted matrix.
 3. **Leaks**: in the analog forward no master weight of an analog layer may be an operand of a matrix product.
@@ -163,14 +163,20 @@ def audit(model: nn.Module, *inputs: object, seed: int = 0, t_seconds: float = 8
     for full, mat, _, _ in mats:
         bufs = [b for b in (mat.w_eff, mat.w_analog) if b.numel()]
         saved = [b.clone() for b in bufs]
-        try:  # each weight times a random factor of std 30 (sign and size): no product of small weights hides it
-            for b in bufs:
-                b.mul_(torch.randn(b.shape, generator=gen).mul_(30.0).to(b))
-            y1 = run()
-        finally:
-            for b, s in zip(bufs, saved):
-                b.copy_(s)
-        moved = any((a - b).abs().max() > rtol * a.abs().max() for a, b in zip(y0, y1) if a.numel())
+        moved = False
+        # each weight times a random factor of std 30 (sign and size: no product of small weights hides it); if a
+        # saturating function (hardsigmoid, a clamp) swallows that, the matrix set to zero
+        for corrupt in ("scramble", "zero"):
+            try:
+                for b in bufs:
+                    b.mul_(torch.randn(b.shape, generator=gen).mul_(30.0).to(b)) if corrupt == "scramble" else b.zero_()
+                y1 = run()
+            finally:
+                for b, s in zip(bufs, saved):
+                    b.copy_(s)
+            moved = any((a - b).abs().max() > rtol * a.abs().max() for a, b in zip(y0, y1) if a.numel())
+            if moved:
+                break
         res.analog[full] = bool(moved)
         if moved and full not in res.leaks:
             analog_w += masters[full].numel()
