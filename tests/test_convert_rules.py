@@ -131,3 +131,20 @@ def test_readme_conversion_example_runs_and_prints_what_it_says(capsys):
     printed = capsys.readouterr().out.strip()
     claimed = re.search(r"print\(res\)\s+# (.*)", code).group(1).strip()
     assert printed == claimed
+
+
+def test_pickle_and_deepcopy_keep_each_analog_weight_bound_to_its_own_layer():
+    import copy
+    import io
+
+    model, x = build("swin_like")
+    a = aimc.convert(model, aimc.presets.joshi2020()).eval()
+    aimc.program(a, seed=0)
+    aimc.at_time(a, 100.0, seed=0)
+    buf = io.BytesIO()
+    torch.save(a, buf)
+    buf.seek(0)
+    for b in (torch.load(buf, weights_only=False), copy.deepcopy(a)):
+        w = b.attn.qkv.weight
+        assert isinstance(w, aimc.nn.AnalogWeight) and w.aimc_owner is b.attn.qkv and w.aimc_owner is not a.attn.qkv
+        torch.testing.assert_close(b(*x), a(*x), rtol=0, atol=0)
