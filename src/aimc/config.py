@@ -232,6 +232,13 @@ class TrainingConfig:
             max |x| of the first training batches. ``aimc.clip`` (and every training forward) copies it into the
             inference range. No effect without a static DAC. Default False: the range follows the running max
             of |x| during training (when ``input_bound`` is null).
+        periphery: run every training forward MVM through the layer's periphery, tile by tile, as at inference
+            (``aimc.periphery.tiled_mvm``: input range → DAC → MVM on the noisy weights → + output noise → bound
+            management → ADC), like aihwkit's ``InferenceRPUConfig`` training; the backward pass is the ideal MVM
+            of the noisy weights (the quantisers, clipping and noise passed straight through, aihwkit's
+            "backward and update are ideal"). No effect with an ideal periphery (``periphery.is_ideal``); costs
+            a per-tile MVM per forward (see ``aimc.train.hwa_periphery``). Default False: the training forward is
+            ``F.linear``/the convolution on the noisy weights.
     """
 
     noise: Literal["none", "additive", "multiplicative", "pcm_programming"] = "additive"
@@ -241,6 +248,7 @@ class TrainingConfig:
     drop_connect: float = 0.0
     clip_value: float | None = None
     learn_input_range: bool = False
+    periphery: bool = False
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -263,6 +271,8 @@ class TrainingConfig:
                      f"{self.clip!r}); set clip_value to null or clip to 'fixed'")
         if not isinstance(self.learn_input_range, bool):
             p.append(f"training.learn_input_range={self.learn_input_range!r} must be true or false")
+        if not isinstance(self.periphery, bool):
+            p.append(f"training.periphery={self.periphery!r} must be true or false")
         _raise("training config", p)
 
 

@@ -209,6 +209,9 @@ class AnalogLinear(AnalogLayer, nn.Linear):
                 with torch._C.DisableTorchFunctionSubclass():  # the hook multiplies self.weight itself
                     y = hook(self, "", self._train_input(x))
                 return y if bias is self.bias else _rebias(y, self.bias, bias)
+            if self.analog.trains_through_periphery:  # training.periphery: DAC/ADC/noise as at inference
+                y = self.analog.train_periphery_mvm(self, "", self._train_input(x), weight)
+                return y if bias is None else y + bias
             return F.linear(self._train_input(x), self.analog.train_weight(weight), bias)
         if mode == "digital":
             return F.linear(x, weight, bias)
@@ -355,6 +358,9 @@ class _AnalogConvNd(AnalogLayer):
             if hook is not None:
                 with torch._C.DisableTorchFunctionSubclass():  # the hook multiplies self.weight itself
                     return hook(self, "", self._train_input(x))
+            if self.analog.trains_through_periphery:  # training.periphery: DAC/ADC/noise as at inference
+                y = self.analog.train_periphery_mvm(self, "", self._train_input(x), plain(self.weight))
+                return y if self.bias is None else y + self.bias.view((1, -1) + (1,) * (y.dim() - 2))
             return self._conv_forward(self._train_input(x), self.analog.train_weight(plain(self.weight)), self.bias)
         if mode == "digital":
             return self._conv_forward(x, plain(self.weight), self.bias)

@@ -1,4 +1,6 @@
-"""Training MVMs of mixed-precision training through the periphery (``MixedPrecision(..., periphery=True)``).
+"""Training MVMs through the periphery: mixed-precision training (``MixedPrecision(..., periphery=True)``) and
+hardware-aware training with ``TrainingConfig.periphery`` (``aimc.train.hwa_periphery``, which sets
+``TileRun.ideal_backward``: the backward read is then the exact digital δ·W, as in aihwkit's ``InferenceRPUConfig``).
 
 Each forward MVM y = W·x and each backward MVM δ_in = Wᵀ·δ is one read of the crossbar tiles of the layer's
 mapping (``layer.analog.layout``: 512×512 tiles by default), each tile with its own periphery, exactly as at
@@ -30,18 +32,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from aimc.config import PeripheryConfig
-from aimc import periphery
+from aimc import mapping, periphery
 
 
 class TileRun(NamedTuple):
     """What one analog matrix's periphery MVMs need: its tile layout, periphery, forward input range (``None`` =
-    per vector), weight scale (1 or the weight range, see the module docstring) and the noise generator."""
+    per vector), weight scale (1 or the weight range, see the module docstring; a number, or an ``(out,
+    n_row_tiles)`` tensor per column and row tile), the noise generator (``None``: torch's default) and whether the
+    backward read of the input gradient is the exact digital δ·W (``ideal_backward``, straight-through) instead of
+    a transposed read through the periphery."""
 
     layout: object
     periphery: PeripheryConfig
     static_range: float | None
-    w_scale: float
-    generator: torch.Generator
+    w_scale: float | torch.Tensor
+    generator: torch.Generator | None
+    ideal_backward: bool = False
 
 
 def tiled_mvm(x: torch.Tensor, w: torch.Tensor, var: torch.Tensor | None, run: TileRun, *,
@@ -53,13 +59,19 @@ def tiled_mvm(x: torch.Tensor, w: torch.Tensor, var: torch.Tensor | None, run: T
     p, s_w = run.periphery, run.w_scale
     if transposed:  # backward: per-vector abs-max scaling of δ whatever the forward's input range
         p = dataclasses.replace(p, input_range="dynamic")
-    return periphery.tiled_mvm(x, w / s_w, run.layout, p, run.generator,
+    s_rows = s_w
+    if isinstance(s_w, torch.Tensor):  # per (column, row tile): the scale of every weight, (out, rows)
+        if transposed:
+            raise NotImplementedError("a transposed periphery read with per-tile weight scales")
+        s_rows = mapping.expand_rows(s_w, run.layout)
+    return periphery.tiled_mvm(x, w / s_rows, run.layout, p, run.generator,
                                static_range=None if transposed else run.static_range, out_scale=s_w,
-                               read_var=var / (s_w * s_w) if var is not None else None, transposed=transposed)
+                               read_var=var / (s_rows * s_rows) if var is not None else None, transposed=transposed)
 
 
 class _PeripheryMVM(torch.autograd.Function):
-    """y = tiled_mvm(x, w); backward: ∂x = tiled_mvm(δ, w, transposed), ∂w = δᵀ·x per group (digital)."""
+    """y = tiled_mvm(x, w); backward: ∂x = tiled_mvm(δ, w, transposed) (``run.ideal_backward``: the exact δ·W per
+    group), ∂w = δᵀ·x per group (digital)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, var: torch.Tensor | None,  # noqa: ANN001
@@ -74,11 +86,15 @@ class _PeripheryMVM(torch.autograd.Function):
         x, w, var = ctx.saved_tensors
         run = ctx.run
         gx = gw = None
+        lay = run.layout
+        rows, out_pg = lay.rows, lay.out_features // lay.groups
         if ctx.needs_input_grad[0]:
-            gx = tiled_mvm(gy, w, var, run, transposed=True)
+            if run.ideal_backward:
+                gx = torch.cat([gy[:, g * out_pg:(g + 1) * out_pg] @ w[g * out_pg:(g + 1) * out_pg]
+                                for g in range(lay.groups)], dim=1)
+            else:
+                gx = tiled_mvm(gy, w, var, run, transposed=True)
         if ctx.needs_input_grad[1]:
-            lay = run.layout
-            rows, out_pg = lay.rows, lay.out_features // lay.groups
             gw = torch.cat([gy[:, g * out_pg:(g + 1) * out_pg].t() @ x[:, g * rows:(g + 1) * rows]
                             for g in range(lay.groups)])
         return gx, gw, None, None
