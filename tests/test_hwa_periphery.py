@@ -210,3 +210,20 @@ def test_eval_and_inference_are_unchanged() -> None:
     layer = _linear(_cfg(aimc.presets.aihwkit_default()))
     x = torch.randn(5, 40)
     torch.testing.assert_close(layer.eval()(x), x @ layer.weight.t(), rtol=0, atol=0)
+
+
+def test_comparison_script_runs_and_summarises() -> None:
+    """examples/hwa_periphery.py on a tiny budget: both variants trained from the same FP model, every cell
+    scored, the summary names the step-cost ratio."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "hwa_periphery.py"
+    spec = importlib.util.spec_from_file_location("hwa_periphery_example", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    df = mod.run("digits", seeds=1, eval_seeds=1, fp_epochs=1, hwa_epochs=1, train_limit=128)
+    assert len(df) == 2 * 2 * len(mod.TIMES)  # periphery × compensation × time
+    assert set(df.periphery) == {False, True} and df.fp_digital.nunique() == 1
+    assert df.accuracy.between(0, 1).all() and (df.step_seconds > 0).all()
+    assert "ratio" in mod.summary(df)
