@@ -213,12 +213,13 @@ def test_bad_training_values_are_all_reported():
 
 def test_every_new_field_round_trips_through_yaml():
     tr = TrainingConfig(noise="pcm_programming", eta=0.05, clip="fixed", clip_alpha=2.5, drop_connect=0.1,
-                        clip_value=1.5, learn_input_range=True)
+                        clip_value=1.5, learn_input_range=True, periphery=True)
     cfg = dataclasses.replace(aimc.presets.joshi2020(), training=tr, periphery=PeripheryConfig(dac_bits=8))
     back = AnalogConfig.from_yaml(cfg.to_yaml())
     assert back == cfg and back.training == tr
     assert cfg.to_dict()["training"] == {"noise": "pcm_programming", "eta": 0.05, "clip": "fixed", "clip_alpha": 2.5,
-                                         "drop_connect": 0.1, "clip_value": 1.5, "learn_input_range": True}
+                                         "drop_connect": 0.1, "clip_value": 1.5, "learn_input_range": True,
+                                         "periphery": True}
     with pytest.raises(ConfigError, match="static DAC"):  # learning a range needs a DAC to learn it for
         dataclasses.replace(aimc.presets.joshi2020(), training=tr)
 
