@@ -205,6 +205,46 @@ def test_lstm_matrices_train_through_the_periphery() -> None:
     assert all(torch.isfinite(p.grad).all() for p in on.parameters())
 
 
+class _Attn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mha(x, x, x)[0]
+
+
+@pytest.mark.parametrize("make", [lambda: nn.GRU(6, 5), lambda: nn.RNN(6, 5), lambda: _Attn()],
+                         ids=["gru", "rnn", "attention"])
+def test_matrix_layers_train_through_the_periphery(make) -> None:  # noqa: ANN001
+    """Layers whose matrices go through aimc.nn.matrix.mvm: the training forward changes with the periphery
+    (finite gradients) and is exactly the plain one with an ideal periphery."""
+    torch.manual_seed(6)
+    m = make()
+    x = torch.randn(3, 2, 6) if not isinstance(m, _Attn) else torch.randn(3, 2, 8)
+    out = (lambda mod: mod(x)[0]) if not isinstance(m, _Attn) else (lambda mod: mod(x))
+    base = aimc.presets.aihwkit_default()
+    on, off = _twins(m, _cfg(base), _cfg(base, periphery=False))
+    ya, yb = out(on), out(off)
+    assert not torch.allclose(ya, yb, atol=1e-4)
+    ya.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in on.parameters() if p.requires_grad)
+    ideal = aimc.presets.joshi2020()
+    on, off = _twins(m, _cfg(ideal), _cfg(ideal, periphery=False))
+    assert torch.equal(out(on), out(off))
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Conv3d(2, 3, 2), lambda: nn.ConvTranspose2d(2, 3, 2)],
+                         ids=["conv3d", "conv_transpose2d"])
+def test_unsupported_layers_say_so(make) -> None:  # noqa: ANN001
+    from aimc.errors import UnsupportedLayerError
+
+    layer = aimc.convert(make(), _cfg(aimc.presets.aihwkit_default())).train()
+    x = torch.randn(1, 2, 4, 4, 4) if isinstance(layer, nn.Conv3d) else torch.randn(1, 2, 4, 4)
+    with pytest.raises(UnsupportedLayerError, match="training.periphery"):
+        layer(x)
+
+
 def test_eval_and_inference_are_unchanged() -> None:
     """training.periphery only changes train-mode forwards: the digital eval forward stays the master weights."""
     layer = _linear(_cfg(aimc.presets.aihwkit_default()))

@@ -128,6 +128,10 @@ class _AnalogConvTransposeNd(AnalogLayer):
             if hook is not None:
                 raise UnsupportedLayerError(f"layer {self.aimc_name!r}: mixed-precision training does not support "
                                             "transposed convolutions; exclude the layer.")
+            if self.analog.trains_through_periphery:
+                raise UnsupportedLayerError(f"layer {self.aimc_name!r}: training.periphery does not support "
+                                            "transposed convolutions; exclude the layer or set training.periphery "
+                                            "to false.")
             return run(self._train_input(x), self.analog.train_weight(plain(self.weight)))
         if mode == "digital":
             return run(x, plain(self.weight))

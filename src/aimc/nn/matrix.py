@@ -45,6 +45,9 @@ def mvm(layer: nn.Module, key: str, x: torch.Tensor, w: torch.Tensor, bias: torc
                 lead = x.shape[:-1]
                 y = hook(layer, key, x.reshape(-1, x.shape[-1])).reshape(*lead, -1)
             return y if bias is None else y + bias
+        if mat.trains_through_periphery:  # training.periphery: DAC/ADC/noise as at inference
+            y = mat.train_periphery_mvm(layer, key, x, w)
+            return y if bias is None else y + bias
         return F.linear(x, mat.train_weight(w), bias)
     if mode == "digital":
         return F.linear(x, w, bias)

@@ -17,8 +17,11 @@ Weights: in weight units (``output_units = "weight"``), or divided by the weight
 ``"normalized"``, so ``out_noise`` and ``out_bound`` mean what they mean at inference. Not modelled in training:
 the saturation of weights beyond ``mapping.clip_std`` (``aimc.clip`` bounds the weights instead).
 
-Covered: ``AnalogLinear``, ``AnalogConv1d``/``AnalogConv2d`` (unfolded into patch vectors) and the matrices of
-``AnalogLSTM``. With an ideal periphery (``PeripheryConfig.is_ideal``) nothing changes (exactly the plain forward).
+Covered: ``AnalogLinear``, ``AnalogConv1d``/``AnalogConv2d`` (unfolded into patch vectors) and every layer whose
+matrices go through ``aimc.nn.matrix.mvm`` (``AnalogLSTM``/``AnalogGRU``/``AnalogRNN``, ``AnalogMultiheadAttention``,
+the ``(in, out)``-weight projections). ``AnalogConv3d`` and the transposed convolutions raise
+``UnsupportedLayerError`` in training with it. With an ideal periphery (``PeripheryConfig.is_ideal``) nothing
+changes (exactly the plain forward).
 Under ``aimc.train.MixedPrecision`` its own ``periphery=`` argument decides instead.
 """
 
@@ -28,6 +31,7 @@ import torch
 from torch import nn
 
 from aimc import mapping
+from aimc.errors import UnsupportedLayerError
 from aimc.train._mp_periphery import TileRun, periphery_forward
 
 __all__ = ["uses_periphery", "periphery_train_forward"]
@@ -58,6 +62,9 @@ def periphery_train_forward(layer: nn.Module, name: str, x: torch.Tensor, w: tor
     """
     p = mat.config.periphery
     label = f"{getattr(layer, 'aimc_name', '')}.{name}" if name else getattr(layer, "aimc_name", "")
+    if not name and not isinstance(layer, nn.Linear) and len(getattr(layer, "kernel_size", ())) > 2:
+        raise UnsupportedLayerError(f"layer {label!r}: training.periphery supports 1-d and 2-d convolutions, not "
+                                    f"{type(layer).__name__}; exclude the layer or set training.periphery to false.")
     static = mat.static_range(label) if p.input_range == "static" else None
     if p.output_units == "normalized":
         m = mat.config.mapping
