@@ -1,7 +1,10 @@
-"""Hardware-aware training with and without the periphery in the training forward (``training.periphery``).
+r"""Hardware-aware training with and without the periphery in the training forward (``training.periphery``).
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python examples/hwa_periphery.py digits --seeds 5 --out docs/results/hwa_periphery_digits.csv
-    OMP_NUM_THREADS=1 PYTHONPATH=src python examples/hwa_periphery.py mnist --seeds 5 --out docs/results/hwa_periphery_mnist.csv
+    OMP_NUM_THREADS=1 PYTHONPATH=src python examples/hwa_periphery.py digits --seeds 5 \
+        --out docs/results/hwa_periphery_digits.csv
+    OMP_NUM_THREADS=1 PYTHONPATH=src python examples/hwa_periphery.py mnist --seeds 5 \
+        --out docs/results/hwa_periphery_mnist.csv
+    OMP_NUM_THREADS=1 PYTHONPATH=src python examples/hwa_periphery.py digits --snr   # tile outputs vs noise
 
 For each training seed s: a floating-point model (digits: ``digits_cnn``; MNIST: ``mnist_mlp`` 784-250-10) is trained
 with Adam, then two copies are fine-tuned hardware-aware on the ``aihwkit_default`` preset (additive weight noise

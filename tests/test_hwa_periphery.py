@@ -11,7 +11,7 @@ import yaml
 from torch import nn
 
 import aimc
-from aimc.config import AnalogConfig, MappingConfig, PeripheryConfig, TrainingConfig
+from aimc.config import AnalogConfig, MappingConfig, TrainingConfig
 from aimc.errors import ConfigError
 from aimc.experiment.spec import experiment_from_dict
 from aimc.periphery import adc_step, dac_step
