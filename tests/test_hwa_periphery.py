@@ -15,6 +15,7 @@ from aimc.config import AnalogConfig, MappingConfig, TrainingConfig
 from aimc.errors import ConfigError
 from aimc.experiment.spec import experiment_from_dict
 from aimc.periphery import adc_step, dac_step
+from tests.arch_models import Conv1D
 
 
 def _cfg(base: AnalogConfig, *, periphery: bool = True, noise: str = "none", **per) -> AnalogConfig:
@@ -160,13 +161,14 @@ def test_output_noise_variance_matches_the_equation(units: str) -> None:
 @pytest.mark.parametrize("noise", ["none", "additive"])
 def test_gradients_are_straight_through(noise: str) -> None:
     """The backward pass is the ideal MVM of the (noisy) weights: input and weight gradients equal those of the
-    plain training forward (same seed, so the same weight-noise draw), for Conv2d, Linear and a grouped Conv1d
-    (each layer alone: in a network the activations, hence the later gradients, differ)."""
+    plain training forward (same seed, so the same weight-noise draw), for Conv2d, Linear, a grouped Conv1d and a
+    Hugging Face-style ``Conv1D`` with an ``(in, out)`` weight (each layer alone: in a network the activations, hence the later gradients, differ)."""
     base = aimc.presets.aihwkit_default()
     torch.manual_seed(1)
     cases = [(nn.Conv2d(2, 3, 3, padding=1), torch.randn(4, 2, 6, 6), torch.randn(4, 3, 6, 6)),
              (nn.Linear(30, 5), torch.randn(4, 30), torch.randn(4, 5)),
-             (nn.Conv1d(4, 6, 3, groups=2), torch.randn(2, 4, 7), torch.randn(2, 6, 5))]
+             (nn.Conv1d(4, 6, 3, groups=2), torch.randn(2, 4, 7), torch.randn(2, 6, 5)),
+             (Conv1D(5, 30), torch.randn(4, 30), torch.randn(4, 5))]  # an (in, out) projection
     for layer, x, g in cases:
         on, off = _twins(layer, _cfg(base, noise=noise), _cfg(base, periphery=False, noise=noise))
         ya, *ga = _grads(on, x, g)
