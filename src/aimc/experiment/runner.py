@@ -63,10 +63,16 @@ def _prepare(exp: Experiment, out: Path, force: bool) -> None:
     cfg = out / "config.yaml"
     if cfg.exists():
         try:  # compare meaning, not text: a field added to the schema later takes its default in both
-            same = load_run_experiment(out) == exp
+            stored = load_run_experiment(out)
         except ConfigError:
-            same = False
-        if not same:
+            stored = None
+        if stored != exp:
+            if not force and stored is not None and stored.metric != exp.metric:
+                raise RunDirError(
+                    f"{out} holds a run scored with metric {stored.metric!r} (its results.csv column); this experiment "
+                    f"asks for {exp.metric!r}. Results of different metrics do not mix: choose another --out "
+                    f"directory, set `metric: {stored.metric}` to resume that run, or pass --force to delete that "
+                    "run's files and start over.")
             if not force:
                 raise RunDirError(
                     f"{out} holds a different experiment (its config.yaml differs from this one); choose another "
@@ -142,7 +148,7 @@ def run_experiment(exp: Experiment, out: str | Path, *, force: bool = False, qui
     try:
         log.info("run %s in %s", exp.name, out)
         ctx = RunContext(exp, out, dd)
-        store = ResultsStore(out / "results.csv", keep_good_rows=keep_good_rows)
+        store = ResultsStore(out / "results.csv", keep_good_rows=keep_good_rows, value=exp.metric)
         with ProgressBars(not quiet) as progress:
             for stage in exp.training:
                 train_stage(ctx, stage, progress)

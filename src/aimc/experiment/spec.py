@@ -26,6 +26,25 @@ def _int_ge(lo: int):  # noqa: ANN202
     return lambda v: isinstance(v, int) and v >= lo
 
 
+RUN_METRICS = ("accuracy (top-1) or topK with K ≥ 2, e.g. top5 (aimc run scores class-labelled data; perplexity "
+               "and nll of language models: aimc.evaluate(..., metric=...))")
+
+
+def _run_metric(v: str) -> bool:
+    """A metric ``aimc run`` can score: top-1 or top-K accuracy, by its canonical name (the results.csv column).
+
+    Perplexity and NLL are not: the runner's data splits, calibration sets and training are built for class-labelled
+    samples (see :mod:`aimc.experiment.build`); language models are scored with ``aimc.evaluate(..., metric=...)``.
+    """
+    from aimc.metrics import get_metric
+
+    try:
+        m = get_metric(v)
+    except ConfigError:
+        return False
+    return m.name == v and m.percent
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str = spec(help="a zoo name (aimc.models.MODEL_NAMES) or package.module:function returning a torch model")
@@ -128,7 +147,17 @@ class Experiment:
     analog: dict = spec(default_factory=lambda: {"joshi2020": {"preset": "joshi2020"}},
                         help="named analog configs: name -> {preset, overrides}")
     baselines: dict = spec(default_factory=dict, help="results label -> stage (or 'model') evaluated digitally")
+    metric: str = spec("accuracy", help="what the baselines, the sweeps and the validation during training score; "
+                       "it names the value column of results.csv (perplexity and nll of language models: use "
+                       "aimc.evaluate(..., metric=...), the runner trains and splits class-labelled data)",
+                       check=_run_metric, allowed=RUN_METRICS)
     evaluation: list[SweepSpec] = spec(default_factory=list, help="evaluation sweeps")
+
+    def scorer(self):  # noqa: ANN201 - an aimc.metrics.Metric
+        """The :class:`aimc.metrics.Metric` of ``metric`` (its name is the value column of results.csv)."""
+        from aimc.metrics import get_metric
+
+        return get_metric(self.metric)
 
     def analog_entries(self) -> dict[str, AnalogEntry]:
         return {k: parse(AnalogEntry, v, f"analog.{k}") for k, v in self.analog.items()}

@@ -22,11 +22,17 @@ import torch
 from aimc.errors import FileFormatError
 
 __all__ = ["atomic_write", "read_csv_rows", "write_csv_rows", "save_checkpoint", "load_checkpoint", "ResultsStore",
-           "DamagedResultsError", "salvage_rows", "RESULT_COLUMNS"]
+           "DamagedResultsError", "salvage_rows", "RESULT_COLUMNS", "result_columns"]
 
 CHECKPOINT_FORMAT = "aimc-checkpoint/1"
 RESULT_COLUMNS = ["sweep", "model", "periphery", "compensation", "t_seconds", "seed", "accuracy"]
 KEY_COLUMNS = RESULT_COLUMNS[:-1]
+
+
+def result_columns(value: str = "accuracy") -> list[str]:
+    """The columns of results.csv for a run scoring metric ``value`` (the metric's name, e.g. ``"top5"``): the cell's
+    key, then one value column named after the metric (``accuracy`` for top-1, as in every run before metrics)."""
+    return [*KEY_COLUMNS, value]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -145,10 +151,11 @@ class DamagedResultsError(FileFormatError):
         self.good = good
 
 
-def salvage_rows(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
+def salvage_rows(path: str | Path, value: str = "accuracy") -> tuple[list[dict[str, Any]], list[int]]:
     """The intact rows of a results file and the line numbers of the damaged ones.
 
-    A row is intact if it has every column, parseable values (accuracy in [0, 1]) and is not the last line of a file
+    A row is intact if it has every column, parseable values (the metric ``value``, a fraction such as accuracy or
+    top-5 accuracy, in [0, 1]) and is not the last line of a file
     that does not end with a newline (a file cut in the middle of a number looks valid otherwise). Cells present
     several times are kept once if every copy agrees, else dropped.
     """
@@ -157,14 +164,15 @@ def salvage_rows(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
     good: dict[tuple, dict[str, Any]] = {}
     lines_of: dict[tuple, list[int]] = {}
     bad: list[int] = []
+    columns = result_columns(value)
     for i, rec in enumerate(csv.reader(lines[1:]), start=2):
         try:
-            if len(rec) != len(RESULT_COLUMNS) or (i == len(lines) and not raw.endswith("\n")):
+            if len(rec) != len(columns) or (i == len(lines) and not raw.endswith("\n")):
                 raise ValueError
-            row = dict(zip(RESULT_COLUMNS, rec, strict=True))
-            row["t_seconds"], row["seed"], row["accuracy"] = (float(row["t_seconds"]), int(row["seed"]),
-                                                              float(row["accuracy"]))
-            if not all(row[c] for c in RESULT_COLUMNS[:4]) or not 0 <= row["accuracy"] <= 1 \
+            row = dict(zip(columns, rec, strict=True))
+            row["t_seconds"], row["seed"], row[value] = (float(row["t_seconds"]), int(row["seed"]),
+                                                         float(row[value]))
+            if not all(row[c] for c in columns[:4]) or not 0 <= row[value] <= 1 \
                     or not math.isfinite(row["t_seconds"]):
                 raise ValueError
         except ValueError:
@@ -190,10 +198,15 @@ class ResultsStore:
     A damaged file (hand-edited, truncated by a full disk or by copying) raises :class:`DamagedResultsError`, never a
     silent restart; ``keep_good_rows=True`` keeps its intact rows (the damaged file is kept beside it as
     ``results.csv.damaged``) so only the other cells are recomputed.
+
+    ``value``: the name of the run's metric (``experiment.metric``), the last column; values are fractions in [0, 1]
+    (top-1 or top-K accuracy). A file holding another metric's column is refused, naming both.
     """
 
-    def __init__(self, path: str | Path, *, keep_good_rows: bool = False):
+    def __init__(self, path: str | Path, *, keep_good_rows: bool = False, value: str = "accuracy"):
         self.path = Path(path)
+        self.value = value
+        self.columns = result_columns(value)
         self.rows: list[dict[str, Any]] = []
         self._keys: set[tuple] = set()
         if self.path.exists():
@@ -210,14 +223,14 @@ class ResultsStore:
 
         backup = self.path.with_name(self.path.name + ".damaged")
         shutil.copy2(self.path, backup)
-        self.rows = [{c: r[c] for c in RESULT_COLUMNS} for r in good]
+        self.rows = [{c: r[c] for c in self.columns} for r in good]
         self._keys = {self.key(r) for r in self.rows}
         atomic_write(self.path, lambda tmp: self.table().to_csv(tmp, index=False))
         logging.getLogger("aimc.run").warning("results file %s was damaged: kept its %d intact row(s); the damaged "
                                               "file is in %s", self.path, len(self.rows), backup)
 
     def _damaged(self, what: str) -> DamagedResultsError:
-        good, bad = salvage_rows(self.path)
+        good, bad = salvage_rows(self.path, self.value)
         where = f" (line(s) {', '.join(map(str, bad[:5]))}{' …' if len(bad) > 5 else ''})" if bad else ""
         return DamagedResultsError(
             f"results file {str(self.path)!r} {what}{where}; {len(good)} row(s) are intact. Re-run with "
@@ -231,15 +244,20 @@ class ResultsStore:
         except Exception as e:  # noqa: BLE001 - pandas raises many types for broken CSV
             with self.path.open(newline="") as f:
                 header = next(csv.reader(f), [])
-            if header == RESULT_COLUMNS:
+            if header == self.columns:
                 raise self._damaged(f"cannot be parsed ({e}); it is corrupt") from None
             raise FileFormatError(f"results file {str(self.path)!r} cannot be parsed ({e}); it is corrupt. Move it "
                                   "away to recompute every cell.") from None
-        missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+        missing = [c for c in self.columns if c not in df.columns]
+        other = [c for c in df.columns if c not in KEY_COLUMNS]
+        if missing == [self.value] and len(other) == 1 and not set(KEY_COLUMNS) - set(df.columns):
+            raise FileFormatError(f"results file {str(self.path)!r} holds {other[0]!r} results, but this experiment "
+                                  f"scores metric {self.value!r}; results of different metrics do not mix. Use "
+                                  f"another --out directory, or set `metric: {other[0]}` to resume that run.")
         if missing:
             raise FileFormatError(f"results file {str(self.path)!r} lacks columns {missing}; it was not written by "
                                   "this aimc run. Move it away or use another --out directory.")
-        bad = df[RESULT_COLUMNS].isna().any(axis=1) | ~df["accuracy"].between(0, 1)
+        bad = df[self.columns].isna().any(axis=1) | ~df[self.value].between(0, 1)
         if bad.any():
             raise self._damaged(f"has {int(bad.sum())} damaged row(s)")
         if len(df) and not self.path.read_bytes().endswith(b"\n"):
@@ -264,8 +282,8 @@ class ResultsStore:
             return
         for r in new:
             self._keys.add(self.key(r))
-        self.rows.extend({c: r[c] for c in RESULT_COLUMNS} for r in new)
+        self.rows.extend({c: r[c] for c in self.columns} for r in new)
         atomic_write(self.path, lambda tmp: self.table().to_csv(tmp, index=False))
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=RESULT_COLUMNS)
+        return pd.DataFrame(self.rows, columns=self.columns)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from aimc.evaluation import accuracy
+from aimc.evaluation import score
 from aimc.experiment.build import plain_state
 from aimc.experiment.context import RunContext
 from aimc.experiment.spec import StageSpec
@@ -95,7 +95,8 @@ def train_stage(ctx: RunContext, stage: StageSpec, progress) -> None:  # noqa: A
         rec: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"],
                                "seconds": time.perf_counter() - t0}
         if sp.val is not None and main:
-            rec["val_accuracy"] = accuracy(model.eval(), sp.loader("val", ctx.exp.data.eval_batch_size))
+            m = ctx.exp.scorer()  # val_accuracy, val_top5, ...: the run's metric on the held-out images
+            rec[f"val_{m.name}"] = score(model.eval(), sp.loader("val", ctx.exp.data.eval_batch_size), m)
         history.append(rec)
         t1 = time.perf_counter()
         if main:

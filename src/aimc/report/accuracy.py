@@ -1,5 +1,8 @@
 """The report's accuracy sections: accuracy vs time per sweep (all curves on one axis, then one zoomed panel per
-compensation so that curves a fraction of a percent apart separate), the digital baselines, the summary tables."""
+compensation so that curves a fraction of a percent apart separate), the digital baselines, the summary tables.
+
+"Accuracy" is the run's metric (``metric:`` of the experiment: top-1 by default, or top-K); every value is a fraction
+shown in %, and every label names the metric."""
 
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ def per_sweep(run: Run, render: Callable[..., str]) -> list[str]:
         if not len(rows):
             parts.append(note(f"{NO_RESULTS} for this sweep."))
             continue
-        parts.append(render(sw, ordered(summarize(rows, ("model", "compensation", "t_seconds")), list(sw.models))))
+        parts.append(render(sw, ordered(summarize(rows, ("model", "compensation", "t_seconds"), run.value),
+                                        list(sw.models))))
     if not run.exp.evaluation:
         parts.append(note(f"{NO_RESULTS}: the experiment defines no evaluation sweep."))
     return parts
@@ -55,8 +59,12 @@ def _curve(ax, g: pd.DataFrame, color, marker: str, label: str) -> None:  # noqa
         ax.fill_between(t, 100 * np.clip(lo, 0, 1), 100 * np.clip(hi, 0, 1), color=color, alpha=0.2, lw=0)
 
 
-def accuracy_figure(s: pd.DataFrame, base: pd.DataFrame, title: str):  # noqa: ANN201
-    """All (model, compensation) curves of one sweep on one axis, with the digital baselines dashed."""
+def accuracy_figure(s: pd.DataFrame, base: pd.DataFrame, title: str, metric: str = "accuracy"):  # noqa: ANN201
+    """All (model, compensation) curves of one sweep on one axis, with the digital baselines dashed (``metric``: the
+    name of the run's metric, a fraction, and the value column of ``base``)."""
+    from aimc.metrics import get_metric
+
+    m = get_metric(metric)
     from matplotlib import colormaps
 
     fig, (ax,) = figure(9.4, 4.2)
@@ -66,20 +74,24 @@ def accuracy_figure(s: pd.DataFrame, base: pd.DataFrame, title: str):  # noqa: A
     for i, (model, comp) in enumerate(keys):
         _curve(ax, s[(s["model"] == model) & (s["compensation"] == comp)], cmap(i % cmap.N),
                MARKERS[models.index(model) % len(MARKERS)], f"{model} / {comp}")
-    for j, r in enumerate(base.itertuples()):
-        ax.axhline(100 * float(r.accuracy), color="0.35", ls=(0, (4, 2 + j)), lw=1,
-                   label=f"digital {r.model}: {100 * float(r.accuracy):.2f} %")
+    for j, (model, v) in enumerate(zip(base["model"], base[m.name])):
+        ax.axhline(100 * float(v), color="0.35", ls=(0, (4, 2 + j)), lw=1,
+                   label=f"digital {model}: {100 * float(v):.2f} %")
     time_axis(ax, s["t_seconds"].tolist())
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"test {m.title}")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return fig
 
 
-def panels_figure(s: pd.DataFrame, reference: dict[str, float], title: str):  # noqa: ANN201
+def panels_figure(s: pd.DataFrame, reference: dict[str, float], title: str,  # noqa: ANN201
+                  metric: str = "accuracy"):
     """One panel per compensation, each with its own accuracy axis fitted to its curves, so that models a fraction
     of a percent apart separate; dotted: each model's digital accuracy (``reference``: model label -> fraction)."""
+    from aimc.metrics import get_metric
+
+    ylabel = f"test {get_metric(metric).title}"
     comps = sorted(dict.fromkeys(s["compensation"]), key=comp_order)
     models = list(dict.fromkeys(s["model"]))
     ncols = min(3, len(comps))
@@ -108,7 +120,7 @@ def panels_figure(s: pd.DataFrame, reference: dict[str, float], title: str):  # 
             ax.set_ylim(max(lo - pad, 0.0), min(hi + pad, 100.0))
         time_axis(ax, s["t_seconds"].tolist())
         ax.set_title(f"compensation: {comp}", fontsize=10)
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel(ylabel)
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes[len(comps):]:
         ax.set_visible(False)
@@ -134,19 +146,20 @@ def model_references(run: Run, sw, digital: dict[str, float | str]) -> dict[str,
 
 def accuracy_section(run: Run, digital: dict[str, float | str]) -> str:
     base = run.baseline_rows()
+    m = run.metric
 
     def render(sw, s: pd.DataFrame) -> str:  # noqa: ANN001
         name = f"{run.exp.name}: sweep {sw.name} ({sw.analog})"
-        full = img(accuracy_figure(s, base, name), f"accuracy vs time, sweep {sw.name}")
+        full = img(accuracy_figure(s, base, name, m.name), f"{m.label} vs time, sweep {sw.name}")
         if s["compensation"].nunique() < 1 or len(s) < 2:
             return full
-        zoom = img(panels_figure(s, model_references(run, sw, digital), f"{name}, one panel per compensation"),
-                   f"accuracy vs time per compensation (zoomed), sweep {sw.name}")
-        return (full + "<p>The same curves, one panel per compensation, each with its own accuracy axis (so that "
-                "curves a fraction of a percent apart separate); dotted: the digital test accuracy of the stage "
-                "each model programs (see Training).</p>" + zoom)
+        zoom = img(panels_figure(s, model_references(run, sw, digital), f"{name}, one panel per compensation",
+                                 m.name), f"{m.label} vs time per compensation (zoomed), sweep {sw.name}")
+        return (full + f"<p>The same curves, one panel per compensation, each with its own {e(m.label)} axis (so "
+                "that curves a fraction of a percent apart separate); dotted: the digital test "
+                f"{e(m.label)} of the stage each model programs (see Training).</p>" + zoom)
 
-    intro = ("<p>Test accuracy (%) vs time after programming, log time axis. Lines: mean over seeds (programmed "
+    intro = (f"<p>Test {e(m.title)} vs time after programming, log time axis. Lines: mean over seeds (programmed "
              "chips); shaded bands: 95 % confidence interval of the mean (Student t; none with a single seed). "
              "Dashed horizontal lines: digital baselines.</p>")
     return intro + "".join(per_sweep(run, render))
@@ -157,9 +170,10 @@ def baselines_section(run: Run) -> str:
     if not len(base):
         return note(f"{NO_RESULTS}: no digital baseline in results.csv"
                     + ("" if run.exp.baselines else " (the experiment names none)") + ".")
-    rows = [(r.model, run.exp.baselines.get(r.model, "?"), pct(r.accuracy)) for r in base.itertuples()]
-    return ("<p>Accuracy of the trained weights in floating point, on the same test set (every stage's is in "
-            "Training).</p>" + table(["model", "stage", "accuracy (%)"], rows, [False, False, True]))
+    m = run.metric
+    rows = [(label, run.exp.baselines.get(label, "?"), pct(v)) for label, v in zip(base["model"], run.values(base))]
+    return (f"<p>{e(m.label.capitalize())} of the trained weights in floating point, on the same test set (every "
+            "stage's is in Training).</p>" + table(["model", "stage", m.title], rows, [False, False, True]))
 
 
 def tables_section(run: Run) -> str:
@@ -168,18 +182,20 @@ def tables_section(run: Run) -> str:
         for r in s.itertuples():
             ci = "—" if not math.isfinite(r.ci95_low) else f"{pct(r.ci95_low)} – {pct(r.ci95_high)}"
             body.append((r.model, r.compensation, format_time(r.t_seconds), pct(r.mean), pct(r.std), ci, int(r.n)))
-        return table(["model", "compensation", "t", "mean acc. (%)", "std (%)", "95 % CI (%)", "n"], body,
+        return table(["model", "compensation", "t", f"mean {short} (%)", "std (%)", "95 % CI (%)", "n"], body,
                      [False, False, True, True, True, True, True])
 
+    m = run.metric
+    short = "acc." if m.name == "accuracy" else m.label
     parts = per_sweep(run, render)
     intro = ("<p>Per sweep, model, compensation and time: mean, standard deviation and 95 % confidence interval of "
-             "the mean accuracy over <i>n</i> seeds.</p>")
+             f"the mean {e(m.label)} over <i>n</i> seeds.</p>")
     full = run.table
     if len(full):
         rows = [(r.sweep, r.model, r.periphery, r.compensation, format_time(float(r.t_seconds)), int(r.seed),
-                 pct(r.accuracy)) for r in full.itertuples()]
+                 pct(v)) for r, v in zip(full.itertuples(), run.values(full))]
         details = (f"<details><summary>Full results ({len(full)} rows of results.csv)</summary>"
-                   + table(["sweep", "model", "periphery", "compensation", "t", "seed", "accuracy (%)"], rows,
+                   + table(["sweep", "model", "periphery", "compensation", "t", "seed", m.title], rows,
                            [False, False, False, False, True, True, True]) + "</details>")
     else:
         details = note(f"{NO_RESULTS}: results.csv is empty or missing.")

@@ -99,12 +99,12 @@ def cost_section(run: Run) -> str:
             times = sorted({float(x) for x in sw.times})
             body = []
             if len(rows):
-                s = ordered(summarize(rows, ("model", "compensation", "t_seconds")), list(sw.models))
+                s = ordered(summarize(rows, ("model", "compensation", "t_seconds"), run.value), list(sw.models))
                 for (model, comp), g in s.groupby(["model", "compensation"], sort=False):
                     acc = {float(r.t_seconds): r.mean for r in g.itertuples()}
                     body.append((model, comp, *[pct(acc.get(x, float("nan"))) for x in times]))
             parts.append(f"<p>Sweep <code>{e(sw.name)}</code> on this chip (the energy and latency above hold for "
-                         "every row): accuracy (%, mean over seeds) after programming"
+                         f"every row): {e(run.metric.label)} (%, mean over seeds) after programming"
                          + ("" if body else f" — {NO_RESULTS}") + "</p>")
             if body:
                 parts.append(table(["model", "compensation", *[format_time(x) for x in times]], body,

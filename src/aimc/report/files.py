@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from aimc.experiment.store import RESULT_COLUMNS
+from aimc.experiment.store import result_columns
 
 log = logging.getLogger("aimc.report")
 
@@ -39,6 +39,20 @@ class Run:
         except (OSError, UnicodeDecodeError):
             return None
 
+    @property
+    def metric(self):  # noqa: ANN201 - an aimc.metrics.Metric
+        """The run's metric (``metric:`` of the experiment; accuracy for runs from before that key)."""
+        return self.exp.scorer()
+
+    @property
+    def value(self) -> str:
+        """The value column of results.csv: the metric's name."""
+        return self.metric.name
+
+    def values(self, rows: pd.DataFrame) -> list[float]:
+        """The metric of each row of ``rows`` (fractions for accuracies)."""
+        return [float(v) for v in rows[self.value]]
+
     def sweep_rows(self, name: str) -> pd.DataFrame:
         return self.table[self.table["sweep"] == name]
 
@@ -54,10 +68,10 @@ def load(run_dir: Path) -> Run:
     exp = load_run_experiment(run_dir)
     problems = []
     try:
-        table = ResultsStore(run_dir / "results.csv").table()
+        table = ResultsStore(run_dir / "results.csv", value=exp.metric).table()
     except FileFormatError as err:
         problems.append(str(err))
-        table = pd.DataFrame(columns=RESULT_COLUMNS)
+        table = pd.DataFrame(columns=result_columns(exp.metric))
     return Run(run_dir, exp, table, problems)
 
 
@@ -244,15 +258,16 @@ def results_mtime(run: Run) -> float | None:
 
 # ---- digital accuracy of every stage -------------------------------------------------------------------------------
 def digital_accuracies(run: Run, histories: list[StageHistory]) -> dict[str, float | str]:
-    """Test accuracy (fraction) of every finished stage's weights in floating point, or why it is unknown.
+    """Test accuracy (fraction; the run's metric, e.g. top-5 accuracy) of every finished stage's weights in floating
+    point, or why it is unknown.
 
     A stage named by a baseline takes that baseline's row of results.csv; the others are scored here on the same test
-    set, the same way (``aimc.evaluation.accuracy`` over the experiment's test split)."""
-    from aimc.evaluation import accuracy
+    set, the same way (``aimc.evaluation.score`` with the run's metric over the experiment's test split)."""
+    from aimc.evaluation import score
 
     out: dict[str, float | str] = {}
     base = run.baseline_rows()
-    by_label = {str(r.model): float(r.accuracy) for r in base.itertuples()}
+    by_label = {str(label): v for label, v in zip(base["model"], run.values(base))}
     for label, stage in run.exp.baselines.items():
         if label in by_label and math.isfinite(by_label[label]):
             out.setdefault(stage, by_label[label])
@@ -268,7 +283,7 @@ def digital_accuracies(run: Run, histories: list[StageHistory]) -> dict[str, flo
                 from aimc.experiment.build import build_splits
 
                 loader = build_splits(run.exp.data, run.exp.seed).loader("test", run.exp.data.eval_batch_size)
-            out[h.name] = accuracy(stage_model(run, h.name), loader)
+            out[h.name] = score(stage_model(run, h.name), loader, run.metric)
         except Exception as err:  # noqa: BLE001 - the report must not fail a finished run; say what went wrong
             log.warning("report: digital accuracy of stage %s could not be measured: %s", h.name, err)
             out[h.name] = f"could not be measured ({type(err).__name__}: {err})"

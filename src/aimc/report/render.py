@@ -36,6 +36,12 @@ SECTIONS = [
 """(anchor, title) of the page's sections, in order."""
 
 
+def _titles(run: Run) -> dict[str, str]:
+    """Anchor -> title of each section; the first names the run's metric ("Top-5 accuracy vs time")."""
+    label = run.metric.label
+    return {k: (f"{label[0].upper()}{label[1:]} vs time" if k == "accuracy" else t) for k, t in SECTIONS}
+
+
 def _header(run: Run) -> str:
     exp = run.exp
     env = _environment(run)
@@ -52,7 +58,7 @@ def _header(run: Run) -> str:
             "are programmed onto simulated phase-change-memory crossbars, scored over time after programming "
             "(conductance drift and noise) with and without drift compensation. Rebuilt from the run directory's "
             "files; re-create it with <code>aimc report RUN_DIR</code>.")
-    nav = "".join(f'<li><a href="#{k}">{e(t)}</a></li>' for k, t in SECTIONS)
+    nav = "".join(f'<li><a href="#{k}">{e(t)}</a></li>' for k, t in _titles(run).items())
     problems = "".join(error(p) for p in run.problems)
     return (f"<h1>aimc run report: {e(exp.name)}</h1><p class=\"meta\">{meta}</p><p class=\"what\">{what}</p>"
             f"{problems}<nav><b>Contents</b><ol>{nav}</ol></nav>")
@@ -118,7 +124,8 @@ def render_report(run_dir: str | Path) -> str:
         "config": _config_section(run),
         "environment": _environment_section(run),
     }
-    sections = "".join(f'<section id="{k}"><h2>{e(title)}</h2>{body[k]}</section>' for k, title in SECTIONS)
+    titles = _titles(run)
+    sections = "".join(f'<section id="{k}"><h2>{e(titles[k])}</h2>{body[k]}</section>' for k, _ in SECTIONS)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<link rel=\"icon\" href=\"data:,\">"

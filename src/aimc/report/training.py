@@ -4,19 +4,28 @@ digital test accuracy of every trained stage, and how long training, evaluation 
 from __future__ import annotations
 
 import math
+import re
 
 from aimc.report.files import Run, Session, StageHistory, results_mtime
 from aimc.report.page import e, figure, img, note, pct, seconds, table
 
 
+def _percent(key: str) -> bool:
+    """``val_accuracy`` and ``val_topK`` (the metrics of ``aimc run``) are fractions, shown in %."""
+    return re.fullmatch(r"val_(accuracy|top\d+)", key) is not None
+
+
 def _metric_label(key: str) -> str:
-    """``val_accuracy`` -> ``validation accuracy (%)``; other ``val_*`` keys keep their name."""
-    name = key.removeprefix("val_").replace("_", " ")
-    return f"validation {name} (%)" if name == "accuracy" else f"validation {name}"
+    """``val_accuracy`` -> ``validation accuracy (%)``, ``val_top5`` -> ``validation top-5 accuracy (%)``; other
+    ``val_*`` keys keep their name."""
+    name = key.removeprefix("val_")
+    if _percent(key):
+        return f"validation {'accuracy' if name == 'accuracy' else f'top-{name[3:]} accuracy'} (%)"
+    return f"validation {name.replace('_', ' ')}"
 
 
 def _metric_value(key: str, v: float) -> float:
-    return 100 * v if key == "val_accuracy" else v
+    return 100 * v if _percent(key) else v
 
 
 def training_section(run: Run, histories: list[StageHistory], digital: dict[str, float | str]) -> str:
@@ -27,6 +36,8 @@ def training_section(run: Run, histories: list[StageHistory], digital: dict[str,
              "final weights in floating point, before any programming — the reference each analog model starts "
              "from. Stages named in <code>baselines</code> take that row of results.csv; the others are scored by "
              "the report on the same test set.</p>")
+    if run.metric.name != "accuracy":
+        intro = intro.replace("digital test accuracy", f"digital test {e(run.metric.label)}")
     rows = []
     for h in histories:
         last = h.records[-1] if h.records else {}
@@ -38,7 +49,7 @@ def training_section(run: Run, histories: list[StageHistory], digital: dict[str,
                      pct(acc) if isinstance(acc, float) else (acc or "—"),
                      seconds(h.total("seconds") + h.total("checkpoint_seconds")) if h.records else "—"))
     parts = [intro, table(["stage", "kind", "init", "epochs", "last training loss", "last validation metric",
-                           "digital test accuracy (%)", "training wall time"], rows,
+                           f"digital test {run.metric.title}", "training wall time"], rows,
                           [False, False, False, True, True, False, True, True])]
     if any(h.records for h in histories):
         parts.append(img(training_figure(run.exp.name, histories), "training loss and validation metric per epoch"))
