@@ -132,3 +132,16 @@ def test_committed_cifar_run_loads_resumes_and_renders(tmp_path):
     assert "<h2>Accuracy vs time</h2>" in page and "<th>accuracy (%)</th>" in page
     assert "82.56" in page and "88.49" in page  # the digital baselines of the README
     assert not re.search(r'class="error"', page)
+
+
+def test_damaged_rows_of_a_top5_results_file_are_salvaged(tmp_path):
+    p = tmp_path / "results.csv"
+    p.write_text("sweep,model,periphery,compensation,t_seconds,seed,top5\n"
+                 "pcm,m,joshi2020,none,25.0,0,0.93\n"
+                 "pcm,m,joshi2020,none,25.0,1,1.5\n"      # a fraction above 1: damaged
+                 "pcm,m,joshi2020,gdc,25.0,0,0.95\n")
+    with pytest.raises(aimc.FileFormatError, match=r"1 damaged row.*line\(s\) 3.*2 row\(s\) are intact"):
+        ResultsStore(p, value="top5")
+    s = ResultsStore(p, value="top5", keep_good_rows=True)
+    assert s.table()["top5"].tolist() == [0.93, 0.95]
+    assert pd.read_csv(p).columns[-1] == "top5" and (tmp_path / "results.csv.damaged").exists()
