@@ -110,6 +110,11 @@ def test_bad_metric_names_are_validation_problems(bad, tmp_path):
         assert "aimc.evaluate" in r.output  # where language models are scored instead
 
 
+def test_validate_names_the_metric(tmp_path):
+    r = CliRunner().invoke(app, ["validate", str(_write(tmp_path, tiny()))])
+    assert r.exit_code == 0 and "valid" in r.output and "metric top5" in r.output
+
+
 def test_metric_defaults_to_accuracy_and_round_trips():
     d = tiny()
     del d["metric"]

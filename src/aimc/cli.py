@@ -164,7 +164,7 @@ def validate(experiment: Path = typer.Argument(..., help="experiment file (YAML 
         return
     n_cells = sum(len(s.models) * len(s.seed_list()) * len(s.times) * len(s.compensations) for s in exp.evaluation)
     typer.echo(f"{experiment}: valid. {len(exp.training)} training stage(s), {len(exp.evaluation)} sweep(s), "
-               f"{n_cells} evaluation cell(s).")
+               f"{n_cells} evaluation cell(s), metric {exp.metric}.")
 
 
 @app.command()
