@@ -150,3 +150,23 @@ def test_damaged_rows_of_a_top5_results_file_are_salvaged(tmp_path):
     s = ResultsStore(p, value="top5", keep_good_rows=True)
     assert s.table()["top5"].tolist() == [0.93, 0.95]
     assert pd.read_csv(p).columns[-1] == "top5" and (tmp_path / "results.csv.damaged").exists()
+
+
+def test_plot_axis_names_the_metric(top5_run, tmp_path, monkeypatch):
+    import aimc.experiment.summary as summary
+    import aimc.report
+
+    labels = []
+
+    def spy(*args, **kw):
+        fig = real(*args, **kw)
+        labels.append(fig.axes[0].get_ylabel())
+        return fig
+
+    real = summary.plot_summary
+    monkeypatch.setattr(summary, "plot_summary", spy)
+    monkeypatch.setattr(aimc.report, "write_report", lambda out: None)
+    out = tmp_path / "copy"
+    shutil.copytree(top5_run, out)
+    summary.rewrite(out)
+    assert labels == ["test top-5 accuracy (%)"]
