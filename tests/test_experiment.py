@@ -121,7 +121,9 @@ def test_rerun_skips_everything_and_changes_nothing(finished):
     run_experiment(experiment_from_dict(tiny()), finished, quiet=True)
     assert (finished / "results.csv").read_bytes() == before
     assert (finished / "stages/fp.safetensors").stat().st_mtime_ns == stage
-    assert time.perf_counter() - t0 < 5
+    # generous bound (a loaded CI machine took 5.3 s): skipping is shown by the bytes and mtimes above; this only
+    # catches a rerun that recomputes the sweep (tens of seconds)
+    assert time.perf_counter() - t0 < 60
 
 
 def test_different_experiment_refused_unless_forced(finished, tmp_path):
