@@ -77,7 +77,7 @@ def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None,
         meta["layer_configs"] = json.dumps(own)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from aimc.experiment.store import atomic_write
+    from aimc._files import atomic_write
 
     # one metadata entry (JSON, sorted keys): safetensors writes several entries in hash order, so the same model
     # would get a different file (and sha256) at every save

@@ -135,7 +135,7 @@ def to_json(report: CostReport) -> str:
 
 def write_outputs(report: CostReport, out: Path) -> list[Path]:
     """Write ``cost.json`` and ``cost_layers.csv`` into the directory ``out`` (created)."""
-    from aimc.experiment.store import atomic_write
+    from aimc._files import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
     js, csv = out / "cost.json", out / "cost_layers.csv"

@@ -37,7 +37,8 @@ from aimc.evaluation import ProgressBars
 from aimc.experiment.context import RunContext
 from aimc.experiment.distributed import Dist, init_distributed, world_size
 from aimc.experiment.spec import Experiment, experiment_to_yaml, load_run_experiment
-from aimc.experiment.store import ResultsStore, atomic_write
+from aimc._files import atomic_write
+from aimc.experiment.store import ResultsStore
 from aimc.experiment.sweeps import run_baselines, run_sweeps
 from aimc.experiment.training import train_stage
 

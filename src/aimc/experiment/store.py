@@ -10,15 +10,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
+from aimc._files import atomic_write
 from aimc.errors import FileFormatError
 
 __all__ = ["atomic_write", "read_csv_rows", "write_csv_rows", "save_checkpoint", "load_checkpoint", "ResultsStore",
@@ -33,25 +32,6 @@ def result_columns(value: str = "accuracy") -> list[str]:
     """The columns of results.csv for a run scoring metric ``value`` (the metric's name, e.g. ``"top5"``): the cell's
     key, then one value column named after the metric (``accuracy`` for top-1, as in every run before metrics)."""
     return [*KEY_COLUMNS, value]
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, fsync, then rename onto ``path``; on any error remove the temp file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_csv_rows(path: str | Path, columns: Sequence[str]) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from aimc.evaluation import plot_summary, summarize, summary_markdown
 from aimc.experiment.spec import Experiment
-from aimc.experiment.store import atomic_write
+from aimc._files import atomic_write
 
 __all__ = ["write_summary", "summary_text", "rewrite"]
 

@@ -14,7 +14,8 @@ from aimc.evaluation import score
 from aimc.experiment.build import plain_state
 from aimc.experiment.context import RunContext
 from aimc.experiment.spec import StageSpec
-from aimc.experiment.store import atomic_write, load_checkpoint, save_checkpoint
+from aimc._files import atomic_write
+from aimc.experiment.store import load_checkpoint, save_checkpoint
 from aimc.nn.convert import convert
 from aimc.nn.tile import derive_seed
 from aimc.train.hwa import clip

@@ -9,7 +9,7 @@ import logging
 import time
 from pathlib import Path
 
-from aimc.experiment.store import atomic_write
+from aimc._files import atomic_write
 from aimc.report.accuracy import accuracy_section, baselines_section, tables_section
 from aimc.report.chip import chips, devices_section, gdc_section
 from aimc.report.cost import cost_section
