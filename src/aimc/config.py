@@ -195,13 +195,13 @@ class TrainingConfig:
 
     Defaults follow Joshi et al., Nat. Commun. 11, 2473 (2020) (reference A.2): additive noise with η = 3.8 % of
     max|W| and per-layer clipping at ±2.0·σ_W. The noise types mirror aihwkit's ``WeightModifierType`` and the
-    clip types its ``WeightClipType`` (reference B.8). The formulas are implemented in ``aimc.train.noise`` and
+    clip types its ``WeightClipType`` (reference B.8). The formulas are implemented in ``aimc.nn.noise`` and
     ``aimc.train.hwa``. Below, W is one weight matrix, w one weight, N a fresh standard normal per weight and
     per training forward pass (i.e. per mini-batch), and max|W| the current largest |w| of the layer.
 
     Attributes:
         noise: weight noise of every training forward pass (the master weights stay clean; gradients go
-            straight through, see ``aimc.train.noise``):
+            straight through, see ``aimc.nn.noise``):
             ``"none"``;
             ``"additive"`` — w + η·max|W|·N (aihwkit ADD_NORMAL, ``rel_to_actual_wmax``; Joshi et al. 2020);
             ``"multiplicative"`` — w·(1 + η·N) (aihwkit MULT_NORMAL as in its torch tile);
@@ -228,7 +228,7 @@ class TrainingConfig:
         learn_input_range: with a static DAC (``periphery.dac_bits`` set, ``input_range = "static"``) the layer's
             input range r becomes a trainable parameter: training forward passes quantise the input as the DAC
             does, with a straight-through estimator for x and an LSQ-style gradient for r (see
-            ``aimc.train.noise.quantize_ste``); it starts from ``input_bound``, a calibrated range, or the running
+            ``aimc.nn.noise.quantize_ste``); it starts from ``input_bound``, a calibrated range, or the running
             max |x| of the first training batches. ``aimc.clip`` (and every training forward) copies it into the
             inference range. No effect without a static DAC. Default False: the range follows the running max
             of |x| during training (when ``input_bound`` is null).

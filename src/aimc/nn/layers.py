@@ -3,7 +3,7 @@ and adds an ``AnalogMatrix`` (``.analog``) holding the crossbar state.
 
 Modes of the forward pass:
 * ``train()``: master weights + hardware-aware training noise and drop-connect (torch ops, differentiable); with
-  ``learn_input_range`` also the static DAC at a learned range (``aimc.train.noise``).
+  ``learn_input_range`` also the static DAC at a learned range (``aimc.nn.noise``).
 * ``eval()`` before ``aimc.program``: the digital master weights (what HWA validation measures).
 * ``eval()`` after ``aimc.program`` and ``aimc.at_time``: the drifted analog weights through the periphery.
 """
@@ -23,7 +23,7 @@ from aimc.nn.mvm import static_conv_forward, tiles_forward
 from aimc.nn.tile import AnalogMatrix
 from aimc.nn.weight import plain
 from aimc.periphery import dac_step
-from aimc.train.noise import MIN_INPUT_RANGE, quantize_ste
+from aimc.nn.noise import MIN_INPUT_RANGE, quantize_ste
 
 __all__ = ["AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogLayer"]
 
@@ -129,7 +129,7 @@ class AnalogLayer:
         the running max |x| becomes the static input range (:meth:`_track_range`).
 
         With a learned range r (``analog.learned_input_range``): the DAC quantisation of ``x`` at range r with
-        straight-through / LSQ gradients (``aimc.train.noise.quantize_ste``); r is then copied into the inference
+        straight-through / LSQ gradients (``aimc.nn.noise.quantize_ste``); r is then copied into the inference
         buffer ``analog.input_range``. r starts, on the first training pass, from its stored value (a loaded
         model, ``periphery.input_bound``), else from a calibrated ``input_range``, else it is the running max |x|
         of the first ``_RANGE_WARMUP`` training batches (max over DDP ranks) before it is learned.

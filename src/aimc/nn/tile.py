@@ -295,13 +295,13 @@ class AnalogMatrix(nn.Module):
         return quantize_input(x / r, p) * r
 
     def train_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        """Weight of a training forward pass: ``aimc.train.noise.noisy_weight`` with this matrix's training config.
+        """Weight of a training forward pass: ``aimc.nn.noise.noisy_weight`` with this matrix's training config.
 
         Fresh noise and drop-connect on every call (torch's default RNG, like dropout); gradients pass straight
         through to ``weight``. ``"pcm_programming"`` noise uses the configured device when it is a PCM or HERMES.
         """
         from aimc.devices import PCM, Hermes
-        from aimc.train.noise import noisy_weight
+        from aimc.nn.noise import noisy_weight
 
         dev = self.config.device
         return noisy_weight(weight, self.config.training, device=dev if isinstance(dev, (PCM, Hermes)) else None)

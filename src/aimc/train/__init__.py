@@ -1,7 +1,8 @@
 """Training helpers of hardware-aware training.
 
-* ``aimc.train.noise``: weight noise, drop-connect and the learned-range DAC of the training forward pass
-  (the analog layers call them; no import of ``aimc.nn`` so the layers can import it).
+* ``noisy_weight``, ``noise_std``, ``quantize_ste``: weight noise, drop-connect and the learned-range DAC of the
+  training forward pass, re-exported from ``aimc.nn.noise`` (the analog layers call them, so they live below
+  ``aimc.train`` in the layering).
 * ``aimc.train.hwa``: ``clip`` after each optimizer step, ``sync_input_ranges``.
 * ``aimc.train.mixed_precision``: ``MixedPrecision``, training on simulated PCM devices (Nandakumar et al. 2020).
 """
@@ -12,9 +13,9 @@ from aimc.train.hwa import sync_input_ranges as sync_input_ranges
 from aimc.train.mixed_precision import MixedPrecision as MixedPrecision  # mixed-precision PCM training
 from aimc.train._mp_report import MixedPrecisionReport as MixedPrecisionReport
 from aimc.train._mp_report import NonFiniteGradientWarning as NonFiniteGradientWarning
-from aimc.train.noise import noise_std as noise_std
-from aimc.train.noise import noisy_weight as noisy_weight
-from aimc.train.noise import quantize_ste as quantize_ste
+from aimc.nn.noise import noise_std as noise_std
+from aimc.nn.noise import noisy_weight as noisy_weight
+from aimc.nn.noise import quantize_ste as quantize_ste
 
 __all__ = ["clip", "clip_bounds", "sync_input_ranges", "noisy_weight", "noise_std", "quantize_ste",
            "MixedPrecision", "MixedPrecisionReport", "NonFiniteGradientWarning"]

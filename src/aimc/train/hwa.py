@@ -1,6 +1,6 @@
 """Hardware-aware training (Joshi et al., Nat. Commun. 11, 2473 (2020)): weight clipping after each optimizer step.
 
-Weight noise and drop-connect live in the analog layers' training forward pass (``aimc.train.noise``: re-drawn
+Weight noise and drop-connect live in the analog layers' training forward pass (``aimc.nn.noise``: re-drawn
 on every forward call from torch's default generator, like dropout; gradients flow through the noisy weights and
 the optimizer updates the clean master weights). This module adds the step after the optimizer::
 
@@ -18,7 +18,7 @@ Clip types (``TrainingConfig.clip``; aihwkit ``WeightClipType``, reference B.8),
 A matrix (or row) with fewer than 2 weights has no std and is left alone by the Gaussian types.
 
 ``clip`` also copies learned DAC input ranges (``TrainingConfig.learn_input_range``) into the inference buffer
-``AnalogMatrix.input_range`` and keeps them ≥ ``aimc.train.noise.MIN_INPUT_RANGE``.
+``AnalogMatrix.input_range`` and keeps them ≥ ``aimc.nn.noise.MIN_INPUT_RANGE``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from torch import nn
 
 from aimc.config import TrainingConfig
 from aimc.errors import StateError
-from aimc.train.noise import MIN_INPUT_RANGE
+from aimc.nn.convert import analog_layers
+from aimc.nn.noise import MIN_INPUT_RANGE
 
 __all__ = ["clip", "clip_bounds", "sync_input_ranges"]
 
@@ -59,8 +60,6 @@ def clip(model: nn.Module) -> None:
     Raises:
         StateError: the model has no analog layers (it was not converted with ``aimc.convert``).
     """
-    from aimc.nn.convert import analog_layers  # here, not at import: aimc.nn imports aimc.train.noise
-
     layers = list(analog_layers(model))
     if not layers:
         raise StateError("aimc.clip needs a converted model (aimc.convert); this one has no analog layers.")
@@ -83,8 +82,6 @@ def sync_input_ranges(model: nn.Module) -> None:
 
     Call it yourself only if you train with ``learn_input_range`` but without ``aimc.clip``.
     """
-    from aimc.nn.convert import analog_layers
-
     with torch.no_grad():
         for _, layer in analog_layers(model):
             for mat, _ in layer.analog_matrices().values():

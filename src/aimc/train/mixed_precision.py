@@ -58,6 +58,7 @@ from torch import nn
 
 from aimc.devices.pcm_training import PCMTrainingDevice
 from aimc.errors import ConfigError, StateError
+from aimc.nn.convert import analog_layers
 from aimc.train._mp_mvm import HOOK_ATTR, MVMHook
 from aimc.train._mp_pairs import BANK_KEYS, DevicePairs
 from aimc.train._mp_periphery import TileRun
@@ -118,8 +119,6 @@ class MixedPrecision(torch.optim.Optimizer):
                  refresh_lower: float = 0.25, read_noise: bool = True, drift: bool = True,
                  seconds_per_batch: float = 0.01, drift_every: int = 100, max_pulses: int | None = None,
                  periphery: bool = False):
-        from aimc.nn.convert import analog_layers  # lazy: aimc.nn imports aimc.train
-
         dev = PCMTrainingDevice() if device is None else device
         rounding = rounding if rounding is not None else ("floor" if accumulate else "nearest")
         p: list[str] = []
