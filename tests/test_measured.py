@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import aimc
 from aimc.devices import PCM
-from aimc.devices.measured import (
+from aimc.measured import (
     LAYOUT_COLUMNS,
     MeasuredDevice,
     export_targets,

@@ -53,7 +53,7 @@ __version__ = "0.1.0"
 # works after a plain `import aimc` without importing the data loaders, the cost model or the CLI up front.
 _LAZY_SUBMODULES = frozenset({
     "models", "data", "cost", "experiment", "report", "demo", "cli", "nn", "train", "devices", "presets",
-    "config", "errors", "evaluation", "inference", "io", "mapping", "periphery", "compensation",
+    "config", "errors", "evaluation", "inference", "io", "mapping", "periphery", "compensation", "measured",
 })
 
 

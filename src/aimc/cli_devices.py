@@ -274,7 +274,7 @@ def export_targets(target: str = typer.Argument(..., metavar="RUN_OR_MODEL",
                                                          "sweep's)"),
                    debug: bool = typer.Option(False, help="show tracebacks")) -> None:
     """Write the target conductances (g+ and g− in µS, with layer, tile, row, column) of every crossbar tile as CSV."""
-    from aimc.devices.measured import export_targets as _export
+    from aimc.measured import export_targets as _export
 
     try:
         model = resolve_model(target, stage=stage, analog=analog)

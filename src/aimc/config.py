@@ -354,7 +354,7 @@ class AnalogConfig:
             kind = dev.pop("kind", "pcm")
             if kind == "measured":
                 problems.append("device.kind='measured' cannot be rebuilt from a config: measured conductances are "
-                                "attached to a model with aimc.devices.measured.load_measured(model, table)")
+                                "attached to a model with aimc.measured.load_measured(model, table)")
             elif kind not in _DEVICES:
                 problems.append(f"device.kind={kind!r} is not one of {sorted(_DEVICES)}")
             else:
