@@ -102,18 +102,19 @@ class CifarAccuracy:
     def __init__(self, model: nn.Module, *, n_test: int = 500, n_calib: int = 500, seeds: Sequence[int] = (0, 1),
                  t_seconds: float = 3600.0, out_bounds: Sequence[float] = (4.0, 8.0, 16.0), dac_bits: int = 8,
                  batch_size: int = 250) -> None:
-        import aimc
+        from aimc import presets
         from aimc.data import cifar10
         from aimc.evaluation import accuracy
-        from aimc.nn.convert import analog_layers
+        from aimc.inference import calibrate_input_ranges
+        from aimc.nn.convert import analog_layers, convert
         from torch.utils.data import DataLoader
 
         self.model, self.seeds, self.t, self.dac_bits = model.eval(), list(seeds), float(t_seconds), dac_bits
         self.test = DataLoader(cifar10("test", limit=n_test), batch_size=batch_size)
         self.calib = DataLoader(cifar10("train", limit=n_calib, augment=False), batch_size=100)
         self.digital = accuracy(self.model, self.test)
-        ranged = aimc.convert(self.model, aimc.presets.joshi2020())
-        aimc.calibrate_input_ranges(ranged, self.calib, n_batches=math.ceil(n_calib / 100))
+        ranged = convert(self.model, presets.joshi2020())
+        calibrate_input_ranges(ranged, self.calib, n_batches=math.ceil(n_calib / 100))
         self.ranges = {n: float(layer.analog.input_range) for n, layer in analog_layers(ranged)}
         self.seconds = 0.0
         if len(out_bounds) == 1:
@@ -124,10 +125,10 @@ class CifarAccuracy:
 
     def config(self, tile: int, bits: int, out_bound: float | None = None):  # noqa: ANN201
         """The analog config of one cell."""
-        import aimc
+        from aimc import presets
         from aimc.config import PeripheryConfig
 
-        base = aimc.presets.joshi2020()
+        base = presets.joshi2020()
         return dataclasses.replace(
             base, mapping=dataclasses.replace(base.mapping, tile_rows=tile, tile_cols=tile, scale="tile"),
             periphery=PeripheryConfig(dac_bits=self.dac_bits, input_range="static", adc_bits=bits,
@@ -138,16 +139,16 @@ class CifarAccuracy:
     def _score(self, tile: int, bits: int, out_bound: float, data: Any, seeds: list[int]) -> float:
         import time
 
-        import aimc
-        from aimc.nn.convert import analog_layers
+        from aimc.evaluation import evaluate
+        from aimc.nn.convert import analog_layers, convert
 
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CostWarning)
-            net = aimc.convert(self.model, self.config(tile, bits, out_bound))
+            net = convert(self.model, self.config(tile, bits, out_bound))
         for n, layer in analog_layers(net):
             layer.analog.input_range.fill_(self.ranges[n])
-        res = aimc.evaluate(net, data, times=[self.t], seeds=seeds, compensation="gdc", progress=False)
+        res = evaluate(net, data, times=[self.t], seeds=seeds, compensation="gdc", progress=False)
         self.seconds += time.perf_counter() - t0
         self._last = res.table["accuracy"].to_numpy(float)
         return float(self._last.mean())

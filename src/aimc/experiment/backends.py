@@ -111,9 +111,9 @@ def _ray_unit(out: str, sweep: str, label: str, seed: int, cells: list[tuple[flo
               env: dict[str, Any]) -> list[dict[str, Any]]:
     """One unit, run in a Ray worker on one thread; returns one row per cell (the columns of results.csv)."""
     _adopt(env)
-    from aimc.experiment.sweeps import eval_unit as _eval_unit
+    from aimc.experiment.units import eval_unit
 
-    return _eval_unit(out, sweep, label, seed, cells, threads=1)
+    return eval_unit(out, sweep, label, seed, cells, threads=1)
 
 
 def run_units_on_ray(out: str, units: list[Unit], keep: Callable[[list[dict[str, Any]]], None], *,

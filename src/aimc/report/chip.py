@@ -36,14 +36,14 @@ class _Chip:
 def build_chip(run: Run, sw: Any) -> _Chip:
     import torch
 
-    import aimc
-    from aimc.nn.convert import analog_layers
+    from aimc.inference import at_time, program
+    from aimc.nn.convert import analog_layers, convert
 
     label = next(iter(sw.models))
     stage = sw.models[label]
-    model = aimc.convert(stage_model(run, stage), run.exp.analog_config(sw.analog))
+    model = convert(stage_model(run, stage), run.exp.analog_config(sw.analog))
     model.eval()
-    aimc.program(model, seed=0)
+    program(model, seed=0)
     counts = {r[0]: (r[1], 2 * r[3], r[4]) for r in model.aimc_report.analog}
     layers, g_t, g_p = [], [], []
     with torch.no_grad():
@@ -66,7 +66,7 @@ def build_chip(run: Run, sw: Any) -> _Chip:
         times = sorted({float(t) for t in sw.times})
         alpha = []
         for t in times:
-            aimc.at_time(model, t, seed=0, gdc=True)
+            at_time(model, t, seed=0, gdc=True)
             alpha.append(np.concatenate([mat.gdc_alpha.detach().double().flatten().numpy()
                                          for _, layer in analog_layers(model)
                                          for mat, _ in layer.analog_matrices().values()]))
