@@ -151,3 +151,30 @@ def test_imports_go_down_the_layers(graph):
     up = sorted(f"{a} (layer {_layer(a)}) imports {b} (layer {_layer(b)})"
                 for a, bs in graph.items() for b in bs if _layer(b) > _layer(a))
     assert not up, "imports that go up the layering:\n" + "\n".join(up)
+
+
+def test_mixed_precision_sets_only_declared_layer_attributes():
+    """MixedPrecision's hook on the layers is a declared, documented attribute (``aimc_train_mvm``), not a hidden
+    entry in ``layer.__dict__``: every attribute it adds to a layer instance exists on the layer's class."""
+    import torch
+    from torch import nn
+
+    import aimc
+    from aimc.nn.convert import analog_layers
+    from aimc.train import MixedPrecision
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(6, 2))
+    lstm = nn.LSTM(4, 3)
+    for model in (aimc.convert(net, aimc.presets.joshi2020()), aimc.convert(lstm, aimc.presets.joshi2020())):
+        layers = [layer for _, layer in analog_layers(model)]
+        before = [set(layer.__dict__) for layer in layers]
+        opt = MixedPrecision(model, lr=0.1, seed=0)
+        for layer, keys in zip(layers, before):
+            added = set(layer.__dict__) - keys
+            assert added, "MixedPrecision attached nothing to the layer"
+            hidden = sorted(k for k in added if not hasattr(type(layer), k))
+            assert not hidden, f"{type(layer).__name__}: undeclared attributes {hidden}"
+            assert layer.aimc_train_mvm is not None
+        opt.detach()
+        assert all(layer.aimc_train_mvm is None for layer in layers)

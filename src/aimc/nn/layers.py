@@ -11,6 +11,7 @@ Modes of the forward pass:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +99,11 @@ class AnalogLayer:
     analog: AnalogMatrix
     weight: nn.Parameter
     aimc_name: str = ""
+    aimc_train_mvm: Callable[[nn.Module, str, torch.Tensor], torch.Tensor] | None = None
+    """Replacement of the training-mode MVM, called as ``aimc_train_mvm(layer, matrix suffix, x)`` (suffix "" for a
+    single-matrix layer, the weight's name for an LSTM matrix). ``aimc.train.MixedPrecision`` sets it (its MVMs then
+    run on simulated PCM devices) and ``MixedPrecision.detach()`` resets it; ``None``: the hardware-aware training
+    forward."""
 
     @property
     def analog_config(self) -> AnalogConfig:
@@ -204,7 +210,7 @@ class AnalogLinear(AnalogLayer, nn.Linear):
         if mode == "train":
             # hook point of mixed-precision training (aimc.train.MixedPrecision attaches it): the MVM runs on the
             # simulated PCM devices with per-read noise; absent otherwise
-            hook = self.__dict__.get("aimc_train_mvm")
+            hook = self.aimc_train_mvm
             if hook is not None:
                 with torch._C.DisableTorchFunctionSubclass():  # the hook multiplies self.weight itself
                     y = hook(self, "", self._train_input(x))
@@ -354,7 +360,7 @@ class _AnalogConvNd(AnalogLayer):
         mode = self._mode()
         if mode == "train":
             # hook point of mixed-precision training (aimc.train.MixedPrecision), as in AnalogLinear.forward
-            hook = self.__dict__.get("aimc_train_mvm")
+            hook = self.aimc_train_mvm
             if hook is not None:
                 with torch._C.DisableTorchFunctionSubclass():  # the hook multiplies self.weight itself
                     return hook(self, "", self._train_input(x))

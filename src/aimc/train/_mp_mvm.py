@@ -9,7 +9,7 @@ and x² instead of a Gaussian draw per weight. The weight gradient δ·xᵀ is n
 exact digital outer product.
 
 The layers of ``aimc.nn`` call :class:`MVMHook` from their training forward when ``MixedPrecision`` has attached
-it (``layer.__dict__["aimc_train_mvm"]``). With ``MixedPrecision(..., periphery=True)`` the hook sends the MVMs
+it (the layers' documented attribute ``aimc_train_mvm``). With ``MixedPrecision(..., periphery=True)`` the hook sends the MVMs
 through the layers' DAC/ADC/output noise per tile instead (``aimc.train._mp_periphery``).
 """
 
@@ -24,8 +24,6 @@ from torch import nn
 
 from aimc.periphery import add_read_noise_
 from aimc.train._mp_periphery import periphery_forward
-
-HOOK_ATTR = "aimc_train_mvm"
 
 
 class _NoisyLinear(torch.autograd.Function):

@@ -59,7 +59,7 @@ from torch import nn
 from aimc.devices.pcm_training import PCMTrainingDevice
 from aimc.errors import ConfigError, StateError
 from aimc.nn.convert import analog_layers
-from aimc.train._mp_mvm import HOOK_ATTR, MVMHook
+from aimc.train._mp_mvm import MVMHook
 from aimc.train._mp_pairs import BANK_KEYS, DevicePairs
 from aimc.train._mp_periphery import TileRun
 from aimc.train._mp_report import Counters, MixedPrecisionReport, NonFiniteGradientWarning
@@ -177,7 +177,7 @@ class MixedPrecision(torch.optim.Optimizer):
         self.totals = MixedPrecisionReport()
         hook = MVMHook(self)
         for layer in layers:  # the layers' training MVMs now run on the devices (aimc.train._mp_mvm)
-            layer.__dict__[HOOK_ATTR] = hook
+            layer.aimc_train_mvm = hook  # the documented hook point of the analog layers
 
     # ---- public ------------------------------------------------------------------------------------------------
     @property
@@ -268,7 +268,7 @@ class MixedPrecision(torch.optim.Optimizer):
     def detach(self) -> None:
         """Remove the mixed-precision MVM hooks from the model's layers (they then train as plain analog layers)."""
         for layer in self._layers:
-            layer.__dict__.pop(HOOK_ATTR, None)
+            layer.aimc_train_mvm = None
 
     def step(self, closure=None):  # noqa: ANN001, ANN201
         """One update; returns ``closure()``'s loss if given. Skips everything if any gradient is NaN/Inf."""
