@@ -252,7 +252,7 @@ def resolve_model(target: str, *, stage: str | None = None, analog: str | None =
     if p.is_file():
         return aimc.load(p)
     if p.is_dir() and (p / "config.yaml").is_file():
-        from aimc.experiment.runner import _Context
+        from aimc.experiment.context import RunContext
         from aimc.experiment.spec import load_run_experiment
 
         exp = load_run_experiment(p)
@@ -261,7 +261,7 @@ def resolve_model(target: str, *, stage: str | None = None, analog: str | None =
         name = analog or (sw.analog if sw else next(iter(exp.analog)))
         if name not in exp.analog:
             raise ConfigError(f"--analog {name!r} is not a named analog config of the run ({list(exp.analog)}).")
-        return aimc.convert(_Context(exp, p).weights(st), exp.analog_config(name))
+        return aimc.convert(RunContext(exp, p).weights(st), exp.analog_config(name))
     raise ConfigError(f"{target!r} is neither a model file written by aimc.save nor a run directory of `aimc run`.")
 
 
