@@ -28,7 +28,7 @@ LAYERS: dict[str, int] = {
     "aimc.mapping": 3, "aimc.periphery": 3,
     # 4: the analog layers (with the training forward's weight noise, aimc.nn.noise) and convert
     "aimc.nn": 4,
-    "aimc.nn.audit": 5,  # (from the convert work) runs program / at_time on a converted copy
+    "aimc.nn.audit": 5,  # runs program / at_time on a converted copy to check what is computed analog
     # 5: model-level work on converted models: program / at_time, compensation, evaluation, metrics, save / load,
     #    measured conductances of a chip attached to a model
     "aimc.inference": 5, "aimc.compensation": 5, "aimc.evaluation": 5, "aimc.metrics": 5, "aimc.io": 5,

@@ -17,40 +17,15 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.utils import _ntuple
 
 from aimc.config import AnalogConfig
 from aimc.errors import ShapeError, UnsupportedLayerError
-from aimc.nn.layers import AnalogLayer, _AnalogConvNd, _check_input
+from aimc.nn.layers import AnalogLayer, _AnalogConvNd, _check_input, same_geometry
 from aimc.nn.mvm import tiles_forward
 from aimc.nn.tile import AnalogMatrix
 from aimc.nn.weight import plain
 
 __all__ = ["AnalogConv3d", "AnalogConvTranspose1d", "AnalogConvTranspose2d", "same_geometry"]
-
-
-def same_geometry(layer: nn.Module, bias: torch.Tensor | None, nd: int, transposed: bool, geometry: dict) -> None:
-    """Raise unless ``F.conv*(x, layer.weight, bias, **geometry)`` is the layer's own convolution."""
-    defaults = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "output_padding": 0}
-    problems = []
-    if transposed != isinstance(layer, nn.modules.conv._ConvTransposeNd) or len(layer.kernel_size) != nd:
-        problems.append("another kind of convolution")
-    for k, v in {**defaults, **geometry}.items():
-        if not hasattr(layer, k) or (k == "output_padding" and not transposed):
-            continue
-        own = getattr(layer, k)
-        v = v if isinstance(v, str) or k == "groups" else tuple(_ntuple(nd)(v))
-        if v != own:
-            problems.append(f"{k}={v!r} (the layer has {own!r})")
-    if getattr(layer, "padding_mode", "zeros") != "zeros":
-        problems.append(f"padding_mode={layer.padding_mode!r}")
-    if bias is not layer.bias:
-        problems.append("another bias")
-    if problems:
-        raise UnsupportedLayerError(
-            f"layer {layer.aimc_name!r}: its analog weight is used by a convolution that is not the layer's own ("
-            f"{', '.join(problems)}); aimc cannot compute it on the layer's crossbar. Keep the layer digital: "
-            f"aimc.convert(model, config, exclude=[{layer.aimc_name!r}]).")
 
 
 class AnalogConv3d(_AnalogConvNd, nn.Conv3d):
@@ -124,7 +99,7 @@ class _AnalogConvTransposeNd(AnalogLayer):
             return conv(inp, w, self.bias, self.stride, self.padding, op, self.groups, self.dilation)
 
         if mode == "train":
-            hook = self.__dict__.get("aimc_train_mvm")
+            hook = self.aimc_train_mvm
             if hook is not None:
                 raise UnsupportedLayerError(f"layer {self.aimc_name!r}: mixed-precision training does not support "
                                             "transposed convolutions; exclude the layer.")

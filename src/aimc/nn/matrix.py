@@ -14,6 +14,8 @@ a subclass of the module's own type (``isinstance`` and the forward are kept) wh
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,7 +38,7 @@ def mvm(layer: nn.Module, key: str, x: torch.Tensor, w: torch.Tensor, bias: torc
     name = f"{layer.aimc_name}.{key}"
     if mode == "train":
         # hook point of mixed-precision training (aimc.train.MixedPrecision attaches it), as in AnalogLSTM
-        hook = layer.__dict__.get("aimc_train_mvm")
+        hook = layer.aimc_train_mvm
         if hook is not None:
             if isinstance(layer, AnalogProjection):
                 raise UnsupportedLayerError(f"layer {layer.aimc_name!r}: mixed-precision training does not support "
@@ -65,6 +67,10 @@ class MatrixOwner:
 
     analog: nn.ModuleDict
     aimc_name: str = ""
+    aimc_train_mvm: Callable[[nn.Module, str, torch.Tensor], torch.Tensor] | None = None
+    """Replacement of the training-mode MVM, called as ``aimc_train_mvm(layer, weight attribute, x)``.
+    ``aimc.train.MixedPrecision`` sets it (its MVMs then run on simulated PCM devices) and
+    ``MixedPrecision.detach()`` resets it; ``None``: the hardware-aware training forward."""
 
     @property
     def analog_config(self) -> AnalogConfig:
