@@ -20,6 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: dict[str, int] = {
     # 0: errors and dependency-free helpers
     "aimc.errors": 0, "aimc._checks": 0, "aimc._files": 0,
+    "aimc.rng": 0,  # counter-based random streams (pure torch; arrives with the rng work)
     # 1: pure tensor device models; data loaders and plain-torch reference networks (they need only the errors)
     "aimc.devices": 1, "aimc.data": 1, "aimc.models": 1,
     # 2: configuration and the published configurations
