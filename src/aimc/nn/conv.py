@@ -20,10 +20,10 @@ from torch import nn
 
 from aimc.config import AnalogConfig
 from aimc.errors import ShapeError, UnsupportedLayerError
-from aimc.nn.layers import AnalogLayer, _AnalogConvNd, _check_input, same_geometry
+from aimc.nn.layers import AnalogLayer, _AnalogConvNd, _check_input
 from aimc.nn.mvm import tiles_forward
 from aimc.nn.tile import AnalogMatrix
-from aimc.nn.weight import plain
+from aimc.nn.weight import plain, same_geometry
 
 __all__ = ["AnalogConv3d", "AnalogConvTranspose1d", "AnalogConvTranspose2d", "same_geometry"]
 

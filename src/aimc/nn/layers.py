@@ -16,14 +16,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.utils import _ntuple
 
 from aimc.config import AnalogConfig
-from aimc.errors import DataError, ShapeError, StateError, UnsupportedLayerError
+from aimc.errors import DataError, ShapeError, StateError
 from aimc.nn.checks import check_layer_input, has_non_finite  # noqa: F401  (has_non_finite: aimc.evaluation)
 from aimc.nn.mvm import static_conv_forward, tiles_forward
 from aimc.nn.tile import AnalogMatrix
-from aimc.nn.weight import plain
+from aimc.nn.weight import plain, same_geometry
 from aimc.periphery import dac_step
 from aimc.nn.noise import MIN_INPUT_RANGE, quantize_ste
 
@@ -241,30 +240,6 @@ def _rebias(y: torch.Tensor, have: torch.Tensor | None, want: torch.Tensor | Non
     if have is not None:
         y = y - have
     return y if want is None else y + want
-
-
-def same_geometry(layer: nn.Module, bias: torch.Tensor | None, nd: int, transposed: bool, geometry: dict) -> None:
-    """Raise unless ``F.conv*(x, layer.weight, bias, **geometry)`` is the layer's own convolution."""
-    defaults = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "output_padding": 0}
-    problems = []
-    if transposed != isinstance(layer, nn.modules.conv._ConvTransposeNd) or len(layer.kernel_size) != nd:
-        problems.append("another kind of convolution")
-    for k, v in {**defaults, **geometry}.items():
-        if not hasattr(layer, k) or (k == "output_padding" and not transposed):
-            continue
-        own = getattr(layer, k)
-        v = v if isinstance(v, str) or k == "groups" else tuple(_ntuple(nd)(v))
-        if v != own:
-            problems.append(f"{k}={v!r} (the layer has {own!r})")
-    if getattr(layer, "padding_mode", "zeros") != "zeros":
-        problems.append(f"padding_mode={layer.padding_mode!r}")
-    if bias is not layer.bias:
-        problems.append("another bias")
-    if problems:
-        raise UnsupportedLayerError(
-            f"layer {layer.aimc_name!r}: its analog weight is used by a convolution that is not the layer's own ("
-            f"{', '.join(problems)}); aimc cannot compute it on the layer's crossbar. Keep the layer digital: "
-            f"aimc.convert(model, config, exclude=[{layer.aimc_name!r}]).")
 
 
 class _AnalogConvNd(AnalogLayer):

@@ -33,10 +33,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _ntuple
 
 from aimc.errors import StateError, UnsupportedLayerError
 
-__all__ = ["AnalogWeight", "DerivedWeight", "plain", "wrap_weight", "unwrap_weight"]
+__all__ = ["AnalogWeight", "DerivedWeight", "plain", "wrap_weight", "unwrap_weight", "same_geometry"]
 
 
 class AnalogWeight(nn.Parameter):
@@ -284,3 +285,27 @@ _PRODUCTS = frozenset({*_HANDLERS, torch.bmm, torch.Tensor.bmm, torch.baddbmm, t
                        torch.addmv, torch.mv, torch.Tensor.mv, torch.tensordot, torch.inner, torch.addbmm,
                        torch.Tensor.__rmatmul__, F.bilinear, torch.chain_matmul, torch.linalg.multi_dot,
                        torch.nn.functional.multi_head_attention_forward})
+
+
+def same_geometry(layer: nn.Module, bias: torch.Tensor | None, nd: int, transposed: bool, geometry: dict) -> None:
+    """Raise unless ``F.conv*(x, layer.weight, bias, **geometry)`` is the layer's own convolution."""
+    defaults = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "output_padding": 0}
+    problems = []
+    if transposed != isinstance(layer, nn.modules.conv._ConvTransposeNd) or len(layer.kernel_size) != nd:
+        problems.append("another kind of convolution")
+    for k, v in {**defaults, **geometry}.items():
+        if not hasattr(layer, k) or (k == "output_padding" and not transposed):
+            continue
+        own = getattr(layer, k)
+        v = v if isinstance(v, str) or k == "groups" else tuple(_ntuple(nd)(v))
+        if v != own:
+            problems.append(f"{k}={v!r} (the layer has {own!r})")
+    if getattr(layer, "padding_mode", "zeros") != "zeros":
+        problems.append(f"padding_mode={layer.padding_mode!r}")
+    if bias is not layer.bias:
+        problems.append("another bias")
+    if problems:
+        raise UnsupportedLayerError(
+            f"layer {layer.aimc_name!r}: its analog weight is used by a convolution that is not the layer's own ("
+            f"{', '.join(problems)}); aimc cannot compute it on the layer's crossbar. Keep the layer digital: "
+            f"aimc.convert(model, config, exclude=[{layer.aimc_name!r}]).")
