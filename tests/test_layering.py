@@ -27,7 +27,8 @@ LAYERS: dict[str, int] = {
     "aimc.config": 2, "aimc.presets": 2,
     # 3: weights <-> conductances, DAC/ADC and output noise
     "aimc.mapping": 3, "aimc.periphery": 3,
-    # 4: the analog layers (with the training forward's weight noise, aimc.nn.noise) and convert
+    # 4: the analog layers with their training forward (weight noise aimc.nn.noise, MVMs through the periphery
+    #    aimc.nn.train_periphery / hwa_periphery) and convert
     "aimc.nn": 4,
     "aimc.nn.audit": 5,  # runs program / at_time on a converted copy to check what is computed analog
     # 5: model-level work on converted models: program / at_time, compensation, evaluation, metrics, save / load,

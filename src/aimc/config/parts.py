@@ -221,7 +221,7 @@ class TrainingConfig:
             management → ADC), like aihwkit's ``InferenceRPUConfig`` training; the backward pass is the ideal MVM
             of the noisy weights (the quantisers, clipping and noise passed straight through, aihwkit's
             "backward and update are ideal"). No effect with an ideal periphery (``periphery.is_ideal``); costs
-            a per-tile MVM per forward (see ``aimc.train.hwa_periphery``). Default False: the training forward is
+            a per-tile MVM per forward (see ``aimc.nn.hwa_periphery``). Default False: the training forward is
             ``F.linear``/the convolution on the noisy weights.
     """
 

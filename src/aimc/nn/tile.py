@@ -309,14 +309,14 @@ class AnalogMatrix(nn.Module):
     @property
     def trains_through_periphery(self) -> bool:
         """Whether training forwards go through the periphery (``training.periphery`` and a non-ideal periphery)."""
-        from aimc.train.hwa_periphery import uses_periphery
+        from aimc.nn.hwa_periphery import uses_periphery
 
         return uses_periphery(self)
 
     def train_periphery_mvm(self, layer: nn.Module, name: str, x: torch.Tensor,
                             weight: torch.Tensor) -> torch.Tensor:
         """Training forward (no bias) through the periphery on :meth:`train_weight` of ``weight``
-        (``aimc.train.hwa_periphery``); ``name``: "" for Linear/Conv, the LSTM weight's name for an LSTM matrix."""
-        from aimc.train.hwa_periphery import periphery_train_forward
+        (``aimc.nn.hwa_periphery``); ``name``: "" for Linear/Conv, the LSTM weight's name for an LSTM matrix."""
+        from aimc.nn.hwa_periphery import periphery_train_forward
 
         return periphery_train_forward(layer, name, x, self.train_weight(weight), weight, self)

@@ -10,7 +10,7 @@ exact digital outer product.
 
 The layers of ``aimc.nn`` call :class:`MVMHook` from their training forward when ``MixedPrecision`` has attached
 it (the layers' documented attribute ``aimc_train_mvm``). With ``MixedPrecision(..., periphery=True)`` the hook sends the MVMs
-through the layers' DAC/ADC/output noise per tile instead (``aimc.train._mp_periphery``).
+through the layers' DAC/ADC/output noise per tile instead (``aimc.nn.train_periphery``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aimc.nn.train_periphery import periphery_forward
 from aimc.periphery import add_read_noise_
-from aimc.train._mp_periphery import periphery_forward
 
 
 class _NoisyLinear(torch.autograd.Function):

@@ -9,7 +9,7 @@ The weights of the analog layers live on differential pairs of simulated PCM dev
    forward and in the backward MVM; autograd's weight gradient δ·xᵀ stays the exact digital outer product. While
    attached, the hook replaces the layers' hardware-aware training noise (``TrainingConfig.noise`` is not used).
    ``periphery=True`` also puts both MVMs through the layers' DAC, output noise, bound management and ADC, tile by
-   tile (``aimc.train._mp_periphery``);
+   tile (``aimc.nn.train_periphery``);
 2. ``step()`` accumulates the SGD update in a float32 variable χ per weight: χ ← χ − lr·∂L/∂W;
 3. where |χ| ≥ ε (ε = the device's mean step at low conductance, in weight units: β·μ(g_reset, 0)), the device of
    the matching sign gets n = ⌊|χ|/ε⌋ blind SET pulses (no verification) and χ ← χ − sign(χ)·n·ε
@@ -59,9 +59,9 @@ from torch import nn
 from aimc.devices.pcm_training import PCMTrainingDevice
 from aimc.errors import ConfigError, StateError
 from aimc.nn.convert import analog_layers
+from aimc.nn.train_periphery import TileRun
 from aimc.train._mp_mvm import MVMHook
 from aimc.train._mp_pairs import BANK_KEYS, DevicePairs
-from aimc.train._mp_periphery import TileRun
 from aimc.train._mp_report import Counters, MixedPrecisionReport, NonFiniteGradientWarning
 
 __all__ = ["MixedPrecision", "MixedPrecisionReport", "NonFiniteGradientWarning"]
@@ -107,7 +107,7 @@ class MixedPrecision(torch.optim.Optimizer):
         periphery: run the training MVMs through each layer's periphery (``config.periphery``: DAC, output noise,
             bound management, ADC), tile by tile as at inference; the backward MVM scales δ per vector by its
             abs-max. Off (default): ideal periphery, the devices' weights and read noise only. See
-            ``aimc.train._mp_periphery``.
+            ``aimc.nn.train_periphery``.
 
     Raises:
         StateError: the model has no analog layers. ConfigError: an argument is out of range.

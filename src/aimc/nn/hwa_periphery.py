@@ -4,7 +4,7 @@ Without it, a training forward of an analog layer is ``F.linear`` (or the convol
 ``aimc.train.noise``: the network never sees the DAC, the ADC or the output noise it will meet at inference. With
 it, each training forward MVM is the reference crossbar MVM of inference, :func:`aimc.periphery.tiled_mvm`, on the
 noisy weights, tile by tile (the same code path as mixed-precision training's ``periphery=True``,
-``aimc.train._mp_periphery``): per tile, input range (the layer's static range, or each vector's abs-max) → DAC →
+``aimc.nn.train_periphery``): per tile, input range (the layer's static range, or each vector's abs-max) → DAC →
 MVM → + output noise (torch's default generator, like the weight noise) → iterative bound management → ADC →
 × range × digital scale, row tiles summed digitally. This is what aihwkit's ``InferenceRPUConfig`` trains with.
 
@@ -32,7 +32,7 @@ from torch import nn
 
 from aimc import mapping
 from aimc.errors import UnsupportedLayerError
-from aimc.train._mp_periphery import TileRun, periphery_forward
+from aimc.nn.train_periphery import TileRun, periphery_forward
 
 __all__ = ["uses_periphery", "periphery_train_forward"]
 

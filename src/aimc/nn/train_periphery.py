@@ -1,5 +1,5 @@
 """Training MVMs through the periphery: mixed-precision training (``MixedPrecision(..., periphery=True)``) and
-hardware-aware training with ``TrainingConfig.periphery`` (``aimc.train.hwa_periphery``, which sets
+hardware-aware training with ``TrainingConfig.periphery`` (``aimc.nn.hwa_periphery``, which sets
 ``TileRun.ideal_backward``: the backward read is then the exact digital δ·W, as in aihwkit's ``InferenceRPUConfig``).
 
 Each forward MVM y = W·x and each backward MVM δ_in = Wᵀ·δ is one read of the crossbar tiles of the layer's
