@@ -22,12 +22,14 @@ import math
 
 import pytest
 import torch
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
 from aimc.devices import PCM, DeviceState, Ideal
 from aimc.errors import ConfigError, NonFiniteError, ShapeError
+from aimc.rng import CounterStream
 
 N = 200_000  # samples per statistical check
 Z = 5.0  # tolerance in standard errors (false-failure probability ~6e-7 per check, see module docstring)
@@ -40,6 +42,11 @@ HYPO = settings(max_examples=25, derandomize=True, deadline=None)
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def noise(seed: int) -> CounterStream:
+    """The counter-based noise source analog matrices program and read with (aimc.rng)."""
+    return CounterStream(seed)
 
 
 def full(value: float, n: int = N) -> torch.Tensor:
@@ -218,7 +225,7 @@ def test_programming_noise_moments(g_t: float) -> None:
     p = PCM()
     sigma = sigma_prog_closed(g_t)
     assert g_t > 4 * sigma
-    state = p.program(full(g_t), generator=gen(int(11 + 8 * g_t)))
+    state = p.program(full(g_t), generator=noise(int(11 + 8 * g_t)))
     assert_mean_std(state.g_prog, g_t, sigma)
 
 
@@ -229,7 +236,7 @@ def test_programming_noise_off_device_is_rectified_normal() -> None:
     half get a positive error. (A folded |N| would instead give mean σ0·√(2/π) and no zeros.)
     """
     p = PCM()
-    g_prog = p.program(torch.zeros(N, dtype=F64), generator=gen(12)).g_prog
+    g_prog = p.program(torch.zeros(N, dtype=F64), generator=noise(12)).g_prog
     sigma0 = 0.26348
     m, var, kurt = clamped_normal_moments(sigma0)
     assert_mean_std(g_prog, m, math.sqrt(var), kurt)
@@ -244,7 +251,7 @@ def test_programming_noise_off_device_is_rectified_normal() -> None:
 
 @pytest.mark.parametrize("g_max", [25.0, 50.0])
 def test_off_device_noise_scales_with_g_max(g_max: float) -> None:
-    g_prog = PCM(g_max=g_max).program(torch.zeros(N, dtype=F64), generator=gen(13)).g_prog
+    g_prog = PCM(g_max=g_max).program(torch.zeros(N, dtype=F64), generator=noise(13)).g_prog
     sigma0 = 0.26348 * g_max / 25.0
     m, var, _ = clamped_normal_moments(sigma0)
     assert abs(float(g_prog.mean()) - m) <= Z * se_mean(math.sqrt(var), N)
@@ -252,16 +259,16 @@ def test_off_device_noise_scales_with_g_max(g_max: float) -> None:
 
 def test_program_without_noise_is_exact_and_shape_preserving() -> None:
     g_t = torch.rand(3, 4, 5, generator=gen(1), dtype=F64) * 25.0
-    state = PCM(prog_noise_scale=0.0).program(g_t, generator=gen(2))
+    state = PCM(prog_noise_scale=0.0).program(g_t, generator=noise(2))
     assert torch.equal(state.g_prog, g_t)
     assert state.nu.shape == g_t.shape and state.g_target is g_t
 
 
 def test_program_float32_keeps_dtype() -> None:
     g_t = torch.rand(10, generator=gen(1)) * 25.0
-    state = PCM().program(g_t, generator=gen(2))
+    state = PCM().program(g_t, generator=noise(2))
     assert state.g_prog.dtype == torch.float32 and state.nu.dtype == torch.float32
-    assert PCM().read(state, 3600.0, generator=gen(3)).dtype == torch.float32
+    assert PCM().read(state, 3600.0, generator=noise(3)).dtype == torch.float32
 
 
 # ============================================================================ drift exponent
@@ -272,7 +279,7 @@ def test_drift_exponent_is_folded_normal(g_t: float, drift_scale: float) -> None
     p = PCM(drift_scale=drift_scale)
     mu, sig = drift_closed(g_t)
     mean, var, kurt = stats.foldnorm(c=mu / sig, scale=sig).stats(moments="mvk")
-    nu = p.program(full(g_t), generator=gen(int(21 + 8 * g_t + 1000 * drift_scale))).nu
+    nu = p.program(full(g_t), generator=noise(int(21 + 8 * g_t + 1000 * drift_scale))).nu
     assert float(nu.min()) >= 0.0
     assert_mean_std(nu, drift_scale * float(mean), drift_scale * math.sqrt(float(var)), float(kurt))
 
@@ -282,7 +289,7 @@ def test_drift_exponent_is_folded_not_clamped() -> None:
     max(σN, 0) would give mean σ/√(2π) and 50 % zeros; no fold at all would give mean 0 and negative ν."""
     sig = 0.05
     p = PCM(drift_mean=(0.0, 0.0, 0.0, 0.0), drift_std=(0.0, sig, 0.0, 1.0))
-    nu = p.program(full(5.0), generator=gen(22)).nu
+    nu = p.program(full(5.0), generator=noise(22)).nu
     assert float(nu.min()) > 0.0
     assert_mean_std(nu, sig * math.sqrt(2 / math.pi), sig * math.sqrt(1 - 2 / math.pi),
                     float(stats.halfnorm.stats(moments="k")))
@@ -298,8 +305,8 @@ def test_read_residual_statistics_given_state(t: float, g_t: float) -> None:
     Clamping at 0 is negligible: at g_T = 5 µS and 1 year σ_read/g_drift ≈ 0.025·5.64 ≈ 14 %, i.e. 0 is ≥ 7 σ away.
     """
     p = PCM(prog_noise_scale=0.0)
-    state = p.program(full(g_t), generator=gen(int(31 + g_t)))
-    g = p.read(state, t, generator=gen(int(32 + t + 8 * g_t)))
+    state = p.program(full(g_t), generator=noise(int(31 + g_t)))
+    g = p.read(state, t, generator=noise(int(32 + t + 8 * g_t)))
     g_drift = state.g_prog * ((t + 20.0) / 20.0) ** (-state.nu)
     sigma = g_drift.abs() * q_s_closed(g_t) * read_factor_closed(t)
     assert float((g_drift - 7 * sigma).min()) > 0
@@ -312,7 +319,7 @@ def test_read_noise_std_in_microsiemens_with_fixed_nu(t: float) -> None:
     """Hand-made state with one g_prog and one ν: the raw residual std equals g_drift·Q_s(g_prog)·factor(t) µS."""
     g_prog, nu = 10.0, 0.06
     state = DeviceState(g_target=full(g_prog), g_prog=full(g_prog), nu=full(nu))
-    g = PCM().read(state, t, generator=gen(int(33 + t)))
+    g = PCM().read(state, t, generator=noise(int(33 + t)))
     g_drift = g_prog * ((t + 20.0) / 20.0) ** (-nu)
     sigma = g_drift * q_s_closed(g_prog) * read_factor_closed(t)
     assert_mean_std(g, g_drift, sigma)
@@ -323,7 +330,7 @@ def test_read_noise_uses_programmed_not_target_conductance() -> None:
     (0.0251) and not Q_s(25) (0.0088), a factor 2.85 apart."""
     state = DeviceState(g_target=full(25.0), g_prog=full(5.0), nu=full(0.0))
     t = 3600.0
-    g = PCM().read(state, t, generator=gen(34))
+    g = PCM().read(state, t, generator=noise(34))
     assert_mean_std(g, 5.0, 5.0 * q_s_closed(5.0) * read_factor_closed(t))
 
 
@@ -331,14 +338,14 @@ def test_read_uses_stored_nu_not_a_fresh_one() -> None:
     """Drift uses the ν stored in the state (sampled once at programming time, B.5)."""
     nu = torch.linspace(0.0, 0.5, 101, dtype=F64)
     state = DeviceState(g_target=torch.full_like(nu, 20.0), g_prog=torch.full_like(nu, 20.0), nu=nu)
-    g = PCM(read_noise_scale=0.0).read(state, DAY, generator=gen(35))
+    g = PCM(read_noise_scale=0.0).read(state, DAY, generator=noise(35))
     torch.testing.assert_close(g, 20.0 * ((DAY + 20.0) / 20.0) ** (-nu), rtol=1e-12, atol=0)
 
 
 def test_read_at_t_zero_still_has_read_noise() -> None:
     """B.5: t_inference = 0 applies no drift but read noise with factor 4.18."""
     state = DeviceState(g_target=full(12.5), g_prog=full(12.5), nu=full(0.1))
-    g = PCM().read(state, 0.0, generator=gen(36))
+    g = PCM().read(state, 0.0, generator=noise(36))
     assert_mean_std(g, 12.5, 12.5 * q_s_closed(12.5) * 4.1838248)
 
 
@@ -354,10 +361,10 @@ def test_property_noise_free_drift_is_monotone_and_never_increases(g_t: list[flo
                                                                     seed: int) -> None:
     """With read_noise_scale = 0: g(t) ≤ g_prog for every t ≥ 0, and g(t) is non-increasing in t."""
     p = PCM(read_noise_scale=0.0)
-    state = p.program(torch.tensor(g_t, dtype=F64), generator=gen(seed))
+    state = p.program(torch.tensor(g_t, dtype=F64), generator=noise(seed))
     prev = state.g_prog
     for t in sorted(ts):
-        g = p.read(state, t, generator=gen(seed + 1))
+        g = p.read(state, t, generator=noise(seed + 1))
         assert bool((g <= state.g_prog).all())
         assert bool((g <= prev).all())
         prev = g
@@ -368,16 +375,16 @@ def test_property_noise_free_drift_is_monotone_and_never_increases(g_t: list[flo
 def test_property_read_is_non_negative(g_t: list[float], t: float, seed: int, scale: float) -> None:
     """Reads are clamped at 0 even when the read noise (scaled up to 200×) dwarfs the conductance."""
     p = PCM(read_noise_scale=scale)
-    state = p.program(torch.tensor(g_t, dtype=F64), generator=gen(seed))
-    g = p.read(state, t, generator=gen(seed + 7))
+    state = p.program(torch.tensor(g_t, dtype=F64), generator=noise(seed))
+    g = p.read(state, t, generator=noise(seed + 7))
     assert bool((g >= 0).all()) and bool(torch.isfinite(g).all())
 
 
 def test_read_clamp_is_exercised() -> None:
     """Non-vacuous companion of the property above: with huge read noise about half the reads hit exactly 0."""
     p = PCM(read_noise_scale=100.0)
-    state = p.program(full(1.0, 10_000), generator=gen(41))
-    g = p.read(state, 3600.0, generator=gen(42))
+    state = p.program(full(1.0, 10_000), generator=noise(41))
+    g = p.read(state, 3600.0, generator=noise(42))
     frac0 = float((g == 0).double().mean())
     assert float(g.min()) == 0.0 and 0.4 < frac0 < 0.6
 
@@ -387,7 +394,7 @@ def test_read_clamp_is_exercised() -> None:
 def test_property_noise_free_programming_is_exact(g_t: list[float], seed: int) -> None:
     """prog_noise_scale = 0 ⇒ g_prog == g_target bit for bit (no clamp acts since g_target ≥ 0)."""
     x = torch.tensor(g_t, dtype=F64)
-    state = PCM(prog_noise_scale=0.0).program(x, generator=gen(seed))
+    state = PCM(prog_noise_scale=0.0).program(x, generator=noise(seed))
     assert torch.equal(state.g_prog, x)
 
 
@@ -396,9 +403,9 @@ def test_property_noise_free_programming_is_exact(g_t: list[float], seed: int) -
 def test_property_same_seed_is_bit_identical(g_t: list[float], t: float, seed: int) -> None:
     p = PCM()
     x = torch.tensor(g_t, dtype=F64)
-    s1, s2 = p.program(x, generator=gen(seed)), p.program(x, generator=gen(seed))
+    s1, s2 = p.program(x, generator=noise(seed)), p.program(x, generator=noise(seed))
     assert torch.equal(s1.g_prog, s2.g_prog) and torch.equal(s1.nu, s2.nu)
-    assert torch.equal(p.read(s1, t, generator=gen(seed + 3)), p.read(s2, t, generator=gen(seed + 3)))
+    assert torch.equal(p.read(s1, t, generator=noise(seed + 3)), p.read(s2, t, generator=noise(seed + 3)))
 
 
 def test_ensemble_semantics_two_reads_share_state_but_not_read_noise() -> None:
@@ -406,13 +413,13 @@ def test_ensemble_semantics_two_reads_share_state_but_not_read_noise() -> None:
     their difference is pure read noise: mean 0, std √2·σ_read; the noise-free read is their common drift mean.
     Reading never mutates the state."""
     p = PCM()
-    state = p.program(full(12.5, 50_000), generator=gen(51))
+    state = p.program(full(12.5, 50_000), generator=noise(51))
     before = (state.g_prog.clone(), state.nu.clone())
     t = 3600.0
-    r1, r2 = p.read(state, t, generator=gen(1)), p.read(state, t, generator=gen(2))
+    r1, r2 = p.read(state, t, generator=noise(1)), p.read(state, t, generator=noise(2))
     assert not torch.equal(r1, r2)
     assert torch.equal(state.g_prog, before[0]) and torch.equal(state.nu, before[1])
-    drift_mean = dataclasses.replace(p, read_noise_scale=0.0).read(state, t, generator=gen(3))
+    drift_mean = dataclasses.replace(p, read_noise_scale=0.0).read(state, t, generator=noise(3))
     torch.testing.assert_close(drift_mean, state.g_prog * ((t + 20.0) / 20.0) ** (-state.nu), rtol=1e-12, atol=0)
     sigma = drift_mean * p.read_q_s(state.g_prog) * p.read_time_factor(t)
     assert_mean_std((r1 - r2) / (math.sqrt(2) * sigma), 0.0, 1.0)
@@ -422,8 +429,8 @@ def test_ensemble_semantics_two_reads_share_state_but_not_read_noise() -> None:
 def test_ensemble_reads_at_two_times_share_nu() -> None:
     """Noise-free reads at 1 h and 1 day relate through the stored ν only: g(1 d)/g(1 h) = ((d+t0)/(h+t0))^−ν."""
     p = PCM(read_noise_scale=0.0)
-    state = p.program(torch.linspace(1.0, 25.0, 1000, dtype=F64), generator=gen(52))
-    g_h, g_d = p.read(state, 3600.0, generator=gen(1)), p.read(state, DAY, generator=gen(2))
+    state = p.program(torch.linspace(1.0, 25.0, 1000, dtype=F64), generator=noise(52))
+    g_h, g_d = p.read(state, 3600.0, generator=noise(1)), p.read(state, DAY, generator=noise(2))
     torch.testing.assert_close(g_d / g_h, ((DAY + 20.0) / 3620.0) ** (-state.nu), rtol=1e-10, atol=0)
 
 
@@ -431,8 +438,8 @@ def test_program_and_read_do_not_touch_global_rng() -> None:
     torch.manual_seed(0)
     rng = torch.get_rng_state()
     p = PCM()
-    state = p.program(full(10.0, 100), generator=gen(1))
-    p.read(state, 100.0, generator=gen(2))
+    state = p.program(full(10.0, 100), generator=noise(1))
+    p.read(state, 100.0, generator=noise(2))
     assert torch.equal(torch.get_rng_state(), rng)
 
 
@@ -440,37 +447,37 @@ def test_program_and_read_do_not_touch_global_rng() -> None:
 def test_prog_noise_scale_multiplies_programming_error() -> None:
     """Same seed ⇒ same N, so (g_prog − g_T) doubles exactly with prog_noise_scale = 2 (no clamp at 12.5 µS)."""
     x = full(12.5, 50_000)
-    e1 = PCM().program(x, generator=gen(61)).g_prog - x
-    e2 = PCM(prog_noise_scale=2.0).program(x, generator=gen(61)).g_prog - x
+    e1 = PCM().program(x, generator=noise(61)).g_prog - x
+    e2 = PCM(prog_noise_scale=2.0).program(x, generator=noise(61)).g_prog - x
     torch.testing.assert_close(e2, 2.0 * e1, rtol=1e-9, atol=1e-12)
     assert_mean_std(e2, 0.0, 2.0 * sigma_prog_closed(12.5))
 
 
 def test_prog_noise_scale_does_not_change_nu() -> None:
     x = full(12.5, 1000)
-    assert torch.equal(PCM().program(x, generator=gen(62)).nu,
-                       PCM(prog_noise_scale=3.0).program(x, generator=gen(62)).nu)
+    assert torch.equal(PCM().program(x, generator=noise(62)).nu,
+                       PCM(prog_noise_scale=3.0).program(x, generator=noise(62)).nu)
 
 
 def test_drift_scale_multiplies_nu() -> None:
     x = torch.linspace(0.0, 25.0, 5000, dtype=F64)
-    nu1 = PCM().program(x, generator=gen(63)).nu
-    nu3 = PCM(drift_scale=3.0).program(x, generator=gen(63)).nu
+    nu1 = PCM().program(x, generator=noise(63)).nu
+    nu3 = PCM(drift_scale=3.0).program(x, generator=noise(63)).nu
     torch.testing.assert_close(nu3, 3.0 * nu1, rtol=1e-12, atol=0)
     p0 = PCM(drift_scale=0.0, read_noise_scale=0.0)
-    s0 = p0.program(x, generator=gen(63))
+    s0 = p0.program(x, generator=noise(63))
     assert torch.equal(s0.nu, torch.zeros_like(x))
-    assert torch.equal(p0.read(s0, 10 * YEAR, generator=gen(1)), s0.g_prog)
+    assert torch.equal(p0.read(s0, 10 * YEAR, generator=noise(1)), s0.g_prog)
 
 
 def test_read_noise_scale_zero_removes_read_noise_and_two_doubles_it() -> None:
     p = PCM()
-    state = p.program(full(20.0, 50_000), generator=gen(64))
+    state = p.program(full(20.0, 50_000), generator=noise(64))
     t = DAY
-    g0 = dataclasses.replace(p, read_noise_scale=0.0).read(state, t, generator=gen(65))
+    g0 = dataclasses.replace(p, read_noise_scale=0.0).read(state, t, generator=noise(65))
     torch.testing.assert_close(g0, state.g_prog * ((t + 20.0) / 20.0) ** (-state.nu), rtol=1e-12, atol=0)
-    g1 = p.read(state, t, generator=gen(66))
-    g2 = dataclasses.replace(p, read_noise_scale=2.0).read(state, t, generator=gen(66))
+    g1 = p.read(state, t, generator=noise(66))
+    g2 = dataclasses.replace(p, read_noise_scale=2.0).read(state, t, generator=noise(66))
     torch.testing.assert_close(g2 - g0, 2.0 * (g1 - g0), rtol=1e-9, atol=1e-12)
 
 
@@ -479,7 +486,7 @@ def test_g_max_50_doubles_prog_std_with_default_reference() -> None:
     p25, p50 = PCM(), PCM(g_max=50.0)
     r = torch.linspace(0, 1, 11, dtype=F64)
     torch.testing.assert_close(p50.prog_std(50.0 * r), 2.0 * p25.prog_std(25.0 * r), rtol=1e-12, atol=0)
-    g_prog = p50.program(full(25.0), generator=gen(67)).g_prog  # r = 0.5
+    g_prog = p50.program(full(25.0), generator=noise(67)).g_prog  # r = 0.5
     assert_mean_std(g_prog, 25.0, 2.0 * sigma_prog_closed(12.5))
 
 
@@ -498,7 +505,7 @@ def test_explicit_prog_g_max_reference_is_used() -> None:
     torch.testing.assert_close(PCM(g_max=50.0, prog_g_max_reference=50.0).prog_std(50.0 * r), base,
                                rtol=1e-12, atol=0)
     torch.testing.assert_close(PCM(prog_g_max_reference=12.5).prog_std(25.0 * r), 2.0 * base, rtol=1e-12, atol=0)
-    g_prog = PCM(g_max=50.0, prog_g_max_reference=50.0).program(full(25.0), generator=gen(68)).g_prog
+    g_prog = PCM(g_max=50.0, prog_g_max_reference=50.0).program(full(25.0), generator=noise(68)).g_prog
     assert_mean_std(g_prog, 25.0, sigma_prog_closed(12.5))  # not 2×
 
 
@@ -543,51 +550,51 @@ def test_zero_scales_are_valid() -> None:
 def test_non_finite_target_raises(bad: float) -> None:
     x = torch.tensor([1.0, bad, 3.0])
     with pytest.raises(NonFiniteError):
-        PCM().program(x, generator=gen(0))
+        PCM().program(x, generator=noise(0))
 
 
 @pytest.mark.parametrize("bad", [-0.01, 25.1, 1e3])
 def test_target_outside_range_raises_shape_error(bad: float) -> None:
     with pytest.raises(ShapeError):
-        PCM().program(torch.tensor([1.0, bad]), generator=gen(0))
+        PCM().program(torch.tensor([1.0, bad]), generator=noise(0))
 
 
 def test_target_range_limits_are_inclusive() -> None:
-    state = PCM().program(torch.tensor([0.0, 25.0]), generator=gen(0))
+    state = PCM().program(torch.tensor([0.0, 25.0]), generator=noise(0))
     assert state.g_prog.shape == (2,)
-    state = PCM(g_max=50.0).program(torch.tensor([50.0]), generator=gen(0))
+    state = PCM(g_max=50.0).program(torch.tensor([50.0]), generator=noise(0))
     assert state.g_prog.shape == (1,)
     with pytest.raises(ShapeError):
-        PCM(g_max=10.0).program(torch.tensor([12.0]), generator=gen(0))
+        PCM(g_max=10.0).program(torch.tensor([12.0]), generator=noise(0))
 
 
 def test_empty_target_is_allowed() -> None:
-    state = PCM().program(torch.zeros(0, 3), generator=gen(0))
+    state = PCM().program(torch.zeros(0, 3), generator=noise(0))
     assert state.g_prog.shape == (0, 3)
 
 
 @pytest.mark.parametrize("bad_t", [-1.0, -1e-9, float("nan"), float("inf"), "abc", None])
 def test_invalid_time_raises_config_error(bad_t) -> None:
     p = PCM()
-    state = p.program(torch.tensor([5.0]), generator=gen(0))
+    state = p.program(torch.tensor([5.0]), generator=noise(0))
     with pytest.raises(ConfigError):
-        p.read(state, bad_t, generator=gen(1))
+        p.read(state, bad_t, generator=noise(1))
     with pytest.raises(ConfigError):
         p.read_time_factor(bad_t)
     with pytest.raises(ConfigError):
         p.drift_factor(torch.tensor([0.05]), bad_t)
     with pytest.raises(ConfigError):
-        Ideal().read(state, bad_t, generator=gen(1))
+        Ideal().read(state, bad_t, generator=noise(1))
 
 
 # ============================================================================ Ideal device
 def test_ideal_device_is_exact_and_never_drifts() -> None:
     d = Ideal()
     g_t = torch.rand(4, 7, generator=gen(1)) * 25.0
-    state = d.program(g_t, generator=gen(2))
+    state = d.program(g_t, generator=noise(2))
     assert torch.equal(state.g_prog, g_t) and torch.equal(state.nu, torch.zeros_like(g_t))
     for t in (0.0, 3600.0, 10 * YEAR):
-        g = d.read(state, t, generator=gen(3))
+        g = d.read(state, t, generator=noise(3))
         assert torch.equal(g, g_t)
     g.add_(1.0)  # reads are copies: mutating one leaves the state intact
     assert torch.equal(state.g_prog, g_t)

@@ -197,7 +197,8 @@ def test_time_counts_from_the_first_read_t0():
     gain = {}
     for t in (0.0, 25.0):
         aimc.at_time(a, t, seed=0)
-        g = mat.g_prog * ((t + 20.0) / 20.0) ** (-mat.nu)
+        st = mat.device_state(a.weight)
+        g = st.g_prog * ((t + 20.0) / 20.0) ** (-st.nu)
         expected = mapping.conductances_to_weights(g, mat.w_max, mat.layout, 25.0)
         torch.testing.assert_close(mat.effective_weight(), expected, rtol=1e-6, atol=1e-7)
         gain[t] = _weight_gain(a, lin)

@@ -26,12 +26,14 @@ import math
 
 import pytest
 import torch
+
 from scipy import stats
 
 import aimc
 from aimc.config import AnalogConfig
 from aimc.devices import DeviceState, Hermes
 from aimc.errors import ConfigError
+from aimc.rng import CounterStream
 
 N = 200_000
 Z = 5.0
@@ -96,6 +98,11 @@ def censored_normal(mu: float, sigma: float) -> tuple[float, float, float]:
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def noise(seed: int) -> CounterStream:
+    """The counter-based noise source analog matrices program and read with (aimc.rng)."""
+    return CounterStream(seed)
 
 
 def full(value: float, n: int = N) -> torch.Tensor:
@@ -177,7 +184,7 @@ def test_root_factor_matches_the_sheet() -> None:
 def test_programming_noise_moments(nd: int, x: float) -> None:
     """g_prog = max(g_T + σ_p(x)·N, 0): sample mean/std vs the censored-normal moments of the cubic law."""
     d = Hermes(num_devices=nd)
-    st = d.program(full(x * d.g_max), generator=gen(1000 + 10 * nd + int(100 * x)))
+    st = d.program(full(x * d.g_max), generator=noise(1000 + 10 * nd + int(100 * x)))
     mean, std, kurt = censored_normal(x * d.g_max, sigma_prog_closed(x, nd))
     assert_mean_std(st.g_prog, mean, std, kurt)
 
@@ -187,7 +194,7 @@ def test_programming_noise_scales_with_g_max_and_scale() -> None:
     d = Hermes(num_devices=2, g_max=15.0, prog_noise_scale=0.5)
     assert d.prog_g_max_reference == 20.7
     x = 0.5
-    st = d.program(full(x * 15.0), generator=gen(7))
+    st = d.program(full(x * 15.0), generator=noise(7))
     assert_mean_std(st.g_prog, x * 15.0, 0.5 * sigma_prog_closed(x, 2, g_max=15.0))
 
 
@@ -196,7 +203,7 @@ def test_programming_noise_scales_with_g_max_and_scale() -> None:
 def test_drift_exponent_moments(nd: int, r: float) -> None:
     """ν = |μ_ν(r) + σ_ν(r)·N|: E[ν] vs the folded-normal mean, E[ν²] vs μ² + σ² (both with closed-form SE)."""
     d = Hermes(num_devices=nd)
-    nu = d.program(full(r * d.g_max), generator=gen(2000 + 10 * nd + int(1000 * r))).nu
+    nu = d.program(full(r * d.g_max), generator=noise(2000 + 10 * nd + int(1000 * r))).nu
     mu, sig = drift_closed(r, nd)
     e_abs = sig * math.sqrt(2 / math.pi) * math.exp(-mu * mu / (2 * sig * sig)) + mu * (1 - 2 * stats.norm.cdf(-mu / sig))
     var_abs = mu * mu + sig * sig - e_abs**2
@@ -209,13 +216,13 @@ def test_drift_exponent_moments(nd: int, r: float) -> None:
 def test_drift_scale_and_drift_factor() -> None:
     """ν scales with drift_scale; read without read noise is exactly g_prog·((t + t0)/t0)^(−ν)."""
     d = Hermes(num_devices=1, drift_scale=2.0, read_noise_scale=0.0)
-    st = d.program(full(0.5 * 10.35, 1000), generator=gen(3))
+    st = d.program(full(0.5 * 10.35, 1000), generator=noise(3))
     d1 = Hermes(num_devices=1)
-    st1 = d1.program(full(0.5 * 10.35, 1000), generator=gen(3))
+    st1 = d1.program(full(0.5 * 10.35, 1000), generator=noise(3))
     assert torch.allclose(st.nu, 2 * st1.nu)
-    g = d.read(st, DAY, generator=gen(4))
+    g = d.read(st, DAY, generator=noise(4))
     assert torch.allclose(g, st.g_prog * ((DAY + 200.0) / 200.0) ** (-st.nu))
-    assert torch.equal(d.read(st, 0.0, generator=gen(5)), st.g_prog)  # t = t0: no drift yet
+    assert torch.equal(d.read(st, 0.0, generator=noise(5)), st.g_prog)  # t = t0: no drift yet
 
 
 @pytest.mark.parametrize("nd", VARIANTS)
@@ -230,7 +237,7 @@ def test_read_noise_follows_the_1_over_f_law(nd: int, rp: float) -> None:
         g_d = rp * d.g_max * ((t + T0[nd]) / T0[nd]) ** (-0.05)
         sd = g_d * q_s_closed(rp, nd) * root_factor(t, nd)
         assert sd < g_d / 4.4  # clamp at 0 is > 4.4 σ away: its effect on the moments is < 1e-5 σ
-        x = d.read(st, t, generator=gen(3000 + 100 * nd + 10 * k + int(10 * rp)))
+        x = d.read(st, t, generator=noise(3000 + 100 * nd + 10 * k + int(10 * rp)))
         assert_mean_std(x, g_d, sd)
 
 
@@ -238,13 +245,13 @@ def test_reads_are_independent_and_zero_stays_zero() -> None:
     d = Hermes()
     g = full(0.3 * d.g_max, 10_000)
     st = DeviceState(g_target=g, g_prog=g, nu=torch.zeros_like(g))
-    a, b = d.read(st, DAY, generator=gen(1)), d.read(st, DAY, generator=gen(2))
+    a, b = d.read(st, DAY, generator=noise(1)), d.read(st, DAY, generator=noise(2))
     assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 5 / math.sqrt(10_000)
     z = torch.zeros(100, dtype=F64)
-    out = d.read(d.program(z, generator=gen(3)), YEAR, generator=gen(4))
+    out = d.read(d.program(z, generator=noise(3)), YEAR, generator=noise(4))
     assert torch.isfinite(out).all() and (out >= 0).all()
     zs = DeviceState(g_target=z, g_prog=z, nu=torch.zeros_like(z))
-    assert torch.equal(d.read(zs, YEAR, generator=gen(5)), z)
+    assert torch.equal(d.read(zs, YEAR, generator=noise(5)), z)
 
 
 def test_two_devices_program_more_accurately_and_drift_less_variably() -> None:
@@ -252,8 +259,8 @@ def test_two_devices_program_more_accurately_and_drift_less_variably() -> None:
     relative programming error at mid range and σ_ν at high conductance are smaller with two devices."""
     one, two = Hermes(num_devices=1), Hermes(num_devices=2)
     for x in (0.5, 0.75, 1.0):
-        r1 = float(one.program(full(x * one.g_max), generator=gen(11)).g_prog.std()) / one.g_max
-        r2 = float(two.program(full(x * two.g_max), generator=gen(12)).g_prog.std()) / two.g_max
+        r1 = float(one.program(full(x * one.g_max), generator=noise(11)).g_prog.std()) / one.g_max
+        r2 = float(two.program(full(x * two.g_max), generator=noise(12)).g_prog.std()) / two.g_max
         assert r2 < r1
     s1 = one.drift_stats(torch.tensor([0.5 * one.g_max], dtype=F64))[1]
     s2 = two.drift_stats(torch.tensor([0.5 * two.g_max], dtype=F64))[1]
@@ -264,10 +271,10 @@ def test_two_devices_program_more_accurately_and_drift_less_variably() -> None:
 def test_seeded_and_pure() -> None:
     d = Hermes()
     g = torch.rand(4, 8, generator=gen(0), dtype=F64) * d.g_max
-    a = d.program(g, generator=gen(9))
-    b = d.program(g, generator=gen(9))
+    a = d.program(g, generator=noise(9))
+    b = d.program(g, generator=noise(9))
     assert torch.equal(a.g_prog, b.g_prog) and torch.equal(a.nu, b.nu)
-    assert torch.equal(d.read(a, DAY, generator=gen(1)), d.read(b, DAY, generator=gen(1)))
+    assert torch.equal(d.read(a, DAY, generator=noise(1)), d.read(b, DAY, generator=noise(1)))
 
 
 def test_bad_parameters_are_refused() -> None:
@@ -280,9 +287,9 @@ def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ConfigError, match="drift_scale"):
         Hermes(drift_scale=-1.0)
     with pytest.raises(ConfigError, match="t_seconds"):
-        Hermes().read(Hermes().program(full(1.0, 4), generator=gen(0)), -1.0, generator=gen(0))
+        Hermes().read(Hermes().program(full(1.0, 4), generator=noise(0)), -1.0, generator=noise(0))
     with pytest.raises(aimc.ShapeError):
-        Hermes(num_devices=1).program(full(11.0, 4), generator=gen(0))
+        Hermes(num_devices=1).program(full(11.0, 4), generator=noise(0))
 
 
 def test_own_coefficients_default_their_reference_to_g_max() -> None:

@@ -175,10 +175,10 @@ def test_fixed_seed_is_bit_identical_and_seeds_differ():
 def test_at_time_shares_programming_noise_but_not_read_noise():
     a = _programmed(nn.Sequential(nn.Linear(30, 20)), aimc.presets.joshi2020(), t=100.0)
     mat = a[0].analog
-    g_prog = mat.g_prog.clone()
+    g_prog = mat.device_state(a[0].weight).g_prog.clone()
     w1 = mat.effective_weight().clone()
     aimc.at_time(a, 100.0, seed=1)
-    assert torch.equal(mat.g_prog, g_prog)
+    assert torch.equal(mat.device_state(a[0].weight).g_prog, g_prog)
     assert not torch.equal(mat.effective_weight(), w1)
     aimc.at_time(a, 100.0, seed=0)
     assert torch.equal(mat.effective_weight(), w1)  # same (seed, t): same read noise

@@ -86,9 +86,9 @@ def at_time(model: nn.Module, t_seconds: float, *, seed: int, gdc: bool | None =
     fallback = []
     with torch.no_grad():
         for name, layer in _layers(model):
-            for sfx, (mat, _) in layer.analog_matrices().items():
+            for sfx, (mat, w) in layer.analog_matrices().items():
                 use = mat.config.compensation.gdc if gdc is None else bool(gdc)
-                mat.at_time(t, seed=seed, name=name + sfx, gdc=use)
+                mat.at_time(t, seed=seed, name=name + sfx, gdc=use, weight=w.reshape(w.shape[0], -1))
                 info = mat.gdc_info
                 if info is not None and (bool(info["source"].any()) or bool(info["bounded"].any())):
                     fallback.append(name + sfx)
@@ -169,13 +169,13 @@ def _digital_forward(model: nn.Module, layers: list, x: torch.Tensor) -> None:
     saved = []
     for _, layer in layers:
         for mat, _ in layer.analog_matrices().values():
-            saved.append((mat, mat.g_prog))
-            mat.g_prog = torch.empty(0, device=mat.g_prog.device)
+            saved.append((mat, mat.w_max))  # an empty w_max reads as not programmed
+            mat.w_max = torch.empty(0, device=mat.w_max.device)
     try:
         model(x)
     finally:
-        for mat, g in saved:
-            mat.g_prog = g
+        for mat, w_max in saved:
+            mat.w_max = w_max
 
 
 def device_state_bytes(model: nn.Module) -> dict[str, float]:

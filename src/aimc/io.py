@@ -1,8 +1,13 @@
 """``save`` / ``load``: safetensors files (no pickle) with the analog config as JSON metadata.
 
-The file holds the model's full ``state_dict`` (master weights, BN statistics, programmed device state, GDC
-baselines, the last ``at_time`` call) and metadata: the config, the list of analog layers and, if known, how to
+The file holds the model's ``state_dict`` (master weights, BN statistics, GDC baselines, scales, seeds, the last
+``at_time`` call) and metadata: the config, the list of analog layers and, if known, how to
 rebuild the architecture (a zoo name or ``package.module:function``). Writing is atomic (temp file + rename).
+
+Device state (g_target, g_prog, nu) is not in the file: a programmed matrix keeps only its scales, GDC baselines,
+the counter-based ``prog_seed`` and a checksum of the master weight, and regenerates its devices from them
+(``AnalogMatrix.regenerate``), so a file is about the size of the plain weights. Measured devices and states from
+older versions keep stored device tensors, and those are written.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from torch import nn
 from aimc.config import AnalogConfig
 from aimc.errors import ConfigError, FileFormatError, StateError
 from aimc.nn.convert import analog_layers, convert
-from aimc.nn.tile import _EMPTY
+from aimc.nn.tile import _EMPTY, _checksum, _master
 
 __all__ = ["save", "load", "read_metadata", "FORMAT"]
 
@@ -32,7 +37,7 @@ _PACKED = "aimc"  # the single metadata entry holding every field as JSON
 FORMAT = "aimc-model/1"
 log = logging.getLogger("aimc")
 _DEVICE_KEYS = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_noise", "gdc_ref", "gdc_alpha", "t_seconds",
-                "read_seed", "gdc_on", "learned_input_range")
+                "read_seed", "gdc_on", "learned_input_range", "prog_seed", "prog_check")
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None,
@@ -68,6 +73,11 @@ def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None,
         if v.numel() and v.data_ptr() in seen:
             tensors[k] = v.clone()
         seen.add(v.data_ptr()) if v.numel() else None
+    for prefix, mat, weight in _matrices(model):
+        if mat.programmed and not mat.stores_devices and not torch.equal(_checksum(_master(weight)).cpu(),
+                                                                          mat.prog_check.cpu()):
+            raise StateError(f"{prefix[:-1]!r}: the master weight changed since aimc.program, so the file could "
+                             "not regenerate the programmed chip; call aimc.program(model, seed=...) before saving.")
     meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()),
             "analog_layers": json.dumps([n for n, _ in analog_layers(model)]),
             "arch": arch or "", "torch": torch.__version__, **recipe}
@@ -83,6 +93,14 @@ def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None,
     # would get a different file (and sha256) at every save
     packed = {_PACKED: json.dumps(meta, sort_keys=True)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=packed))
+
+
+def _matrices(model: nn.Module):  # noqa: ANN202
+    """``(state-dict prefix, AnalogMatrix, its 2-D master weight)`` of every analog matrix."""
+    mod_names = {id(m): n for n, m in model.named_modules()}
+    for _, layer in analog_layers(model):
+        for mat, w in layer.analog_matrices().values():
+            yield mod_names[id(mat)] + ".", mat, w.reshape(w.shape[0], -1)
 
 
 def _arch_callable(arch: str) -> Callable[..., Any]:
@@ -271,9 +289,14 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, config: Ana
         state = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] not in _DEVICE_KEYS}
         log.warning("aimc.load: %s was saved with config %r; loading into the config you passed, without the "
                     "programmed device state. Call aimc.program(model, seed=...) again.", path, stored.name)
+    for k, v in model.state_dict().items():  # files from before the counter-based seed: devices stored
+        if k.endswith(".prog_seed") and k not in state:
+            state[k] = torch.full_like(v, -1)
+        if k.endswith(".prog_check") and k not in state:
+            state[k] = torch.empty(0, dtype=torch.float64)
     _check_keys(state, model, path, meta.get("arch") or "", device_state=config is None or config == stored)
     model.load_state_dict(state, strict=False)
     for name, layer in analog_layers(model):
-        for sfx, (mat, _) in layer.analog_matrices().items():
-            mat.restore_time(name + sfx)
+        for sfx, (mat, w) in layer.analog_matrices().items():
+            mat.restore_time(name + sfx, w.reshape(w.shape[0], -1))
     return model

@@ -10,7 +10,8 @@ we keep the equations and drop the quirks of its section B.10:
   noisy programmed weights by their own max|W| at every drift call).
 
 Units: conductances in µS, times in seconds since programming. Every function is pure: randomness comes in as a
-``torch.Generator``; nothing reads the global RNG.
+``torch.Generator`` or an ``aimc.rng.CounterStream`` (counter-based, so a chip is regenerated from its seed, the
+same on CPU and CUDA); nothing reads the global RNG.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from aimc.errors import ConfigError, NonFiniteError, ShapeError
+from aimc.rng import CounterStream, standard_normal
 
 __all__ = ["PCM", "DeviceState"]
 
@@ -164,7 +166,7 @@ class PCM:
         return math.sqrt(math.log((t + self.t_read) / (2.0 * self.t_read)))
 
     # ---- sampling -------------------------------------------------------------------------------------------
-    def program(self, g_target: torch.Tensor, *, generator: torch.Generator) -> DeviceState:
+    def program(self, g_target: torch.Tensor, *, generator: torch.Generator | CounterStream) -> DeviceState:
         """Program devices to ``g_target`` (µS, any shape, values in [0, g_max]).
 
         Samples programming noise and one drift exponent per device, once.
@@ -173,14 +175,14 @@ class PCM:
             A :class:`DeviceState` with tensors of ``g_target``'s shape.
         """
         check_targets(g_target, self.g_max)
-        n1 = torch.randn(g_target.shape, generator=generator, device=g_target.device, dtype=g_target.dtype)
-        n2 = torch.randn(g_target.shape, generator=generator, device=g_target.device, dtype=g_target.dtype)
+        n1 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
+        n2 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
         g_prog = torch.clamp(g_target + self.prog_noise_scale * self.prog_std(g_target) * n1, min=0.0)
         mu, sig = self.drift_stats(g_target)
         nu = (mu + sig * n2).abs() * self.drift_scale
         return DeviceState(g_target=g_target, g_prog=g_prog, nu=nu)
 
-    def read(self, state: DeviceState, t_seconds: float, *, generator: torch.Generator) -> torch.Tensor:
+    def read(self, state: DeviceState, t_seconds: float, *, generator: torch.Generator | CounterStream) -> torch.Tensor:
         """Conductance (µS) ``t_seconds`` after programming: drift with the stored ν plus fresh 1/f read noise.
 
         Two calls share programming noise and ν but draw independent read noise (the ensemble semantics of
@@ -188,5 +190,5 @@ class PCM:
         """
         g_drift = state.g_prog * self.drift_factor(state.nu, t_seconds)
         sigma = g_drift.abs() * self.read_q_s(state.g_prog) * self.read_time_factor(t_seconds) * self.read_noise_scale
-        n = torch.randn(g_drift.shape, generator=generator, device=g_drift.device, dtype=g_drift.dtype)
+        n = standard_normal(generator, g_drift.shape, device=g_drift.device, dtype=g_drift.dtype)
         return torch.clamp(g_drift + sigma * n, min=0.0)

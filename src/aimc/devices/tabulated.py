@@ -26,6 +26,7 @@ import torch
 from aimc._checks import is_number
 from aimc.devices.pcm import DeviceState, _check_time, check_targets
 from aimc.errors import ConfigError
+from aimc.rng import CounterStream, standard_normal
 
 __all__ = ["Tabulated", "interp"]
 
@@ -142,19 +143,19 @@ class Tabulated:
         return math.sqrt(math.log((t + self.t_read) / (2.0 * self.t_read)))
 
     # ---- sampling -------------------------------------------------------------------------------------------------
-    def program(self, g_target: torch.Tensor, *, generator: torch.Generator) -> DeviceState:
+    def program(self, g_target: torch.Tensor, *, generator: torch.Generator | CounterStream) -> DeviceState:
         """Program devices to ``g_target`` (µS, any shape, in [0, g_max]); samples g_prog and ν once."""
         check_targets(g_target, self.g_max)
-        n1 = torch.randn(g_target.shape, generator=generator, device=g_target.device, dtype=g_target.dtype)
-        n2 = torch.randn(g_target.shape, generator=generator, device=g_target.device, dtype=g_target.dtype)
+        n1 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
+        n2 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
         g_prog = torch.clamp(g_target + self.prog_std_at(g_target) * n1, min=0.0)
         mu, sig = self.drift_stats(g_target)
         nu = mu + sig * n2
         return DeviceState(g_target=g_target, g_prog=g_prog, nu=nu.abs() if self.fold_drift else nu)
 
-    def read(self, state: DeviceState, t_seconds: float, *, generator: torch.Generator) -> torch.Tensor:
+    def read(self, state: DeviceState, t_seconds: float, *, generator: torch.Generator | CounterStream) -> torch.Tensor:
         """Conductance (µS) ``t_seconds`` after programming: drift with the stored ν plus fresh read noise."""
         g_drift = state.g_prog * self.drift_factor(state.nu, t_seconds)
         sigma = g_drift.abs() * self.read_q_s(state.g_prog) * self.read_time_factor(t_seconds)
-        n = torch.randn(g_drift.shape, generator=generator, device=g_drift.device, dtype=g_drift.dtype)
+        n = standard_normal(generator, g_drift.shape, device=g_drift.device, dtype=g_drift.dtype)
         return torch.clamp(g_drift + sigma * n, min=0.0)

@@ -95,14 +95,17 @@ def physical_bounds(device, g_target: torch.Tensor, t_seconds: float) -> tuple[f
     return math.exp(lo * log_t), math.exp(max(hi, 0.0) * log_t)
 
 
-def model_factor(mat, t_seconds: float, seed: int, *, pooled: bool = False) -> torch.Tensor:  # noqa: ANN001
+def model_factor(mat, t_seconds: float, seed: int, *, pooled: bool = False,  # noqa: ANN001
+                 g_target: torch.Tensor | None = None) -> torch.Tensor:
     """The device model's expected correlation GDC factor per tile at ``t_seconds``, ``(n_col, n_row)``: a fresh
     chip sampled from the model (generator seed ``seed``) for the matrix's targets, not this chip's drift
-    exponents; Σ w₀² / Σ w₀·w_t over each tile (``pooled``: over the whole matrix, the same for every tile)."""
+    exponents; Σ w₀² / Σ w₀·w_t over each tile (``pooled``: over the whole matrix, the same for every tile).
+    ``g_target``: the matrix's ``(2, out, rows)`` targets in µS (default: its stored ones)."""
     dev, lay = mat.config.device, mat.layout
-    g = torch.Generator(device=mat.g_target.device)
+    g_target = mat.g_target if g_target is None else g_target
+    g = torch.Generator(device=g_target.device)
     g.manual_seed(seed)
-    state = dev.program(mat.g_target, generator=g)
+    state = dev.program(g_target, generator=g)
     w0 = mat._analog_weights(state.g_prog)
     wt = mat._analog_weights(dev.read(state, t_seconds, generator=g))
     num = torch.empty(lay.n_col_tiles, lay.n_row_tiles, dtype=w0.dtype, device=w0.device)

@@ -15,6 +15,14 @@ Buffers (all persistent):
     learned_input_range: ``()`` parameter (only with ``training.learn_input_range`` and a static DAC), trained with a
         straight-through estimator; ``aimc.clip`` copies it into ``input_range``.
     t_seconds, read_seed, gdc_on: the last ``at_time`` call, so a loaded model recomputes the same weights.
+    prog_seed: ``()`` int64 key of the counter-based programming noise (``aimc.rng``; -1 = not programmed, or
+        a state saved before it existed): with the master weight and ``w_max`` it regenerates g_target, g_prog and
+        nu bit-exactly (:meth:`AnalogMatrix.regenerate`), which is how ``aimc.save`` leaves them out of the file.
+
+Randomness: programming noise and drift exponents come from a counter-based stream keyed by
+``derive_seed(seed, layer, 1)``, read noise from one keyed by the ``at_time`` read seed (``aimc.rng.CounterStream``),
+so the same seed gives the same chip on CPU and CUDA; the periphery noise of the GDC read-out and of the forward
+pass uses ``torch.Generator``.
 """
 
 from __future__ import annotations
@@ -33,10 +41,12 @@ from aimc.devices import DeviceState
 from aimc.errors import NonFiniteError, StateError
 from aimc.nn import gdc as _gdc
 from aimc.periphery import quantize_input
+from aimc.rng import CounterStream
 
 __all__ = ["AnalogMatrix", "derive_seed"]
 
-_EMPTY = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_noise", "gdc_ref", "gdc_alpha")
+_EMPTY = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_noise", "gdc_ref", "gdc_alpha", "prog_check")
+_BLOCK = 1 << 19  # weights regenerated at once by at_time (transient: about 100 B each, so ~50 MB)
 _READOUT_SEED = 0x5EED
 _MODEL_SEED = 0x6DC0
 
@@ -66,6 +76,26 @@ def _host_float(t: torch.Tensor, cache: dict) -> float:
     if cache.get("tensor") is not t or cache.get("version") != version:
         cache.update(tensor=t, version=version, value=float(t))
     return cache["value"]
+
+
+def _master(w: torch.Tensor) -> torch.Tensor:
+    """The master weight as float32 at least: conductances are never computed or held in bfloat16/float16 (the
+    bfloat16 step near 25 µS is 0.125 µS, half the off-device's programming noise)."""
+    w = w.detach()
+    return w.float() if w.dtype in (torch.bfloat16, torch.float16) else w
+
+
+def _checksum(w: torch.Tensor) -> torch.Tensor:
+    """``(2,)`` float64 (Σ w, Σ |w|): tells a master weight changed since programming."""
+    return torch.stack([w.sum(dtype=torch.float64), torch.linalg.vector_norm(w, 1, dtype=torch.float64)])
+
+
+def _flat_index(out: int, rows: int, cols: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """Flat indices in a ``(2, out, rows)`` tensor of its output columns c0:c1 (counters of their devices)."""
+    c0, c1 = cols
+    return (torch.arange(2, device=device).view(2, 1, 1) * (out * rows)
+            + torch.arange(c0, c1, device=device).view(1, -1, 1) * rows
+            + torch.arange(rows, device=device).view(1, 1, -1)).flatten()
 
 
 def _generator(seed: int, device: torch.device) -> torch.Generator:
@@ -105,6 +135,7 @@ class AnalogMatrix(nn.Module):
                                 else None)
         self.register_buffer("t_seconds", torch.tensor(float("nan"), dtype=torch.float64))
         self.register_buffer("read_seed", torch.tensor(-1, dtype=torch.int64))
+        self.register_buffer("prog_seed", torch.tensor(-1, dtype=torch.int64))
         self.register_buffer("gdc_on", torch.tensor(False))
         self.register_buffer("w_analog", torch.empty(0), persistent=False)
         self.register_buffer("out_scale", torch.empty(0), persistent=False)
@@ -117,16 +148,32 @@ class AnalogMatrix(nn.Module):
     # ---- state -----------------------------------------------------------------------------------------------
     @property
     def programmed(self) -> bool:
+        return self.w_max.numel() > 0
+
+    @property
+    def stores_devices(self) -> bool:
+        """Whether g_target, g_prog and nu are held in buffers (measured devices, states from older versions)
+        rather than regenerated from the master weight and ``prog_seed`` when needed."""
         return self.g_prog.numel() > 0
 
     @property
     def drifted(self) -> bool:
         return self.programmed and not math.isnan(_host_float(self.t_seconds, self._t_cache))
 
-    def device_state(self) -> DeviceState:
-        return DeviceState(g_target=self.g_target, g_prog=self.g_prog, nu=self.nu)
+    def device_state(self, weight: torch.Tensor | None = None) -> DeviceState:
+        """The programmed devices, ``(2, out, rows)`` each: the stored buffers, or regenerated from the master
+        ``weight`` ``(out, rows)`` (needed then) and ``prog_seed``."""
+        if self.stores_devices:
+            return DeviceState(g_target=self.g_target, g_prog=self.g_prog, nu=self.nu)
+        if weight is None:
+            raise StateError("the device state of this matrix is regenerated from its master weight; pass it: "
+                             "mat.device_state(weight) (layer.analog_matrices() gives both).")
+        return self.regenerate(weight)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        for key, fill in (("prog_seed", -1), ("prog_check", float("nan"))):  # saved before they existed
+            if prefix + key not in state_dict:
+                state_dict[prefix + key] = torch.full_like(getattr(self, key), fill)
         base = state_dict.get(prefix + "gdc_base")
         if base is not None and prefix + "gdc_noise" not in state_dict:  # saved before the noise was stored
             state_dict[prefix + "gdc_noise"] = torch.full_like(base, float("nan"))
@@ -136,43 +183,104 @@ class AnalogMatrix(nn.Module):
                 setattr(self, name, torch.empty_like(state_dict[key], device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def restore_time(self, name: str) -> None:
-        """After loading a state dict: recompute the cached weights of the stored ``at_time`` call."""
+    def restore_time(self, name: str, weight: torch.Tensor | None = None) -> None:
+        """After loading a state dict: recompute the cached weights of the stored ``at_time`` call (``weight``: the
+        master weight ``(out, rows)``, needed when the devices are regenerated)."""
         if self.drifted and int(self.read_seed) >= 0:
-            self._drift(float(self.t_seconds), int(self.read_seed), bool(self.gdc_on))
+            self._drift(float(self.t_seconds), int(self.read_seed), bool(self.gdc_on), weight, name)
 
     # ---- programming -----------------------------------------------------------------------------------------
     def program(self, weight: torch.Tensor, *, seed: int, name: str) -> None:
-        """Map ``weight`` ``(out, rows)`` to conductances and program the devices (sampled once)."""
-        w = weight.detach()
+        """Map ``weight`` ``(out, rows)`` to conductances and program the devices (sampled once).
+
+        Statistical devices are not stored: only the scales, the GDC baselines, ``prog_seed`` and a checksum of
+        the weight; :meth:`at_time` regenerates the devices block by block. Measured devices (which cannot be
+        regenerated) keep g_target, g_prog and nu in buffers.
+        """
+        w = _master(weight)
         if not torch.isfinite(w).all():
             raise NonFiniteError(f"layer {name!r}: the weights hold NaN/Inf, they cannot be programmed; "
                                  "check the training run that produced them.")
-        dev = self.config.device
         lay = self.layout
         self.w_max = mapping.weight_scale(w, lay, self.config.mapping.scale, clip_std=self.config.mapping.clip_std)
-        g_t = mapping.weights_to_conductances(w, self.w_max, lay, dev.g_max)
-        st = dev.program(g_t, generator=_generator(derive_seed(seed, name, 1), w.device))
-        self.g_target, self.g_prog, self.nu = st.g_target, st.g_prog, st.nu
+        self.prog_seed.fill_(derive_seed(seed, name, 1))
+        empty = torch.empty(0, device=w.device)
+        self.g_target, self.g_prog, self.nu = empty, empty.clone(), empty.clone()
+        if getattr(self.config.device, "kind", "") == "measured":
+            st = self.regenerate(w)
+            self.g_target, self.g_prog, self.nu = st.g_target, st.g_prog, st.nu
         self.t_seconds.fill_(float("nan"))
         self.read_seed.fill_(-1)
         self._clear_cache()
         # GDC baseline from the programmed conductances, before any drift or read noise (reference B.7)
-        w_a = self._analog_weights(self.g_prog)
+        w_a, check, _ = self._blocks(w, None, name)
+        self.prog_check = check
         gen = _generator(derive_seed(seed, name, 2), w.device)
         self.gdc_base, self.gdc_noise, self.gdc_ref = self._baseline(w_a, gen)
 
-    def _clear_cache(self) -> None:
-        self.w_analog = torch.empty(0, device=self.g_prog.device)
-        self.out_scale = torch.empty(0, device=self.g_prog.device)
-        self.w_eff = torch.empty(0, device=self.g_prog.device)
+    def regenerate(self, weight: torch.Tensor, w_max: torch.Tensor | None = None, *,
+                   cols: tuple[int, int] | None = None) -> DeviceState:
+        """The device state :meth:`program` produced, recomputed from the master ``weight`` ``(out, rows)``, the
+        scales ``w_max`` (default: this matrix's) and the stored ``prog_seed``; bit-identical when ``weight`` is
+        the weight that was programmed. ``cols=(c0, c1)``: only output columns c0:c1, ``(2, c1 - c0, rows)``, the
+        same numbers they have in the whole (counter-based streams, ``aimc.rng``)."""
+        if int(self.prog_seed) < 0:
+            raise StateError("this matrix was not programmed with a counter-based seed (not programmed, or state "
+                             "saved by an older aimc); call aimc.program(model, seed=...).")
+        dev = self.config.device
+        w_max = self.w_max if w_max is None else w_max
+        out, rows = weight.shape
+        c0, c1 = (0, out) if cols is None else cols
+        g_t = mapping.weights_to_conductances(_master(weight[c0:c1]), w_max[c0:c1], self.layout, dev.g_max)
+        index = None if cols is None else _flat_index(out, rows, cols, g_t.device)
+        return dev.program(g_t, generator=CounterStream(int(self.prog_seed), index=index))
 
-    def _analog_weights(self, g: torch.Tensor) -> torch.Tensor:
-        """Analog matrix the tile computes with: weight units, or g/g_max for ``output_units='normalized'``."""
+    def _blocks(self, weight: torch.Tensor | None, t: float | None, name: str,
+                read_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
+        """Analog weights ``(out, rows)`` of the programmed devices (``t`` None) or read ``t`` seconds after
+        programming, regenerated and read in blocks of output columns (transient memory: one block), with the
+        weight's checksum and the GDC physical bounds at ``t``."""
+        dev = self.config.device
+        lo, hi = math.inf, -math.inf
+        if self.stores_devices:
+            st = self.device_state()
+            g = st.g_prog if t is None else dev.read(st, t, generator=CounterStream(read_seed))
+            if t is not None:
+                lo, hi = _gdc.physical_bounds(dev, st.g_target, t)
+            check = self.prog_check if weight is None else _checksum(_master(weight))
+            return self._analog_weights(g), check, (lo, hi)
+        if weight is None:
+            raise StateError(f"layer {name!r}: its devices are regenerated from the master weight; pass it "
+                             "(aimc.at_time does).")
+        out, rows = weight.shape
+        step = max(1, _BLOCK // max(rows, 1))
+        w_a = torch.empty(out, rows, dtype=torch.promote_types(weight.dtype, torch.float32), device=weight.device)
+        for c0 in range(0, out, step):
+            c1 = min(out, c0 + step)
+            st = self.regenerate(weight, cols=(c0, c1))
+            if t is None:
+                g = st.g_prog
+            else:
+                idx = _flat_index(out, rows, (c0, c1), st.g_prog.device)  # each device's counter in the whole
+                g = dev.read(st, t, generator=CounterStream(read_seed, index=idx))
+                b = _gdc.physical_bounds(dev, st.g_target, t)
+                lo, hi = min(lo, b[0]), max(hi, b[1])
+            w_a[c0:c1] = self._analog_weights(g, cols=(c0, c1))
+        return w_a, _checksum(weight.detach()), (lo, hi)
+
+    def _clear_cache(self) -> None:
+        self.w_analog = torch.empty(0, device=self.w_max.device)
+        self.out_scale = torch.empty(0, device=self.w_max.device)
+        self.w_eff = torch.empty(0, device=self.w_max.device)
+
+    def _analog_weights(self, g: torch.Tensor, cols: tuple[int, int] | None = None) -> torch.Tensor:
+        """Analog matrix the tile computes with: weight units, or g/g_max for ``output_units='normalized'``
+        (``cols``: ``g`` holds output columns c0:c1 only)."""
         g_max = self.config.device.g_max
         if self.config.periphery.output_units == "normalized":
             return (g[0] - g[1]) / g_max
-        return mapping.conductances_to_weights(g, self.w_max, self.layout, g_max)
+        w_max = self.w_max if cols is None else self.w_max[cols[0]:cols[1]]
+        return mapping.conductances_to_weights(g, w_max, self.layout, g_max)
 
     def _digital_scale(self) -> torch.Tensor:
         """``(out, n_row_tiles)`` factor from analog outputs back to weight units (before GDC)."""
@@ -181,34 +289,41 @@ class AnalogMatrix(nn.Module):
         return torch.ones_like(self.w_max)
 
     # ---- time ------------------------------------------------------------------------------------------------
-    def at_time(self, t_seconds: float, *, seed: int, name: str, gdc: bool) -> None:
-        """Conductances ``t_seconds`` after programming (drift + fresh read noise); cache effective weights."""
+    def at_time(self, t_seconds: float, *, seed: int, name: str, gdc: bool,
+                weight: torch.Tensor | None = None) -> None:
+        """Conductances ``t_seconds`` after programming (drift + fresh read noise); cache effective weights.
+
+        ``weight``: the master weight ``(out, rows)`` the devices are regenerated from (all but measured ones)."""
         if not self.programmed:
             raise StateError(f"layer {name!r} is not programmed; call aimc.program(model, seed=...) "
                              "before aimc.at_time(...).")
-        self._drift(float(t_seconds), derive_seed(seed, name, 3, float(t_seconds)), gdc)
+        self._drift(float(t_seconds), derive_seed(seed, name, 3, float(t_seconds)), gdc, weight, name)
 
-    def _drift(self, t: float, read_seed: int, gdc: bool) -> None:
-        dev = self.config.device
-        gen = _generator(read_seed, self.g_prog.device)
-        g_t = dev.read(self.device_state(), t, generator=gen)
-        w_a = self._analog_weights(g_t)
-        self._forward_gen = _generator(read_seed ^ 0x1F2E3D, self.g_prog.device)
+    def _drift(self, t: float, read_seed: int, gdc: bool, weight: torch.Tensor | None = None,
+               name: str = "") -> None:
+        w_a, check, bounds = self._blocks(weight, t, name, read_seed)
+        if not self.stores_devices and not torch.equal(check, self.prog_check):
+            raise StateError(f"layer {name!r}: the master weight changed since aimc.program (the devices are "
+                             "regenerated from it); call aimc.program(model, seed=...) again after changing weights.")
+        self._forward_gen = _generator(read_seed ^ 0x1F2E3D, w_a.device)
         alpha = torch.ones_like(self.gdc_base)
         self.gdc_info = None
         if gdc:
-            alpha = self._gdc_factor(w_a, t)
+            alpha = self._gdc_factor(w_a, t, weight, bounds)
         self.gdc_alpha = alpha
         scale = self._digital_scale() * alpha[self.layout.col_tile_index(alpha.device)]
         self.t_seconds.fill_(t)
         self._t_cache.update(tensor=self.t_seconds, version=self.t_seconds._version, value=t)  # known: no read
         self.read_seed.fill_(read_seed)
         self.gdc_on.fill_(gdc)
+        # the physics ran in float32 (at least); the cached weights take the master's dtype, as the forward does
+        dtype = w_a.dtype if weight is None else weight.dtype
         if self.config.periphery.needs_matrix_path:
-            self.w_analog, self.out_scale = w_a, scale
+            self.w_analog, self.out_scale = w_a.to(dtype), scale.to(dtype)
             self.w_eff = torch.empty(0, device=w_a.device)
         else:
-            self.w_eff = w_a * mapping.expand_rows(scale, self.layout)
+            w_a.mul_(mapping.expand_rows(scale, self.layout))  # w_a is this call's own: in place
+            self.w_eff = w_a.to(dtype)
             self.w_analog = self.out_scale = torch.empty(0, device=w_a.device)
 
     # ---- global drift compensation (aimc.nn.gdc) ----------------------------------------------------------------
@@ -242,8 +357,10 @@ class AnalogMatrix(nn.Module):
         noise, _ = _gdc.per_tile_mean([(a - b).square_().mul_(0.5) for a, b in zip(y1, y2)], self.layout)
         return base, noise, torch.stack(y1)
 
-    def _gdc_factor(self, w_a: torch.Tensor, t: float) -> torch.Tensor:
-        """``(n_col_tiles, n_row_tiles)`` GDC factors at ``t`` seconds (read with the forward generator)."""
+    def _gdc_factor(self, w_a: torch.Tensor, t: float, weight: torch.Tensor | None,
+                    bounds: tuple[float, float]) -> torch.Tensor:
+        """``(n_col_tiles, n_row_tiles)`` GDC factors at ``t`` seconds (read with the forward generator); ``bounds``
+        the physical bounds of the devices' drift (``aimc.nn.gdc.physical_bounds``)."""
         comp = self.config.compensation
         ys = self._reads(w_a, self._forward_gen)
         if comp.readout != "correlation":  # aihwkit's read-out, kept as aihwkit computes it
@@ -260,10 +377,12 @@ class AnalogMatrix(nn.Module):
                 alpha = torch.where(ok, raw, pool[0])
                 source = torch.where(ok, source, torch.ones_like(source))
             else:
-                model = _gdc.model_factor(self, t, derive_seed(_MODEL_SEED, t), pooled=comp.granularity == "layer")
+                g_target = self.device_state(weight).g_target
+                model = _gdc.model_factor(self, t, derive_seed(_MODEL_SEED, t), pooled=comp.granularity == "layer",
+                                          g_target=g_target)
                 alpha = torch.where(ok, raw, model)
                 source = torch.where(ok, source, torch.full_like(source, 2))
-        lo, hi = _gdc.physical_bounds(self.config.device, self.g_target, t)
+        lo, hi = bounds
         bounded = ~((alpha >= lo) & (alpha <= hi))  # NaN counts as out of bounds
         alpha = torch.where(torch.isnan(alpha), torch.full_like(alpha, lo), alpha).clamp(lo, hi)
         self.gdc_info = {"raw": raw, "rel_err": rel, "source": source, "bounded": bounded, "bounds": (lo, hi)}

@@ -49,8 +49,9 @@ def build_chip(run: Run, sw: Any) -> _Chip:
     with torch.no_grad():
         for name, layer in analog_layers(model):
             err, err_on, n_dev = [], [], 0
-            for mat, _ in layer.analog_matrices().values():
-                t_, p_ = mat.g_target.double().flatten(), mat.g_prog.double().flatten()
+            for mat, w in layer.analog_matrices().values():
+                st = mat.device_state(w.reshape(w.shape[0], -1))
+                t_, p_ = st.g_target.double().flatten(), st.g_prog.double().flatten()
                 g_t.append(t_.float().numpy())
                 g_p.append(p_.float().numpy())
                 err.append((p_ - t_).numpy())

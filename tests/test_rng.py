@@ -1,0 +1,115 @@
+"""The counter-based generator (aimc.rng): known answers, uniformity, independence, normal moments and tails."""
+
+import math
+
+import pytest
+import torch
+
+from aimc import rng
+
+# Random123 kat_vectors, threefry2x32_20: (counter, key) -> output
+KAT = [((0x00000000, 0x00000000), (0x00000000, 0x00000000), (0x6B200159, 0x99BA4EFE)),
+       ((0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
+       ((0x243F6A88, 0x85A308D3), (0x13198A2E, 0x03707344), (0xC4923A9C, 0x483DF7A0))]
+
+N = 200_000
+
+
+@pytest.mark.parametrize("counter,key,expected", KAT)
+def test_threefry_known_answers(counter, key, expected):
+    a, b = rng.threefry2x32(torch.tensor([counter[0]]), torch.tensor([counter[1]]), key)
+    assert (int(a), int(b)) == expected
+
+
+def test_threefry_batched_equals_single():
+    c0 = torch.tensor([k[0][0] for k in KAT[:2]])
+    c1 = torch.tensor([k[0][1] for k in KAT[:2]])
+    a, b = rng.threefry2x32(c0, c1, KAT[0][1])  # both counters under key (0, 0)
+    a0, b0 = rng.threefry2x32(c0[1:], c1[1:], KAT[0][1])
+    assert (int(a[0]), int(b[0])) == KAT[0][2]
+    assert (int(a[1]), int(b[1])) == (int(a0), int(b0))
+
+
+def test_uniform_is_uniform():
+    u = rng.uniform(7, 0, N)
+    assert u.dtype == torch.float64 and float(u.min()) > 0 and float(u.max()) < 1
+    # chi-square over 100 bins: 99 dof, mean 99, sd 14; 5 sd ~ 1e-6 false alarm
+    counts = torch.histc(u, bins=100, min=0, max=1)
+    chi2 = float(((counts - N / 100) ** 2 / (N / 100)).sum())
+    assert chi2 < 99 + 5 * math.sqrt(2 * 99)
+    # Kolmogorov-Smirnov: sqrt(N)·D < 1.95 at 0.1 %
+    s, _ = torch.sort(u)
+    i = torch.arange(1, N + 1, dtype=torch.float64)
+    d = float(torch.maximum(i / N - s, s - (i - 1) / N).max())
+    assert math.sqrt(N) * d < 1.95
+    # every bit of the 32-bit word is fair: each bit's mean within 5 sd (sd = 0.5/sqrt(N))
+    x0, x1 = rng.threefry2x32(torch.arange(N), 0, (7, 0))
+    for w in (x0, x1):
+        bits = torch.stack([(w >> k) & 1 for k in range(32)]).double().mean(1)
+        assert float((bits - 0.5).abs().max()) < 5 * 0.5 / math.sqrt(N)
+
+
+def _corr(a, b):
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+def test_independence_across_keys_draws_and_neighbouring_counters():
+    tol = 5 / math.sqrt(N)  # correlation of independent samples has sd 1/sqrt(N)
+    base = rng.normal(1, 0, N)
+    assert abs(_corr(base, rng.normal(2, 0, N))) < tol  # neighbouring key
+    assert abs(_corr(base, rng.normal(1 + (1 << 32), 0, N))) < tol  # key differing in the high word
+    assert abs(_corr(base, rng.normal(1, 1, N))) < tol  # next draw
+    assert abs(_corr(base[1:], base[:-1])) < tol  # neighbouring counters (lag 1)
+    assert abs(_corr(base[64:], base[:-64])) < tol
+    u = rng.uniform(1, 0, N)
+    assert abs(_corr(u[1:], u[:-1])) < tol
+    # the two words of one counter are independent too (Box-Muller needs it)
+    x0, x1 = rng.threefry2x32(torch.arange(N), 0, (1, 0))
+    assert abs(_corr(x0.double(), x1.double())) < tol
+    # and squares are uncorrelated (a dependence that correlation of values misses)
+    assert abs(_corr(base[1:] ** 2, base[:-1] ** 2)) < tol * math.sqrt(3)
+
+
+def test_normal_moments_and_tails():
+    z = rng.normal(11, 3, 1_000_000)
+    n = z.numel()
+    assert abs(float(z.mean())) < 5 / math.sqrt(n)
+    assert abs(float(z.var()) - 1) < 5 * math.sqrt(2 / n)
+    assert abs(float((z**3).mean())) < 5 * math.sqrt(15 / n)
+    assert abs(float((z**4).mean()) - 3) < 5 * math.sqrt(96 / n)
+    for k in (1.0, 2.0, 3.0, 4.0):
+        p = math.erfc(k / math.sqrt(2))  # P(|z| > k)
+        obs = float((z.abs() > k).double().mean())
+        assert abs(obs - p) < 5 * math.sqrt(p * (1 - p) / n) + 1 / n, (k, obs, p)
+    assert float(z.abs().max()) < 6.8
+
+
+def test_index_gives_the_same_numbers_as_the_whole():
+    whole = rng.normal(5, 2, 1000)
+    idx = torch.tensor([999, 3, 500, 0])
+    assert torch.equal(rng.normal(5, 2, index=idx), whole[idx])
+    big = torch.tensor([(1 << 33) + 5])  # elements beyond 2^32 get their own counters
+    assert not torch.equal(rng.normal(5, 2, index=big), whole[5:6])
+
+
+def test_counter_stream_draws_and_parts():
+    s = rng.CounterStream(9)
+    a = s.normal((2, 3), device="cpu", dtype=torch.float32)
+    b = s.normal((2, 3), device="cpu", dtype=torch.float32)
+    assert a.shape == (2, 3) and a.dtype == torch.float32 and not torch.equal(a, b)
+    part = rng.CounterStream(9, index=torch.tensor([4, 5]))
+    assert torch.equal(part.normal((2,), device="cpu", dtype=torch.float32), a.flatten()[4:])
+    assert torch.equal(part.normal((2,), device="cpu", dtype=torch.float32), b.flatten()[4:])
+    with pytest.raises(ValueError):
+        part.normal((3,), device="cpu", dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    assert rng.standard_normal(g, (4,), device="cpu", dtype=torch.float32).shape == (4,)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cpu_and_cuda_give_the_same_numbers():
+    cpu = rng.normal(123, 4, 100_000)
+    gpu = rng.normal(123, 4, 100_000, device="cuda").cpu()
+    assert torch.equal(rng.uniform(123, 4, 100_000), rng.uniform(123, 4, 100_000, device="cuda").cpu())
+    assert torch.allclose(cpu, gpu, rtol=0, atol=1e-12)  # same bits in; log/cos may differ in the last ulp
