@@ -47,13 +47,17 @@ def test_token_nll_equals_gpt2_own_loss_token_weighted():
     assert score(model, unlabeled, "nll") == pytest.approx(want, rel=1e-6)
 
 
-def test_gpt2_perplexity_through_evaluate_rises_with_drift():
-    # tied="analog": the lm_head shares the token embedding (digital by default since issue 17); its drift is what
-    # flattens the logits of this random-weight model
+def test_gpt2_perplexity_through_evaluate_changes_with_drift():
+    # tied="analog": the lm_head shares the token embedding (digital by default since issue 17). This random-weight
+    # model scores near the uniform perplexity (50 tokens: ~49.7), so the sign of the change after a year of drift
+    # is set by the noise draw, not the physics: seeds 0-5 rise on 4 of 6 chips with the torch.Generator streams,
+    # 2 of 6 with the counter-based ones (issue 20). The test checks that perplexity is scored and that drift
+    # reaches it.
     analog = aimc.convert(_gpt2(), aimc.presets.joshi2020(), tied="analog")
     res = aimc.evaluate(analog, _lm_batches(), [25.0, 3.15e7], [0, 1], "none", metric="perplexity", progress=False)
     s = res.summary().set_index("t_seconds")["mean"]
-    assert res.table["perplexity"].gt(1).all() and s[3.15e7] > s[25.0]
+    assert res.table["perplexity"].gt(1).all() and res.table["perplexity"].lt(60).all()
+    assert abs(s[3.15e7] - s[25.0]) > 1e-3
 
 
 def test_bert_sequence_classification_accuracy_with_dict_batches():
