@@ -11,7 +11,7 @@ from torch import nn
 
 import aimc
 from aimc.nn import layers
-from aimc.periphery import tiled_mvm
+from aimc.periphery import block_mvm, tiled_mvm
 
 
 def _patches(layer, x):
@@ -65,6 +65,11 @@ LAYERS = [
     (lambda: nn.Conv2d(8, 30, (3, 2), padding=(1, 2), padding_mode="reflect"), (4, 8, 9, 9)),
     (lambda: nn.Conv1d(8, 30, 5, padding=3, dilation=2), (4, 8, 11)),
     (lambda: nn.Linear(70, 50), (20, 70)),
+    # packed groups (40x24 tiles): depthwise 3x3, 4 groups a tile, the last tile 2; grouped, 2 groups a tile;
+    # depthwise Conv1d, 8 groups a tile, the last 2
+    (lambda: nn.Conv2d(10, 10, 3, padding=1, groups=10), (4, 10, 9, 9)),
+    (lambda: nn.Conv2d(12, 24, 3, padding=1, stride=2, groups=6, bias=False), (4, 12, 9, 9)),
+    (lambda: nn.Conv1d(10, 10, 5, padding=2, groups=10), (4, 10, 11)),
 ]
 PERIPHERY = [dict(), dict(out_bound=2.0), dict(input_range="static", input_bound=2.5),
              dict(input_range="static", input_bound=2.5, out_bound=0.8),
@@ -144,6 +149,8 @@ NOISY = [
     (lambda: nn.Conv2d(8, 30, 3, padding=1, stride=2), (16, 8, 16, 16), dict(), (40, 24)),
     (lambda: nn.Linear(70, 30), (1000, 70), dict(), None),
     (lambda: nn.Linear(70, 30), (1000, 70), dict(input_range="static", input_bound=3.0), (40, 24)),
+    # packed depthwise tiles (4 groups a 40x24 tile, the last 2): the dynamic range spans the tile's groups
+    (lambda: nn.Conv2d(10, 10, 3, padding=1, groups=10), (40, 10, 16, 16), dict(), (40, 24)),
 ]
 
 
@@ -178,8 +185,8 @@ def test_fast_path_output_noise_matches_the_equation(make, shape, kw, tiles, mon
     var = torch.zeros(vec.shape[0], lay.out_features, dtype=torch.float64)
     for k, (s, e) in enumerate(lay.row_bounds):
         for cs, ce in lay.col_bounds:
-            g = cs // out_pg
-            xk = vec[:, g * lay.rows + s: g * lay.rows + e]
+            g0, g1 = cs // out_pg, -(-ce // out_pg)  # a packed tile's groups: all their input lines
+            xk = vec[:, g0 * lay.rows + s: g0 * lay.rows + e] if g1 - g0 == 1 else vec[:, g0 * lay.rows: g1 * lay.rows]
             sc = xk.abs().amax(1, keepdim=True) if p.input_range == "dynamic" else mat.static_range("")
             var[:, cs:ce] += (sigma * sc * mat.out_scale[cs:ce, k].double()) ** 2
     std = var.sqrt()
@@ -212,3 +219,78 @@ def test_buffered_columns_equal_the_autograd_path(make, shape, kw, monkeypatch):
     graph = a(x.clone().requires_grad_(True))
     assert graph.requires_grad
     assert torch.equal(buffered, graph.detach())
+
+
+def _explicit_packed(a, x, per_tile, tile_range):
+    """A packed depthwise/grouped convolution computed without the layout's helpers: the patches of each tile's
+    groups (``per_tile`` consecutive groups, the last tile the remainder), the explicit ``torch.block_diag`` of their
+    analog weights, :func:`aimc.periphery.block_mvm` at the input range ``tile_range(patches)``, × range × scales."""
+    mat, conv = a.analog, a
+    p = mat.config.periphery
+    vec, fold = _patches(conv, x)
+    g_n, rows = conv.groups, mat.layout.rows
+    out_pg = conv.out_channels // g_n
+    w = mat.w_analog.view(g_n, out_pg, rows)
+    gen = torch.Generator().manual_seed(0)
+    y = torch.zeros(vec.shape[0], conv.out_channels, dtype=vec.dtype)
+    for g0 in range(0, g_n, per_tile):
+        g1 = min(g_n, g0 + per_tile)
+        block = torch.block_diag(*w[g0:g1])  # ((g1-g0)·out_pg, (g1-g0)·rows), zeros off the blocks
+        xt = vec[:, g0 * rows: g1 * rows]
+        sc = tile_range(xt)
+        cols = slice(g0 * out_pg, g1 * out_pg)
+        y[:, cols] = block_mvm(xt / sc, block, p, gen) * sc * mat.out_scale[cols, 0]
+    y = _fold(y, fold)
+    return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(out_bound=0.3), dict(input_range="static", input_bound=2.5, out_bound=0.3)])
+@pytest.mark.parametrize("make,per_tile", [(lambda: nn.Conv2d(10, 10, 3, padding=1, groups=10), 4),
+                                           (lambda: nn.Conv2d(12, 24, 3, padding=1, groups=6), 2)])
+def test_packed_tiles_equal_block_mvm_on_the_explicit_block_diagonal_matrix(make, per_tile, kw, monkeypatch):
+    """Noise off, float64: a layer whose groups are packed into tiles (40x24 tiles: 4 depthwise 3x3 groups, or 2 groups
+    of 2 channels x 3x3 and 4 outputs) gives exactly what the reference one-tile MVM gives on each tile's explicit
+    block-diagonal matrix, with the input range of the whole tile (abs-max over all its groups' inputs), bound
+    management included (out_bound 0.3 re-reads vectors; a static range then leaves the convolution path). The per-group input range gives other numbers: the
+    test would see a packed tile computed as separate groups."""
+    _, a = _analog(make, _cfg(**kw))
+    assert a.analog.layout.groups_per_tile == per_tile
+    x = torch.randn(3, a.in_channels, 9, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2
+    static = kw.get("input_bound")
+
+    def tile_range(xt):
+        return static if static is not None else xt.abs().amax(1, keepdim=True).clamp_min(1e-30)
+
+    from aimc.nn import mvm
+
+    retried = []  # vectors the fast path re-read (bound management), through the one-tile reference
+    monkeypatch.setattr(mvm, "block_mvm", lambda xs, *args, **kw_: retried.append(len(xs)) or block_mvm(xs, *args, **kw_))
+    with torch.no_grad():
+        fast = a(x)
+    assert (sum(retried) > 0) == ("out_bound" in kw)
+    torch.testing.assert_close(fast, _explicit_packed(a, x, per_tile, tile_range), rtol=1e-9, atol=1e-9)
+    if static is None:  # the same weights as one tile per group (each group's own input range): other numbers
+        assert not torch.allclose(fast, _explicit_packed(a, x, 1, tile_range), rtol=1e-6, atol=1e-6)
+
+
+def test_packed_tiles_share_one_weight_scale_and_one_gdc_factor():
+    """``scale="tile"``: the |W| mapped to g_max is the max over all groups of a packed tile; the GDC read-out
+    (aihwkit's identity read-out, whose last tile has fewer input lines) gives one finite factor per packed tile,
+    equal without noise and ADC to mean |w| of the tile's explicit block-diagonal matrix over all its cells
+    (zeros included: a one-hot input on a line of group g reads zeros on the other groups' columns)."""
+    base = aimc.presets.aihwkit_default()
+    per = dataclasses.replace(base.periphery, out_noise=0.0, adc_bits=None)
+    cfg = dataclasses.replace(base, mapping=aimc.MappingConfig(40, 24, "tile"), periphery=per,
+                              device=aimc.devices.PCM(prog_noise_scale=0.0, read_noise_scale=0.0))
+    torch.manual_seed(0)
+    conv = nn.Conv2d(10, 10, 3, padding=1, groups=10, bias=False).double()
+    a = aimc.convert(conv, cfg).eval()
+    aimc.program(a, seed=0)
+    mat = a.analog
+    w = conv.weight.detach().reshape(10, 9)
+    for g0, g1 in [(0, 4), (4, 8), (8, 10)]:
+        torch.testing.assert_close(mat.w_max[g0:g1, 0], w[g0:g1].abs().amax().expand(g1 - g0))
+    w_a = mat._analog_weights(mat.g_prog).view(10, 9)
+    expect = torch.stack([torch.block_diag(*w_a[g0:g1, None, :]).abs().mean() for g0, g1 in [(0, 4), (4, 8), (8, 10)]])
+    assert mat.gdc_base.shape == (3, 1)
+    torch.testing.assert_close(mat.gdc_base[:, 0], expect.clamp_min(1e-4), rtol=1e-9, atol=1e-12)

@@ -3,7 +3,21 @@
 A layer's weight is viewed as a matrix ``W`` of shape ``(out, rows)``: ``rows = in_features`` for a Linear,
 ``rows = in_channels/groups · prod(kernel)`` for a convolution. Crossbar tiles hold ``tile_rows`` input lines and
 ``tile_cols`` output lines. Rows of a convolution are split on channel boundaries (a kernel never straddles two
-tiles), columns on group boundaries (each group of a grouped convolution has its own tiles).
+tiles), columns on group boundaries.
+
+Grouped and depthwise convolutions (``groups > 1``) whose groups each fit one tile are *packed*: ``p`` consecutive
+groups share one tile as a block-diagonal matrix (``p = min(groups, tile_rows // rows, tile_cols // out_per_group)``,
+tiles filled in order, the last one with the remainder). Tile ``j`` then takes the input lines of its groups
+(``[g0·rows, g1·rows)`` of the ``groups·rows`` input vector) and drives their output columns. A depthwise 3×3
+convolution with 576 channels uses ⌈576 / 56⌉ = 11 tiles instead of 576. The device state is still stored as the
+``(out, rows)`` per-group matrix: the off-block crosspoints of a packed tile are never programmed (on a chip they
+are devices left in the RESET, amorphous state, a fraction of a µS and without the programming spread of
+iterative programming, whose conductance and 1/f read noise scale with g), so aimc models them as exactly 0 µS,
+noise-free (aihwkit has no packing to compare with; this is aimc's choice). Everything the periphery shares over a
+tile is a packed tile's: the weight scale ``w_max`` (``scale="tile"``), the per-vector dynamic input range (abs-max
+over all packed groups' inputs), the GDC factor and bound management (a vector is re-read when any output of the
+tile clips); DAC, ADC and output noise act per line as usual. :meth:`TileLayout.tile_weights` builds a tile's
+explicit (block-diagonal) matrix; the reference MVM (:func:`aimc.periphery.tiled_mvm`) multiplies with it.
 
 Differential pair (reference B.1): g+ = clamp(W·g_max/w_max, 0, g_max), g− = clamp(−W·g_max/w_max, 0, g_max),
 where ``w_max`` is the largest |W| of the tile (or column, or layer). Back: W = (g+ − g−)·w_max/g_max.
@@ -37,6 +51,7 @@ class TileLayout:
         groups: convolution groups (1 for Linear).
         row_splits: sizes of the row chunks (same for every group); one chunk = one tile row band.
         col_splits: sizes of the column chunks over all ``out_features`` (group-aligned).
+        groups_per_tile: groups packed block-diagonally into one tile (1: a tile's columns lie in one group).
     """
 
     out_features: int
@@ -44,6 +59,41 @@ class TileLayout:
     groups: int
     row_splits: tuple[int, ...]
     col_splits: tuple[int, ...]
+    groups_per_tile: int = 1
+
+    @property
+    def whole_groups(self) -> bool:
+        """Every tile holds whole groups on all their rows (packed, or one group per tile): the grouped fast path
+        computes all tiles of the layer batched."""
+        out_pg = self.out_features // self.groups
+        return self.n_row_tiles == 1 and all(c % out_pg == 0 for c in self.col_splits)
+
+    def tile_groups(self, j: int) -> tuple[int, int]:
+        """Groups ``[g0, g1)`` whose columns column tile ``j`` holds (``g1 = g0 + 1`` unless packed)."""
+        out_pg = self.out_features // self.groups
+        cs, ce = self.col_bounds[j]
+        return cs // out_pg, max(cs // out_pg + 1, -(-ce // out_pg))
+
+    def in_bounds(self, j: int, k: int) -> tuple[int, int]:
+        """[start, stop) of the input lines (of the ``groups·rows`` input vector) driving tile (column ``j``,
+        row ``k``)."""
+        g0, g1 = self.tile_groups(j)
+        s, e = self.row_bounds[k]
+        if g1 - g0 == 1:
+            return g0 * self.rows + s, g0 * self.rows + e
+        return g0 * self.rows, g1 * self.rows  # packed: one row band holds every row of its groups
+
+    def tile_weights(self, w: torch.Tensor, j: int, k: int) -> torch.Tensor:
+        """The explicit matrix of tile (column ``j``, row ``k``) from the per-group ``(out, rows)`` matrix ``w``:
+        ``w[cols, rows]``, or for a packed tile the block-diagonal ``(Σ out_pg, Σ rows)`` of its groups (zeros
+        off the blocks: unprogrammed crosspoints)."""
+        cs, ce = self.col_bounds[j]
+        s, e = self.row_bounds[k]
+        g0, g1 = self.tile_groups(j)
+        if g1 - g0 == 1:
+            return w[cs:ce, s:e]
+        out_pg = self.out_features // self.groups
+        return torch.block_diag(*w[cs:ce, s:e].split(out_pg, dim=0))
 
     @property
     def n_row_tiles(self) -> int:
@@ -97,7 +147,7 @@ class TileLayout:
 
 
 def make_layout(out_features: int, rows: int, *, groups: int = 1, row_unit: int = 1, tile_rows: int = 512,
-                tile_cols: int = 512) -> TileLayout:
+                tile_cols: int = 512, pack: bool = True) -> TileLayout:
     """Split a ``(out_features, rows)`` matrix into tiles of at most ``tile_rows × tile_cols``.
 
     Args:
@@ -106,6 +156,8 @@ def make_layout(out_features: int, rows: int, *, groups: int = 1, row_unit: int 
         groups: convolution groups.
         row_unit: rows that must stay together (``prod(kernel)`` for a convolution: split on channels).
         tile_rows, tile_cols: tile size.
+        pack: pack several groups block-diagonally into one tile where they fit (module docstring); ``False``
+            gives every group its own tiles.
     """
     if row_unit > tile_rows:
         raise ConfigError(
@@ -121,6 +173,11 @@ def make_layout(out_features: int, rows: int, *, groups: int = 1, row_unit: int 
         n += 1
     row_splits = tuple(u * row_unit for u in _even_splits(units, n))
     out_pg = out_features // groups
+    per_tile = min(groups, tile_rows // rows, tile_cols // max(out_pg, 1)) if pack and groups > 1 else 1
+    if per_tile > 1:
+        full, rest = divmod(groups, per_tile)
+        cols = (per_tile * out_pg,) * full + ((rest * out_pg,) if rest else ())
+        return TileLayout(out_features, rows, groups, (rows,), cols, per_tile)
     per_group = _even_splits(out_pg, max(1, math.ceil(out_pg / tile_cols)))
     return TileLayout(out_features, rows, groups, row_splits, tuple(per_group * groups))
 

@@ -132,9 +132,11 @@ def tiled_mvm(x: torch.Tensor, w: torch.Tensor, layout, p: PeripheryConfig,  # n
               transposed: bool = False) -> torch.Tensor:
     """The whole weight matrix on its tiles, one input vector at a time: the reference of an analog layer's MVM.
 
-    For every tile (row band k, column band j): input range (``static_range``, else each vector's abs-max over
-    the tile's rows), :func:`block_mvm` on ``x / range``, × range, × ``out_scale[cols of j, k]`` (digital scale
-    and GDC factor); the row tiles' partial outputs are summed digitally.
+    For every tile (row band k, column band j; a packed tile of a grouped convolution is its explicit
+    block-diagonal matrix, :meth:`aimc.mapping.TileLayout.tile_weights`): input range (``static_range``, else each
+    vector's abs-max over the tile's input lines, all packed groups' inputs), :func:`block_mvm` on ``x / range``,
+    × range, × ``out_scale[cols of j, k]`` (digital scale and GDC factor); the row tiles' partial outputs are summed
+    digitally.
 
     Args:
         x: ``(M, groups·rows)`` input vectors (``transposed``: ``(M, out)`` error vectors).
@@ -150,13 +152,14 @@ def tiled_mvm(x: torch.Tensor, w: torch.Tensor, layout, p: PeripheryConfig,  # n
     Returns:
         ``(M, out)`` (``transposed``: ``(M, groups·rows)``).
     """
-    rows, out_pg = layout.rows, layout.out_features // layout.groups
+    rows = layout.rows
     y = x.new_zeros(x.shape[0], layout.groups * rows if transposed else layout.out_features)
-    for k, (s, e) in enumerate(layout.row_bounds):
-        for cs, ce in layout.col_bounds:
-            g = cs // out_pg
-            r0, r1 = g * rows + s, g * rows + e
-            wt, vt = w[cs:ce, s:e], (read_var[cs:ce, s:e] if read_var is not None else None)
+    for k in range(layout.n_row_tiles):
+        for j, (cs, ce) in enumerate(layout.col_bounds):
+            r0, r1 = layout.in_bounds(j, k)
+            # the tile's explicit matrix: block-diagonal for packed groups (zero, noise-free off the blocks)
+            wt = layout.tile_weights(w, j, k)
+            vt = layout.tile_weights(read_var, j, k) if read_var is not None else None
             if transposed:
                 v, wt, vt = x[:, cs:ce], wt.t(), (vt.t() if vt is not None else None)
             else:

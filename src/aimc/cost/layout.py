@@ -61,6 +61,8 @@ class LayerMapping:
         rows, cols, groups: the ``rows × cols`` matrix (rows per group; cols over all groups).
         tile_rows, tile_cols: tile size.
         row_tiles, col_tiles: tiles along rows and columns; ``max_rows``/``max_cols``: largest tile fill.
+        groups_per_tile: groups packed block-diagonally into one tile (``aimc.mapping``; 1 = not packed). A packed
+            tile has ``groups_per_tile · rows`` input lines and as many times the columns of one group.
         mvms: input vectors per inference.
         devices_per_weight: PCM devices per weight.
         ops: digital elements attributed to this layer: bn, activation, residual, pool.
@@ -81,6 +83,7 @@ class LayerMapping:
     mvms: int
     devices_per_weight: int = 2
     ops: dict[str, int] = field(default_factory=dict, compare=False)
+    groups_per_tile: int = 1
 
     @property
     def weights(self) -> int:
@@ -101,6 +104,8 @@ class LayerMapping:
 
     @property
     def dac_conversions(self) -> int:
+        if self.groups_per_tile > 1:  # packed: each group's input lines drive exactly one tile
+            return self.mvms * self.rows * self.groups
         return self.mvms * self.rows * self.col_tiles
 
     @property
@@ -343,8 +348,9 @@ def mapping(model: nn.Module, *, input_shape: Sequence[int] | None = None, examp
             layers.append(LayerMapping(
                 name=(lname or "<root>") + sfx, kind=kind, weight_shape=tuple(layer.weight.shape) if not sfx else tuple(w.shape),
                 rows=rows, cols=cols, groups=groups, tile_rows=tl[0], tile_cols=tl[1], row_tiles=lay.n_row_tiles,
-                col_tiles=lay.n_col_tiles, max_rows=max(lay.row_splits), max_cols=max(lay.col_splits),
-                mvms=n_calls, devices_per_weight=devices_per_weight,
+                col_tiles=lay.n_col_tiles, max_rows=max(lay.row_splits) * lay.groups_per_tile,
+                max_cols=max(lay.col_splits), mvms=n_calls, devices_per_weight=devices_per_weight,
+                groups_per_tile=lay.groups_per_tile,
                 ops=dict(ops.get(lname, {})) if i == 0 else {}))  # an LSTM's digital work goes to its 1st matrix
     names_digital = {r[0] for r in digital_rows}
     digital = [DigitalLayer(n, t, why, int(dmacs.get(n, 0))) for n, t, why in digital_rows]

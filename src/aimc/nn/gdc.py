@@ -54,11 +54,21 @@ def correlation_inputs(n: int, rows: int, seed: int, *, dtype: torch.dtype, devi
 
 def tile_reads(w_a: torch.Tensor, layout, p, gen: torch.Generator,  # noqa: ANN001
                x_of: Callable[[int, int], torch.Tensor]) -> list[torch.Tensor]:
-    """One read of every tile: per row tile k, ``(n, out)`` outputs of :func:`block_mvm` on inputs ``x_of(k)``."""
+    """One read of every tile: per row tile k, ``(n, out)`` outputs of :func:`block_mvm` on inputs
+    ``x_of(k, input lines of the tile)`` (a packed tile: its block-diagonal matrix on all its groups' lines).
+
+    When the tiles of a row band have different numbers of input lines (packed groups, the last tile holding fewer)
+    and ``x_of`` gives fewer vectors for the smaller ones (the identity read-out), the missing outputs are NaN;
+    :func:`per_tile_mean` skips them."""
     out = []
-    for k, (s, e) in enumerate(layout.row_bounds):
-        x = x_of(k, e - s)
-        out.append(torch.cat([block_mvm(x, w_a[cs:ce, s:e], p, gen) for cs, ce in layout.col_bounds], dim=1))
+    for k in range(layout.n_row_tiles):
+        parts = []
+        for j in range(layout.n_col_tiles):
+            r0, r1 = layout.in_bounds(j, k)
+            parts.append(block_mvm(x_of(k, r1 - r0), layout.tile_weights(w_a, j, k), p, gen))
+        n = max(y.shape[0] for y in parts)
+        out.append(torch.cat([y if y.shape[0] == n else torch.cat([y, y.new_full((n - y.shape[0], y.shape[1]),
+                                                                                  math.nan)]) for y in parts], dim=1))
     return out
 
 
@@ -67,10 +77,11 @@ def per_tile_mean(ys: list[torch.Tensor], layout) -> tuple[torch.Tensor, torch.T
     val = torch.zeros(layout.n_col_tiles, layout.n_row_tiles, dtype=ys[0].dtype, device=ys[0].device)
     cnt = torch.zeros_like(val)
     for k, y in enumerate(ys):
-        per_col = y.sum(dim=0)
+        per_col = y.nansum(dim=0)
+        n_col = (~torch.isnan(y)).sum(dim=0).to(y.dtype)  # NaN: no read (tile_reads)
         for j, (cs, ce) in enumerate(layout.col_bounds):
             val[j, k] = per_col[cs:ce].sum()
-            cnt[j, k] = y.shape[0] * (ce - cs)
+            cnt[j, k] = n_col[cs:ce].sum()
     return val / cnt, cnt
 
 

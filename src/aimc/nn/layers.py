@@ -20,7 +20,7 @@ from torch import nn
 from aimc.config import AnalogConfig
 from aimc.errors import DataError, ShapeError, StateError
 from aimc.nn.checks import check_layer_input, has_non_finite  # noqa: F401  (has_non_finite: aimc.evaluation)
-from aimc.nn.mvm import static_conv_forward, tiles_forward
+from aimc.nn.mvm import tile_to_groups, grouped_forward, static_conv_forward, tile_max, tiles_forward
 from aimc.nn.tile import AnalogMatrix
 from aimc.nn.weight import plain, same_geometry
 from aimc.periphery import dac_step
@@ -318,6 +318,21 @@ class _AnalogConvNd(AnalogLayer):
                 scales[tile, g] = pooled.clamp_min_(1e-30)  # an all-zero patch gets a tiny scale, not 0/0
             return scales[tile, g]
 
+        grouped = self.groups > 1 and lay.whole_groups  # all tiles at once (aimc.nn.mvm.grouped_forward)
+        per_c = lay.groups_per_tile * c_pg  # input channels of one (packed) tile
+        tile_scales: list[torch.Tensor] = []
+
+        def batch_tile_scale() -> torch.Tensor:
+            """Per-patch abs-max over each tile's channels (all its packed groups), ``(B, n_tiles, L)``."""
+            if not tile_scales:
+                xs = x.unflatten(1, (self.groups, c_pg))
+                a = torch.maximum(xs.amax(dim=2), xs.amin(dim=2).neg_())  # (B, groups, H, W)
+                a = tile_max(a, lay.groups_per_tile)
+                if pl or pr or pt or pb:
+                    a = F.pad(a, (pl, pr, pt, pb))
+                tile_scales.append(_window_max(a, k, dil, st, ho, wo).flatten(2).clamp_min_(1e-30))
+            return tile_scales[0]
+
         padded = x.new_zeros(step, c, hp, wp) if (pl or pr or pt or pb) else None  # borders stay zero
         cols_buf = x.new_empty(step, c * kk, ho * wo) if reuse else None
         y = x.new_empty(b, self.out_channels, ho * wo)
@@ -339,7 +354,11 @@ class _AnalogConvNd(AnalogLayer):
             else:
                 cols = cols_buf[:n]
                 src, dst = _patches(xc, k, dil, st, ho, wo), cols.view(n, c, k[0], k[1], ho, wo)
-            if prescaled:  # unfold and scale in one pass: each row tile's patches divided by their DAC divisor
+            if prescaled and grouped:  # one division: every channel's patches by its tile's DAC divisor
+                d = batch_tile_scale()[i:i + n]
+                d = tile_to_groups(d * dac if dac is not None else d, per_c, c)  # (n, C, L)
+                torch.div(src, d.view(n, c, 1, 1, ho, wo), out=dst)
+            elif prescaled:  # unfold and scale in one pass: each row tile's patches divided by their DAC divisor
                 for tile, (s, e) in enumerate(lay.row_bounds):
                     for g in range(self.groups):
                         d = scale_fn(tile, g)
@@ -349,6 +368,11 @@ class _AnalogConvNd(AnalogLayer):
             elif reuse:
                 dst.copy_(src)
             # bound-management retries (rare) rebuild the unquantised columns of this chunk into a new tensor
+            if grouped:
+                grouped_forward(self.analog, cols, self.aimc_name, owned=True, prescaled=prescaled,
+                                tile_scale=batch_tile_scale()[i:i + n] if dynamic else None,
+                                rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
+                continue
             tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn, prescaled=prescaled,
                           rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
         y = y.view(b, self.out_channels, ho, wo)
