@@ -363,3 +363,17 @@ def test_sweep_tile_size_by_adc_bits():
     assert svg.startswith("<svg") and svg.endswith("</svg>") and "t &lt;&amp;&gt;" in svg
     assert "http" not in svg and svg.count("<rect") > 32
     assert math.isfinite(float(df["accuracy_mean"].iloc[0]))
+
+
+def test_depthwise_groups_are_counted_as_packed_tiles():
+    """A depthwise 3x3 convolution of 576 channels packs ⌊512/9⌋ = 56 groups into a 512x512 tile: 11 tiles (not 576)
+    in the conversion report and in ``aimc cost``'s mapping, whose DAC conversions are each input line once."""
+    net = nn.Sequential(nn.Conv2d(576, 576, 3, padding=1, groups=576, bias=False), nn.Conv2d(576, 16, 1))
+    mp = cost.mapping(net, input_shape=(576, 4, 4))
+    dw = mp.layers[0]
+    assert (dw.tiles, dw.col_tiles, dw.row_tiles, dw.groups_per_tile) == (11, 11, 1, 56)
+    assert (dw.max_rows, dw.max_cols) == (56 * 9, 56)
+    assert dw.dac_conversions == 16 * 576 * 9 and dw.adc_conversions == 16 * 576
+    assert dw.utilisation == pytest.approx(576 * 9 / (11 * 512 * 512))
+    report = aimc.convert(net, aimc.presets.aihwkit_default()).aimc_report
+    assert report.n_tiles == 11 + 2  # the 1x1 conv: 576 rows on 2 row tiles

@@ -29,10 +29,13 @@ def _check_layout_invariants(lay: TileLayout, out: int, rows: int, groups: int, 
     assert all(0 < s <= tile_rows and s % row_unit == 0 for s in lay.row_splits)
     assert sum(lay.col_splits) == out
     assert all(0 < s <= tile_cols for s in lay.col_splits)
-    # every column chunk lies inside one group
+    # every column chunk lies inside one group, or (packed) holds whole groups whose input lines fit the tile
     out_pg = out // groups
     for s, e in lay.col_bounds:
-        assert s // out_pg == (e - 1) // out_pg
+        if lay.groups_per_tile == 1:
+            assert s // out_pg == (e - 1) // out_pg
+        else:
+            assert s % out_pg == 0 and e % out_pg == 0 and (e - s) // out_pg * rows <= tile_rows
     assert lay.n_tiles == len(lay.row_splits) * len(lay.col_splits)
 
 
@@ -82,8 +85,9 @@ def test_row_tile_index_and_col_tile_index() -> None:
 
 
 def test_grouped_conv_columns_split_per_group() -> None:
-    """Conv2d(16, 64, 3, groups=4): 16 outputs and 4·9 = 36 rows per group; every group gets its own column tiles."""
-    lay = make_layout(64, 36, groups=4, row_unit=9)
+    """Conv2d(16, 64, 3, groups=4): 16 outputs and 4·9 = 36 rows per group; unpacked (or a group wider than a
+    tile), every group gets its own column tiles."""
+    lay = make_layout(64, 36, groups=4, row_unit=9, pack=False)
     assert lay.col_splits == (16, 16, 16, 16) and lay.n_tiles == 4
     lay = make_layout(64, 36, groups=4, row_unit=9, tile_cols=10)
     assert lay.col_splits == (8, 8) * 4 and lay.n_tiles == 8
@@ -95,8 +99,44 @@ def test_grouped_conv_columns_split_per_group() -> None:
 
 
 def test_depthwise_conv_layout() -> None:
-    lay = make_layout(32, 9, groups=32, row_unit=9)
+    lay = make_layout(32, 9, groups=32, row_unit=9, pack=False)
     assert lay.row_splits == (9,) and lay.col_splits == (1,) * 32 and lay.n_tiles == 32
+
+
+@pytest.mark.parametrize(("out", "rows", "groups", "tile", "per_tile", "n_tiles"), [
+    (576, 9, 576, 512, 56, 11),  # MobileNetV3 depthwise 3x3, 576 channels: ⌈576 / ⌊512/9⌋⌉ tiles
+    (576, 25, 576, 512, 20, 29),  # depthwise 5x5
+    (64, 36, 4, 512, 4, 1),  # Conv2d(16, 64, 3, groups=4): all 4 groups (144 x 64) in one tile
+    (12, 18, 6, 40, 2, 3),  # 2 groups of 18 rows per 40-row tile
+    (10, 9, 10, 40, 4, 3),  # 4 + 4 + 2 groups
+])
+def test_grouped_layouts_pack_groups_block_diagonally(out: int, rows: int, groups: int, tile: int, per_tile: int,
+                                                       n_tiles: int) -> None:
+    lay = make_layout(out, rows, groups=groups, row_unit=rows, tile_rows=tile, tile_cols=tile)
+    assert lay.groups_per_tile == per_tile and lay.n_tiles == n_tiles and lay.whole_groups
+    out_pg = out // groups
+    assert lay.row_splits == (rows,)
+    assert sum(lay.col_splits) == out and all(c % out_pg == 0 and c <= tile for c in lay.col_splits)
+    assert all(c // out_pg * rows <= tile for c in lay.col_splits)  # the packed groups' input lines fit the tile
+    # tile j: its groups' input lines and output columns; its matrix is torch.block_diag of the groups' matrices
+    w = torch.randn(out, rows)
+    lines = []
+    for j, (cs, ce) in enumerate(lay.col_bounds):
+        g0, g1 = cs // out_pg, ce // out_pg
+        assert lay.tile_groups(j) == (g0, g1) and lay.in_bounds(j, 0) == (g0 * rows, g1 * rows)
+        lines += range(*lay.in_bounds(j, 0))
+        block = torch.block_diag(*[w[g * out_pg:(g + 1) * out_pg] for g in range(g0, g1)])
+        assert torch.equal(lay.tile_weights(w, j, 0), block)
+    assert lines == list(range(groups * rows))  # every input line drives exactly one tile
+
+
+def test_packed_tile_scale_spans_its_groups() -> None:
+    """scale="tile": the w_max of a packed tile is the max |W| over all its groups (as one physical tile)."""
+    lay = make_layout(10, 9, groups=10, row_unit=9, tile_rows=40, tile_cols=40)  # groups 0-3, 4-7, 8-9
+    w = torch.randn(10, 9, generator=torch.Generator().manual_seed(0))
+    w_max = weight_scale(w, lay, "tile")
+    for g0, g1 in [(0, 4), (4, 8), (8, 10)]:
+        assert torch.equal(w_max[g0:g1, 0], w[g0:g1].abs().amax().expand(g1 - g0))
 
 
 def test_kernel_larger_than_tile_raises() -> None:
@@ -127,6 +167,11 @@ def test_property_layout_is_valid_and_minimal(out_pg: int, groups: int, units: i
         return
     lay = make_layout(out, rows, groups=groups, row_unit=row_unit, tile_rows=tile_rows, tile_cols=tile_cols)
     _check_layout_invariants(lay, out, rows, groups, row_unit, tile_rows, tile_cols)
+    per_tile = min(groups, tile_rows // rows, tile_cols // out_pg)
+    if groups > 1 and per_tile > 1:  # packed: as few tiles as whole groups allow
+        assert lay.n_row_tiles == 1 and lay.groups_per_tile == per_tile
+        assert lay.n_col_tiles == math.ceil(groups / per_tile)
+        return
     assert lay.n_row_tiles == math.ceil(units / (tile_rows // row_unit))
     assert lay.n_col_tiles == groups * math.ceil(out_pg / tile_cols)
     # balanced: chunk sizes differ by at most one unit
