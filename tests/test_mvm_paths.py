@@ -294,3 +294,13 @@ def test_packed_tiles_share_one_weight_scale_and_one_gdc_factor():
     expect = torch.stack([torch.block_diag(*w_a[g0:g1, None, :]).abs().mean() for g0, g1 in [(0, 4), (4, 8), (8, 10)]])
     assert mat.gdc_base.shape == (3, 1)
     torch.testing.assert_close(mat.gdc_base[:, 0], expect.clamp_min(1e-4), rtol=1e-9, atol=1e-12)
+
+
+def test_state_with_another_tile_count_is_refused_with_the_fix():
+    """A device state stored with one tile per group (before packing) does not fit a packed layer: loading it says
+    so and how to go on, instead of indexing GDC factors of the wrong tiles."""
+    _, a = _analog(lambda: nn.Conv2d(10, 10, 3, padding=1, groups=10), _cfg())
+    state = a.state_dict()
+    state["analog.gdc_base"] = torch.ones(10, 1, dtype=torch.float64)  # per-group tiles
+    with pytest.raises(aimc.errors.FileFormatError, match="program again"):
+        a.load_state_dict(state)

@@ -38,7 +38,7 @@ from torch import nn
 from aimc import mapping
 from aimc.config import AnalogConfig
 from aimc.devices import DeviceState
-from aimc.errors import NonFiniteError, StateError
+from aimc.errors import FileFormatError, NonFiniteError, StateError
 from aimc.nn import gdc as _gdc
 from aimc.periphery import quantize_input
 from aimc.rng import CounterStream
@@ -175,6 +175,12 @@ class AnalogMatrix(nn.Module):
             if prefix + key not in state_dict:
                 state_dict[prefix + key] = torch.full_like(getattr(self, key), fill)
         base = state_dict.get(prefix + "gdc_base")
+        if base is not None and base.dim() == 2 and base.shape[0] != self.layout.n_col_tiles:
+            raise FileFormatError(
+                f"{prefix.rstrip('.') or 'matrix'}: the stored state has {base.shape[0]} column tiles, this layer's "
+                f"layout {self.layout.n_col_tiles} (grouped convolutions are packed several groups a tile since this "
+                "version; states saved with one tile per group cannot be read). Load the weights without the "
+                "device state and call aimc.program again.")
         if base is not None and prefix + "gdc_noise" not in state_dict:  # saved before the noise was stored
             state_dict[prefix + "gdc_noise"] = torch.full_like(base, float("nan"))
         for name in _EMPTY:  # programmed buffers take the shape of what is loaded
