@@ -325,8 +325,11 @@ class _AnalogConvNd(AnalogLayer):
         def batch_tile_scale() -> torch.Tensor:
             """Per-patch abs-max over each tile's channels (all its packed groups), ``(B, n_tiles, L)``."""
             if not tile_scales:
-                xs = x.unflatten(1, (self.groups, c_pg))
-                a = torch.maximum(xs.amax(dim=2), xs.amin(dim=2).neg_())  # (B, groups, H, W)
+                if c_pg == 1:  # depthwise: one channel a group
+                    a = x.abs()
+                else:
+                    xs = x.unflatten(1, (self.groups, c_pg))
+                    a = torch.maximum(xs.amax(dim=2), xs.amin(dim=2).neg_())  # (B, groups, H, W)
                 a = tile_max(a, lay.groups_per_tile)
                 if pl or pr or pt or pb:
                     a = F.pad(a, (pl, pr, pt, pb))
