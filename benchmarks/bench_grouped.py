@@ -20,8 +20,10 @@ Always exits 0.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -115,7 +117,7 @@ def main() -> None:
     args = ap.parse_args()
     batch, size, n = (2, 64, 1) if args.quick else (args.batch, args.size, args.n)
     print(f"# bench_grouped: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"batch {batch}, {size}x{size}, N = {n}")
+          f"{os.cpu_count()} CPUs, batch {batch}, {size}x{size}, N = {n}; command: python {' '.join(sys.argv)}")
     print("| network | preset | tiles | forward / plain, 1 thread | forward / plain, 2 threads |")
     print("|---|---|---|---|---|")
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))

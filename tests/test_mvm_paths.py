@@ -244,15 +244,17 @@ def _explicit_packed(a, x, per_tile, tile_range):
     return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(out_bound=0.3), dict(input_range="static", input_bound=2.5, out_bound=0.3)])
+@pytest.mark.parametrize("kw", [dict(), dict(out_bound=0.3),
+                                dict(input_range="static", input_bound=2.5, out_bound=0.3)])
 @pytest.mark.parametrize("make,per_tile", [(lambda: nn.Conv2d(10, 10, 3, padding=1, groups=10), 4),
                                            (lambda: nn.Conv2d(12, 24, 3, padding=1, groups=6), 2)])
 def test_packed_tiles_equal_block_mvm_on_the_explicit_block_diagonal_matrix(make, per_tile, kw, monkeypatch):
-    """Noise off, float64: a layer whose groups are packed into tiles (40x24 tiles: 4 depthwise 3x3 groups, or 2 groups
-    of 2 channels x 3x3 and 4 outputs) gives exactly what the reference one-tile MVM gives on each tile's explicit
-    block-diagonal matrix, with the input range of the whole tile (abs-max over all its groups' inputs), bound
-    management included (out_bound 0.3 re-reads vectors; a static range then leaves the convolution path). The per-group input range gives other numbers: the
-    test would see a packed tile computed as separate groups."""
+    """Noise off, float64: a layer whose groups are packed into tiles (40x24 tiles: 4 depthwise 3x3 groups, or 2
+    groups of 2 channels x 3x3 and 4 outputs) gives exactly what the reference one-tile MVM gives on each tile's
+    explicit block-diagonal matrix, with the input range of the whole tile (abs-max over all its groups' inputs),
+    bound management included (out_bound 0.3 re-reads vectors; a static range then leaves the convolution path).
+    The same weights with each group's own input range give other numbers: the test would see a packed tile
+    computed as separate groups."""
     _, a = _analog(make, _cfg(**kw))
     assert a.analog.layout.groups_per_tile == per_tile
     x = torch.randn(3, a.in_channels, 9, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2
@@ -264,7 +266,8 @@ def test_packed_tiles_equal_block_mvm_on_the_explicit_block_diagonal_matrix(make
     from aimc.nn import mvm
 
     retried = []  # vectors the fast path re-read (bound management), through the one-tile reference
-    monkeypatch.setattr(mvm, "block_mvm", lambda xs, *args, **kw_: retried.append(len(xs)) or block_mvm(xs, *args, **kw_))
+    monkeypatch.setattr(mvm, "block_mvm",
+                        lambda xs, *args, **kw_: retried.append(len(xs)) or block_mvm(xs, *args, **kw_))
     with torch.no_grad():
         fast = a(x)
     assert (sum(retried) > 0) == ("out_bound" in kw)

@@ -224,7 +224,9 @@ def tile_max(per_group: torch.Tensor, per_tile: int, dim: int = 1) -> torch.Tens
     if per_tile == 1:
         return per_group
     full = n // per_tile * per_tile
-    parts = [per_group.narrow(dim, 0, full).unflatten(dim, (full // per_tile, per_tile)).amax(dim=dim + 1)] if full else []
+    parts = []
+    if full:
+        parts.append(per_group.narrow(dim, 0, full).unflatten(dim, (full // per_tile, per_tile)).amax(dim=dim + 1))
     if full < n:  # the last tile's remainder of groups
         parts.append(per_group.narrow(dim, full, n - full).amax(dim=dim, keepdim=True))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
