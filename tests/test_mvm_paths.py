@@ -307,3 +307,30 @@ def test_state_with_another_tile_count_is_refused_with_the_fix():
     state["analog.gdc_base"] = torch.ones(10, 1, dtype=torch.float64)  # per-group tiles
     with pytest.raises(aimc.errors.FileFormatError, match="program again"):
         a.load_state_dict(state)
+
+
+@pytest.mark.parametrize("unfolded", [False, True])
+def test_packed_equals_per_group_tiles_where_a_tile_shares_nothing(unfolded, monkeypatch):
+    """Per-column weight scales, a static input range, no GDC and no clipping: nothing is shared over a tile, so a
+    packed layer and the same layer with one tile per group (``make_layout(pack=False)``) give the same numbers
+    (the same devices are programmed with the same noise: the packing adds no device, changes no statistics)."""
+    from aimc.mapping import make_layout
+
+    if unfolded:  # the batched grouped path instead of one grouped convolution
+        monkeypatch.setattr(layers, "static_conv_forward", lambda layer, x: None)
+    base = _cfg(input_range="static", input_bound=2.5)
+    cfg = dataclasses.replace(base, mapping=aimc.MappingConfig(40, 24, "column"),
+                              compensation=dataclasses.replace(base.compensation, gdc=False))
+    make = lambda: nn.Conv2d(10, 10, 3, padding=1, groups=10).double()  # noqa: E731
+    outs = []
+    for pack in (True, False):
+        torch.manual_seed(0)
+        a = aimc.convert(make(), cfg).eval()
+        a.analog.layout = make_layout(10, 9, groups=10, row_unit=9, tile_rows=40, tile_cols=24, pack=pack)
+        aimc.program(a, seed=0)
+        aimc.at_time(a, 3600.0, seed=0)
+        assert a.analog.layout.n_tiles == (3 if pack else 10)
+        x = torch.randn(3, 10, 9, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            outs.append(a(x))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
