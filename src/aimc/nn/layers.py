@@ -20,7 +20,7 @@ from torch import nn
 from aimc.config import AnalogConfig
 from aimc.errors import DataError, ShapeError, StateError
 from aimc.nn.checks import check_layer_input, has_non_finite  # noqa: F401  (has_non_finite: aimc.evaluation)
-from aimc.nn.mvm import tile_to_groups, grouped_forward, static_conv_forward, tile_max, tiles_forward
+from aimc.nn.mvm import grouped_forward, static_conv_forward, tile_max, tile_to_groups, tiles_forward
 from aimc.nn.tile import AnalogMatrix
 from aimc.nn.weight import plain, same_geometry
 from aimc.periphery import dac_step
