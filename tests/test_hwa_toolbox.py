@@ -219,7 +219,7 @@ def test_every_new_field_round_trips_through_yaml():
     assert back == cfg and back.training == tr
     assert cfg.to_dict()["training"] == {"noise": "pcm_programming", "eta": 0.05, "clip": "fixed", "clip_alpha": 2.5,
                                          "drop_connect": 0.1, "clip_value": 1.5, "learn_input_range": True,
-                                         "periphery": True}
+                                         "periphery": True, "distill_temperature": 1.0, "distill_beta": 1.0}
     with pytest.raises(ConfigError, match="static DAC"):  # learning a range needs a DAC to learn it for
         dataclasses.replace(aimc.presets.joshi2020(), training=tr)
 

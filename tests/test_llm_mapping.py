@@ -114,7 +114,7 @@ def test_llm_hermes_preset_matches_its_stated_sources() -> None:
     assert p.output_units == "normalized" and p.bound_management == "none"
     assert 2 / (2**8 - 2) == pytest.approx(2 / 254)  # 254 levels, AFM inp_res/out_res
     t = c.training
-    assert (t.noise, t.eta, t.clip, t.clip_alpha, t.learn_input_range) == ("additive", 0.03, "channel_gaussian",
+    assert (t.noise, t.eta, t.clip, t.clip_alpha, t.learn_input_range) == ("additive_channel", 0.03, "channel_gaussian",
                                                                            2.5, True)
 
 

@@ -99,9 +99,9 @@ def llm_hermes() -> AnalogConfig:
       layer units that is AFM's 14 × input range × the column's weight scale; no output noise and no bound
       management (AFM config ``out_noise`` 0, static ranges);
     * compensation: GDC per tile with aimc's correlation read-out;
-    * training: additive weight noise of 3 % of the layer's max|W| (AFM uses 3 % of each *channel's* max, which
-      aimc's training noise does not offer yet), clipping per output channel at 2.5·std (AFM), learned input
-      ranges (AFM).
+    * training: additive weight noise of 3 % of each output channel's max|W| (AFM ``ADD_NORMAL_PER_CHANNEL``
+      0.03), clipping per output channel at 2.5·std (AFM), learned input ranges (AFM); distillation from the
+      digital model with T = 1, β = 1 (AFM) when trained with ``aimc.train.distill_step``.
     """
     return AnalogConfig(
         device=Hermes(num_devices=2),
@@ -109,7 +109,7 @@ def llm_hermes() -> AnalogConfig:
         periphery=PeripheryConfig(dac_bits=8, input_range="static", adc_bits=8, out_bound=14.0, out_noise=0.0,
                                   bound_management="none", output_units="normalized"),
         compensation=CompensationConfig(gdc=True, readout="correlation", granularity="tile"),
-        training=TrainingConfig(noise="additive", eta=0.03, clip="channel_gaussian", clip_alpha=2.5,
+        training=TrainingConfig(noise="additive_channel", eta=0.03, clip="channel_gaussian", clip_alpha=2.5,
                                 learn_input_range=True),
         name="llm_hermes",
     )

@@ -188,6 +188,9 @@ class TrainingConfig:
             straight through, see ``aimc.nn.noise``):
             ``"none"``;
             ``"additive"`` — w + η·max|W|·N (aihwkit ADD_NORMAL, ``rel_to_actual_wmax``; Joshi et al. 2020);
+            ``"additive_channel"`` — w_ij + η·max_j|w_ij|·N, one max per output channel i (row of the weight,
+            whole kernel of a convolution channel; aihwkit-lightning ADD_NORMAL_PER_CHANNEL, the Analog
+            Foundation Models recipe uses η = 0.03);
             ``"multiplicative"`` — w·(1 + η·N) (aihwkit MULT_NORMAL as in its torch tile);
             ``"pcm_programming"`` — w + σ(w)·N with σ(w) = max|W| · σ_prog(g_T)/g_max · (η / 0.038) and
             g_T = |w|/max|W|·g_max, σ_prog the programming-noise polynomial (reference B.2, µS) of the
@@ -223,9 +226,13 @@ class TrainingConfig:
             "backward and update are ideal"). No effect with an ideal periphery (``periphery.is_ideal``); costs
             a per-tile MVM per forward (see ``aimc.nn.hwa_periphery``). Default False: the training forward is
             ``F.linear``/the convolution on the noisy weights.
+        distill_temperature: temperature T of distillation from the digital model (``aimc.train.distill``; used
+            only when training with a teacher). Default 1.0 (Analog Foundation Models recipe).
+        distill_beta: weight β of the distillation loss: (1 − β)·LM loss + β·T²·KL(teacher ‖ student), in [0, 1].
+            Default 1.0 = pure distillation (Analog Foundation Models recipe).
     """
 
-    noise: Literal["none", "additive", "multiplicative", "pcm_programming"] = "additive"
+    noise: Literal["none", "additive", "additive_channel", "multiplicative", "pcm_programming"] = "additive"
     eta: float = 0.038
     clip: Literal["none", "gaussian", "fixed", "channel_gaussian"] = "gaussian"
     clip_alpha: float = 2.0
@@ -233,10 +240,13 @@ class TrainingConfig:
     clip_value: float | None = None
     learn_input_range: bool = False
     periphery: bool = False
+    distill_temperature: float = 1.0
+    distill_beta: float = 1.0
 
     def __post_init__(self) -> None:
         p: list[str] = []
-        _choice(p, "training", "noise", self.noise, ("none", "additive", "multiplicative", "pcm_programming"))
+        _choice(p, "training", "noise", self.noise,
+                ("none", "additive", "additive_channel", "multiplicative", "pcm_programming"))
         _number(p, "training", "eta", self.eta, lo=0, strict=False)
         _choice(p, "training", "clip", self.clip, ("none", "gaussian", "fixed", "channel_gaussian"))
         _number(p, "training", "clip_alpha", self.clip_alpha, lo=0, strict=True)
@@ -257,4 +267,8 @@ class TrainingConfig:
             p.append(f"training.learn_input_range={self.learn_input_range!r} must be true or false")
         if not isinstance(self.periphery, bool):
             p.append(f"training.periphery={self.periphery!r} must be true or false")
+        _number(p, "training", "distill_temperature", self.distill_temperature, lo=0, strict=True)
+        _number(p, "training", "distill_beta", self.distill_beta, lo=0, strict=False)
+        if is_number(self.distill_beta) and self.distill_beta > 1:
+            p.append(f"training.distill_beta={self.distill_beta!r} must be in [0, 1] (weight of the distillation loss)")
         _raise("training config", p)

@@ -51,7 +51,8 @@ def noise_std(weight: torch.Tensor, cfg: TrainingConfig, *, device: PCM | None =
             ``aimc.devices.PCM()`` (the calibrated model of reference B.2).
 
     Returns:
-        ``"additive"``: η·max|W| (0-d); ``"multiplicative"``: η·|w|; ``"pcm_programming"``:
+        ``"additive"``: η·max|W| (0-d); ``"additive_channel"``: η·max|W_i| per output channel i (shape
+        ``(out, 1, ...)``, the max over every dim but the first); ``"multiplicative"``: η·|w|; ``"pcm_programming"``:
         max|W|·σ_prog(g_T)/g_max·(η/0.038) with g_T = |w|/max|W|·g_max; ``"none"``: 0 (0-d).
     """
     w = weight.detach()
@@ -59,6 +60,8 @@ def noise_std(weight: torch.Tensor, cfg: TrainingConfig, *, device: PCM | None =
         return w.new_zeros(())
     if cfg.noise == "multiplicative":
         return cfg.eta * w.abs()
+    if cfg.noise == "additive_channel":
+        return cfg.eta * w.abs().reshape(w.shape[0], -1).amax(dim=1).reshape(-1, *([1] * (w.dim() - 1)))
     w_max = w.abs().max()
     if cfg.noise == "additive":
         return cfg.eta * w_max

@@ -4,9 +4,12 @@
   training forward pass, re-exported from ``aimc.nn.noise`` (the analog layers call them, so they live below
   ``aimc.train`` in the layering).
 * ``aimc.train.hwa``: ``clip`` after each optimizer step, ``sync_input_ranges``.
+* ``aimc.train.distill``: distillation from the digital model (``distillation_loss``, ``distill_step``).
 * ``aimc.train.mixed_precision``: ``MixedPrecision``, training on simulated PCM devices (Nandakumar et al. 2020).
 """
 
+from aimc.train.distill import distill_step as distill_step
+from aimc.train.distill import distillation_loss as distillation_loss
 from aimc.train.hwa import clip as clip
 from aimc.train.hwa import clip_bounds as clip_bounds
 from aimc.train.hwa import sync_input_ranges as sync_input_ranges
@@ -18,4 +21,4 @@ from aimc.nn.noise import noisy_weight as noisy_weight
 from aimc.nn.noise import quantize_ste as quantize_ste
 
 __all__ = ["clip", "clip_bounds", "sync_input_ranges", "noisy_weight", "noise_std", "quantize_ste",
-           "MixedPrecision", "MixedPrecisionReport", "NonFiniteGradientWarning"]
+           "distillation_loss", "distill_step", "MixedPrecision", "MixedPrecisionReport", "NonFiniteGradientWarning"]

