@@ -81,7 +81,7 @@ def _noisy_copy(model: torch.nn.Module, eta: float, seed: int) -> torch.nn.Modul
     """A copy with w + η·max|W_i|·N on every Linear but lm_head (``aimc.train.noise_std``, type additive_channel)."""
     import copy
 
-    from aimc.train.noise import noise_std
+    from aimc.train import noise_std
 
     cfg = aimc.TrainingConfig(noise="additive_channel", eta=eta, clip="none")
     g = torch.Generator().manual_seed(seed)

@@ -104,19 +104,19 @@ def convert_llm(model: nn.Module, config: AnalogConfig, *, digital: Sequence[str
     The one place aimc's LLM code converts models, so a change of ``aimc.convert``'s rules lands here only.
     Names in ``digital`` that the model lacks are ignored.
     """
-    import aimc
+    from aimc.nn.convert import convert
 
     names = {n for n, _ in model.named_modules()}
-    return aimc.convert(model, config, exclude=[n for n in digital if n in names])
+    return convert(model, config, exclude=[n for n in digital if n in names])
 
 
 def calibrate(model: nn.Module, data: Iterable, *, n_batches: int = 4, quantile: float = 0.9999) -> None:
     """Static DAC input ranges from LM batches (dicts with ``input_ids`` or id tensors); see
     :func:`aimc.calibrate_input_ranges`. A no-op for configs without a static DAC."""
-    import aimc
+    from aimc.inference import calibrate_input_ranges
 
     ids = [b["input_ids"] if isinstance(b, dict) else b for b in data]
-    aimc.calibrate_input_ranges(model, ids, n_batches=n_batches, quantile=quantile)
+    calibrate_input_ranges(model, ids, n_batches=n_batches, quantile=quantile)
 
 
 def corpus_files(root: str | os.PathLike, split: str) -> list[Path]:
