@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 
 import torch
 from torch import nn
 
+from _paired import paired_ratio  # noqa: E402  (benchmarks/, the script's own folder)
 import aimc
 
 
@@ -91,21 +90,8 @@ def efficientnet_b0(classes: int = 1000) -> nn.Module:
 
 
 def _ratio(plain: nn.Module, analog: nn.Module, x: torch.Tensor, n: int) -> float:
-    def once(m: nn.Module) -> float:
-        t = time.perf_counter()
-        m(x)
-        return time.perf_counter() - t
-
     with torch.inference_mode():
-        once(plain), once(analog)
-        ratios = []
-        for i in range(n):
-            if i % 2:
-                a, p = once(analog), once(plain)
-            else:
-                p, a = once(plain), once(analog)
-            ratios.append(a / p)
-    return statistics.median(ratios)
+        return paired_ratio(lambda: plain(x), lambda: analog(x), n, warmup=1)
 
 
 def main() -> None:

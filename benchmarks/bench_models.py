@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the model builders live with the tests
 
+from _paired import paired_ratio  # noqa: E402  (benchmarks/, the script's own folder)
 import aimc  # noqa: E402
 from tests.arch_models import ARCHITECTURES, build  # noqa: E402
 
@@ -63,22 +62,8 @@ def _hf_models(batch: int) -> dict:
 
 
 def _ratio(plain, analog, x, n: int) -> float:  # noqa: ANN001
-    def once(m) -> float:  # noqa: ANN001
-        t = time.perf_counter()
-        m(*x)
-        return time.perf_counter() - t
-
     with torch.inference_mode():
-        for _ in range(2):
-            once(plain), once(analog)
-        ratios = []
-        for i in range(n):
-            if i % 2:
-                a, p = once(analog), once(plain)
-            else:
-                p, a = once(plain), once(analog)
-            ratios.append(a / p)
-    return statistics.median(ratios)
+        return paired_ratio(lambda: plain(*x), lambda: analog(*x), n, warmup=2)
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aimc.devices.pcm import DeviceState, _check_time, check_targets
+from aimc.devices.pcm import DeviceState, check_targets, drift_factor, read_time_factor
 from aimc.errors import ConfigError
 from aimc.rng import CounterStream, standard_normal
 
@@ -172,13 +172,11 @@ class Hermes:
 
     def drift_factor(self, nu: torch.Tensor, t_seconds: float) -> torch.Tensor:
         """(t/t0)^(−ν) with t = t_seconds + t0 (1 at t_seconds = 0)."""
-        t = _check_time(t_seconds) + self.t0
-        return torch.exp(-nu * math.log(t / self.t0))
+        return drift_factor(nu, t_seconds, self.t0)
 
     def read_time_factor(self, t_seconds: float) -> float:
         """sqrt(ln((t + t_read)/(2·t_read))) with t = t_seconds + t0: 1/f noise accumulated since programming."""
-        t = _check_time(t_seconds) + self.t0
-        return math.sqrt(math.log((t + self.t_read) / (2.0 * self.t_read)))
+        return read_time_factor(t_seconds, self.t0, self.t_read)
 
     # ---- sampling -------------------------------------------------------------------------------------------
     def program(self, g_target: torch.Tensor, *, generator: torch.Generator | CounterStream) -> DeviceState:

@@ -76,6 +76,19 @@ def _check_time(t_seconds: float) -> float:
     return t
 
 
+def drift_factor(nu: torch.Tensor, t_seconds: float, t0: float) -> torch.Tensor:
+    """Drift (t/t0)^(−ν) with t = t_seconds + t0 seconds (1 at t_seconds = 0); shared by every device model."""
+    t = _check_time(t_seconds) + t0
+    return torch.exp(-nu * math.log(t / t0))
+
+
+def read_time_factor(t_seconds: float, t0: float, t_read: float) -> float:
+    """sqrt(ln((t + t_read)/(2·t_read))) with t = t_seconds + t0 seconds: the 1/f read noise accumulated since
+    programming, in units of its per-decade coefficient Q_s; shared by every device model."""
+    t = _check_time(t_seconds) + t0
+    return math.sqrt(math.log((t + t_read) / (2.0 * t_read)))
+
+
 @dataclass(frozen=True)
 class PCM:
     """Statistical model of a phase-change memory device (reference sheet B.2–B.4).
@@ -157,13 +170,11 @@ class PCM:
 
     def drift_factor(self, nu: torch.Tensor, t_seconds: float) -> torch.Tensor:
         """(t/t0)^(−ν) with t = t_seconds + t0 (1 at t_seconds = 0)."""
-        t = _check_time(t_seconds) + self.t0
-        return torch.exp(-nu * math.log(t / self.t0))
+        return drift_factor(nu, t_seconds, self.t0)
 
     def read_time_factor(self, t_seconds: float) -> float:
         """sqrt(ln((t + t_read)/(2·t_read))) with t = t_seconds + t0: 1/f noise accumulated since programming."""
-        t = _check_time(t_seconds) + self.t0
-        return math.sqrt(math.log((t + self.t_read) / (2.0 * self.t_read)))
+        return read_time_factor(t_seconds, self.t0, self.t_read)
 
     # ---- sampling -------------------------------------------------------------------------------------------
     def program(self, g_target: torch.Tensor, *, generator: torch.Generator | CounterStream) -> DeviceState:
