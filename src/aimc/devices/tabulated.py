@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from aimc._checks import is_number
-from aimc.devices.pcm import DeviceState, _check_time, check_targets
+from aimc.devices.pcm import DeviceState, _check_time, check_targets, drift_factor, read_time_factor
 from aimc.errors import ConfigError
 from aimc.rng import CounterStream, standard_normal
 
@@ -132,15 +132,14 @@ class Tabulated:
 
     def drift_factor(self, nu: torch.Tensor, t_seconds: float) -> torch.Tensor:
         """((t_seconds + t0)/t0)^(−ν)."""
-        t = _check_time(t_seconds) + self.t0
-        return torch.exp(-nu * math.log(t / self.t0))
+        return drift_factor(nu, t_seconds, self.t0)
 
     def read_time_factor(self, t_seconds: float) -> float:
         """f(t): sqrt(ln((t + t0 + t_read)/(2·t_read))) for ``read_time="1/f"``, else 1."""
-        t = _check_time(t_seconds) + self.t0
         if self.read_time == "constant":
+            _check_time(t_seconds)
             return 1.0
-        return math.sqrt(math.log((t + self.t_read) / (2.0 * self.t_read)))
+        return read_time_factor(t_seconds, self.t0, self.t_read)
 
     # ---- sampling -------------------------------------------------------------------------------------------------
     def program(self, g_target: torch.Tensor, *, generator: torch.Generator | CounterStream) -> DeviceState:
