@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aimc.devices.pcm import DeviceState, check_targets, drift_factor, read_time_factor
+from aimc.devices.pcm import DeviceState, drift_factor, program_devices, read_devices, read_time_factor
 from aimc.errors import ConfigError
-from aimc.rng import CounterStream, standard_normal
+from aimc.rng import CounterStream
 
 __all__ = ["Hermes", "HERMES_VARIANTS"]
 
@@ -187,17 +187,8 @@ class Hermes:
         Returns:
             A :class:`DeviceState` with tensors of ``g_target``'s shape.
         """
-        check_targets(g_target, self.g_max)
-        n1 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
-        n2 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
-        g_prog = torch.clamp(g_target + self.prog_noise_scale * self.prog_std(g_target) * n1, min=0.0)
-        mu, sig = self.drift_stats(g_target)
-        nu = (mu + sig * n2).abs() * self.drift_scale
-        return DeviceState(g_target=g_target, g_prog=g_prog, nu=nu)
+        return program_devices(self, g_target, generator)
 
     def read(self, state: DeviceState, t_seconds: float, *, generator: torch.Generator | CounterStream) -> torch.Tensor:
         """Conductance (µS) ``t_seconds`` after the first read t0: stored ν's drift plus fresh 1/f read noise."""
-        g_drift = state.g_prog * self.drift_factor(state.nu, t_seconds)
-        sigma = g_drift.abs() * self.read_q_s(state.g_prog) * self.read_time_factor(t_seconds) * self.read_noise_scale
-        n = standard_normal(generator, g_drift.shape, device=g_drift.device, dtype=g_drift.dtype)
-        return torch.clamp(g_drift + sigma * n, min=0.0)
+        return read_devices(self, state, t_seconds, generator)

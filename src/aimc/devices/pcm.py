@@ -89,6 +89,29 @@ def read_time_factor(t_seconds: float, t0: float, t_read: float) -> float:
     return math.sqrt(math.log((t + t_read) / (2.0 * t_read)))
 
 
+def program_devices(dev, g_target: torch.Tensor, generator: torch.Generator | CounterStream) -> DeviceState:  # noqa: ANN001
+    """Programming shared by the statistical device models (PCM, HERMES): g_prog = max(g_T + s_p·σ_p(g_T)·N, 0)
+    and ν = |μ_ν(g_T) + σ_ν(g_T)·N|·drift_scale, with ``dev``'s ``prog_std``, ``drift_stats``, ``prog_noise_scale``
+    and ``drift_scale``; ``g_target`` in µS, checked against ``dev.g_max``."""
+    check_targets(g_target, dev.g_max)
+    n1 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
+    n2 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
+    g_prog = torch.clamp(g_target + dev.prog_noise_scale * dev.prog_std(g_target) * n1, min=0.0)
+    mu, sig = dev.drift_stats(g_target)
+    nu = (mu + sig * n2).abs() * dev.drift_scale
+    return DeviceState(g_target=g_target, g_prog=g_prog, nu=nu)
+
+
+def read_devices(dev, state: DeviceState, t_seconds: float,  # noqa: ANN001
+                 generator: torch.Generator | CounterStream) -> torch.Tensor:
+    """A read shared by the statistical device models: drift g_prog·drift_factor(ν, t) plus fresh 1/f noise of std
+    |g_d|·Q_s(g_prog)·read_time_factor(t)·read_noise_scale, clamped ≥ 0 (µS)."""
+    g_drift = state.g_prog * dev.drift_factor(state.nu, t_seconds)
+    sigma = g_drift.abs() * dev.read_q_s(state.g_prog) * dev.read_time_factor(t_seconds) * dev.read_noise_scale
+    n = standard_normal(generator, g_drift.shape, device=g_drift.device, dtype=g_drift.dtype)
+    return torch.clamp(g_drift + sigma * n, min=0.0)
+
+
 @dataclass(frozen=True)
 class PCM:
     """Statistical model of a phase-change memory device (reference sheet B.2–B.4).
@@ -185,13 +208,7 @@ class PCM:
         Returns:
             A :class:`DeviceState` with tensors of ``g_target``'s shape.
         """
-        check_targets(g_target, self.g_max)
-        n1 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
-        n2 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
-        g_prog = torch.clamp(g_target + self.prog_noise_scale * self.prog_std(g_target) * n1, min=0.0)
-        mu, sig = self.drift_stats(g_target)
-        nu = (mu + sig * n2).abs() * self.drift_scale
-        return DeviceState(g_target=g_target, g_prog=g_prog, nu=nu)
+        return program_devices(self, g_target, generator)
 
     def read(self, state: DeviceState, t_seconds: float, *, generator: torch.Generator | CounterStream) -> torch.Tensor:
         """Conductance (µS) ``t_seconds`` after programming: drift with the stored ν plus fresh 1/f read noise.
@@ -199,7 +216,4 @@ class PCM:
         Two calls share programming noise and ν but draw independent read noise (the ensemble semantics of
         reference B.5).
         """
-        g_drift = state.g_prog * self.drift_factor(state.nu, t_seconds)
-        sigma = g_drift.abs() * self.read_q_s(state.g_prog) * self.read_time_factor(t_seconds) * self.read_noise_scale
-        n = standard_normal(generator, g_drift.shape, device=g_drift.device, dtype=g_drift.dtype)
-        return torch.clamp(g_drift + sigma * n, min=0.0)
+        return read_devices(self, state, t_seconds, generator)
