@@ -12,6 +12,7 @@ from torch import nn
 
 import aimc
 from aimc.config import PeripheryConfig
+from aimc.rng import CounterStream
 
 
 def ideal_pcm_free(**periphery) -> aimc.AnalogConfig:
@@ -58,3 +59,22 @@ def load_example(path: Path, name: str):  # noqa: ANN201
         del sys.modules[name]
         raise
     return mod
+
+
+# ---- statistical device tests (test_devices.py, test_hermes.py) ------------------------------------------------
+N_SAMPLES = 200_000
+"""Samples per statistical check of the device models (5-SE tolerances resolve about 1 % of a σ)."""
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def noise(seed: int) -> CounterStream:
+    """The counter-based noise source analog matrices program and read with (aimc.rng)."""
+    return CounterStream(seed)
+
+
+def full(value: float, n: int = N_SAMPLES) -> torch.Tensor:
+    """``n`` float64 copies of ``value`` (µS or relative conductance, as the test needs)."""
+    return torch.full((n,), float(value), dtype=torch.float64)

@@ -29,28 +29,15 @@ from scipy import stats
 
 from aimc.devices import PCM, DeviceState, Ideal
 from aimc.errors import ConfigError, NonFiniteError, ShapeError
-from aimc.rng import CounterStream
+from tests.helpers import N_SAMPLES, full, gen, noise
 
-N = 200_000  # samples per statistical check
+N = N_SAMPLES  # samples per statistical check
 Z = 5.0  # tolerance in standard errors (false-failure probability ~6e-7 per check, see module docstring)
 DAY = 86_400.0
 YEAR = 365 * DAY
 F64 = torch.float64
 
 HYPO = settings(max_examples=25, derandomize=True, deadline=None)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def noise(seed: int) -> CounterStream:
-    """The counter-based noise source analog matrices program and read with (aimc.rng)."""
-    return CounterStream(seed)
-
-
-def full(value: float, n: int = N) -> torch.Tensor:
-    return torch.full((n,), float(value), dtype=F64)
 
 
 def se_mean(sigma: float, n: int) -> float:

@@ -33,9 +33,9 @@ import aimc
 from aimc.config import AnalogConfig
 from aimc.devices import DeviceState, Hermes
 from aimc.errors import ConfigError
-from aimc.rng import CounterStream
+from tests.helpers import N_SAMPLES, full, gen, noise
 
-N = 200_000
+N = N_SAMPLES
 Z = 5.0
 HOUR, DAY, YEAR = 3600.0, 86_400.0, 365 * 86_400.0
 F64 = torch.float64
@@ -94,19 +94,6 @@ def censored_normal(mu: float, sigma: float) -> tuple[float, float, float]:
     var = raw[2] - m * m
     mu4 = sum(math.comb(4, k) * raw[k] * (-m) ** (4 - k) for k in range(5))
     return m, math.sqrt(var), mu4 / var**2 - 3.0
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def noise(seed: int) -> CounterStream:
-    """The counter-based noise source analog matrices program and read with (aimc.rng)."""
-    return CounterStream(seed)
-
-
-def full(value: float, n: int = N) -> torch.Tensor:
-    return torch.full((n,), float(value), dtype=F64)
 
 
 def assert_mean_std(x: torch.Tensor, mean: float, std: float, kurt: float = 0.0) -> None:
