@@ -50,6 +50,22 @@ def _adc_(y: torch.Tensor, p, clip: bool = True) -> torch.Tensor:  # noqa: ANN00
 # under torch.compile this path runs eagerly: its shapes change from layer to layer and chunk to chunk and bound
 # management tests values, so tracing it recompiles past dynamo's limit and made compiled forwards slower than eager
 @torch.compiler.disable
+def _dac_codes(x: torch.Tensor, sc: torch.Tensor | float, step: float | None, clamp_levels: int | None, *,
+               prescaled: bool, inplace: bool) -> torch.Tensor:
+    """DAC of the fast paths: ``x / sc`` in integer units of ``step`` (rounded; the step is folded into the output),
+    clamped to ±``clamp_levels`` for a static range (a dynamic range cannot exceed it), or ``x / sc`` without a DAC.
+    ``prescaled``: ``x`` is already divided (only rounded here). ``inplace``: ``x`` may be overwritten."""
+    if prescaled:
+        return x.round_() if step is not None else x
+    if step is None:
+        return x.div_(sc) if inplace else x / sc
+    q = x.div_(sc * step) if inplace else x / (sc * step)
+    q.round_()
+    if clamp_levels is not None:
+        q.clamp_(-clamp_levels, clamp_levels)
+    return q
+
+
 def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  # noqa: ANN001
                   scale_fn: Callable[[int, int], torch.Tensor] | None = None,
                   rebuild: Callable[[], torch.Tensor] | None = None,
@@ -102,15 +118,8 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
                 # into a new tensor instead of in place (one pass over the columns instead of a copy plus a pass)
                 x_raw = xk if bm and rebuild is None else None
                 inplace = owned and (not bm or rebuild is not None)
-                if prescaled:
-                    q = xk.round_() if step is not None else xk
-                elif step is not None:  # DAC in integer units; the step is folded into the output
-                    q = xk.div_(sc * step) if inplace else xk / (sc * step)
-                    q.round_()
-                    if static is not None:
-                        q.clamp_(-levels, levels)
-                else:
-                    q = xk.div_(sc) if inplace else xk / sc
+                q = _dac_codes(xk, sc, step, levels if static is not None else None, prescaled=prescaled,
+                               inplace=inplace)
                 prepared[g] = (q, sc, x_raw)
             q, sc, x_raw = prepared[g]
             w = mat.w_analog[cs:ce, s:e]
@@ -277,17 +286,8 @@ def grouped_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False, 
         sc = static
     x_raw = x4 if bm and rebuild is None else None
     inplace = owned and (not bm or rebuild is not None)
-    if prescaled:
-        q = x4.round_() if step is not None else x4
-    elif step is not None:  # DAC in integer units; the step is folded into the output
-        div = sc * step
-        q = x4.div_(div) if inplace else x4 / div
-        q.round_()
-        if static is not None:
-            levels = (2**p.dac_bits - 2) // 2
-            q.clamp_(-levels, levels)
-    else:
-        q = x4.div_(sc) if inplace else x4 / sc
+    q = _dac_codes(x4, sc, step, (2**p.dac_bits - 2) // 2 if static is not None and step is not None else None,
+                   prescaled=prescaled, inplace=inplace)
     w = mat.w_analog.view(g_n, out_pg, rows)
     alpha = step if step is not None else 1.0
     # one batched product of all groups (groups as the batch of a bmm: ~10x faster than a broadcast matmul or an
