@@ -239,7 +239,7 @@ class AnalogMatrix(nn.Module):
         c0, c1 = (0, out) if cols is None else cols
         g_t = mapping.weights_to_conductances(_master(weight[c0:c1]), w_max[c0:c1], self.layout, dev.g_max)
         index = None if cols is None else _flat_index(out, rows, cols, g_t.device)
-        return dev.program(g_t, generator=CounterStream(int(self.prog_seed), index=index))
+        return dev.program(g_t, generator=CounterStream(int(self.prog_seed), index=index, size=2 * out * rows))
 
     def _blocks(self, weight: torch.Tensor | None, t: float | None, name: str,
                 read_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
@@ -268,7 +268,7 @@ class AnalogMatrix(nn.Module):
                 g = st.g_prog
             else:
                 idx = _flat_index(out, rows, (c0, c1), st.g_prog.device)  # each device's counter in the whole
-                g = dev.read(st, t, generator=CounterStream(read_seed, index=idx))
+                g = dev.read(st, t, generator=CounterStream(read_seed, index=idx, size=2 * out * rows))
                 b = _gdc.physical_bounds(dev, st.g_target, t)
                 lo, hi = min(lo, b[0]), max(hi, b[1])
             w_a[c0:c1] = self._analog_weights(g, cols=(c0, c1))
