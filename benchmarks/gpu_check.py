@@ -7,9 +7,10 @@ Parts (``--parts``, default all, in this order):
   with deterministic algorithms, which cuBLAS refuses without it).
 * ``equality``: the counter-based generator (``aimc.rng``) and a small programmed and drifted model on CPU and on
   the GPU with the same seeds: the generator's integer words must be bit-identical, its uniforms too (exact
-  float64 arithmetic on them); normals, conductances and drift exponents within a few ulp (``log``/``cos``/``pow``
-  may round differently), effective weights within a few ulp of the matrix's largest weight. The GDC factor comes
-  from a read-out with ``torch.Generator`` periphery noise (not counter-based), so it is shown, not required equal.
+  float64 arithmetic on them); normals within a few ulp (``log``/``cos`` may round differently); conductances,
+  drift exponents and effective weights (1 day, no GDC) within a few ulp of the matrix's largest value. The GDC
+  factor comes from a read-out with ``torch.Generator`` periphery noise (not counter-based): shown, not required
+  equal.
 * ``resnet``: ResNet-32 (pretrained CIFAR-10 weights and 128 test images where the data directory has them, else
   random init and random inputs), ``joshi2020`` and ``aihwkit_default``: time of ``aimc.program`` and
   ``aimc.at_time`` (1 day, GDC), analog forward / plain forward (median of ``--repeats``), peak GPU memory
@@ -56,9 +57,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 PARTS = ("tests", "equality", "resnet", "llm")
 MIN_LEFT_S = {"tests": 60.0, "equality": 20.0, "resnet": 60.0, "llm": 150.0}  # below: skip the part (not tiny)
-ULP_COND = 8  # conductances, drift exponents: max ulp distance CPU vs CUDA (float32 pow/log/cos: 1-2 ulp each)
-ULP_WEIGHT = 16  # effective weights: in ulp of the matrix's largest |w| (g+ − g− cancels, so not per element)
-ULP_NORMAL = 8  # float64 normals (Box–Muller: log, sqrt, cos)
+# CPU vs CUDA tolerances. Devices and weights in ulp of the matrix's largest |value| (not elementwise: g+ − g−,
+# g_target + noise and the mean drift exponent + its spread cancel); float32 pow/log/exp and fused multiply-adds
+# round differently by 1-2 ulp each on a GPU. Normals elementwise (float64 log, sqrt, cos: ≤ 2 ulp each on CUDA).
+ULP_COND = 8  # g_target, g_prog, nu
+ULP_WEIGHT = 16  # effective weights (several float32 steps: read noise, drift, scales, GDC-free)
+ULP_NORMAL = 8
 TINYLLAMA = dict(hidden=2048, layers=22, intermediate=5632, heads=32, kv_heads=4, vocab=32000)
 TINY_LLAMA = dict(hidden=64, layers=2, intermediate=160, heads=4, kv_heads=2, vocab=256)
 TIMED_PRESETS = {"resnet": ("joshi2020", "aihwkit_default"), "llm": ("joshi2020",)}
@@ -142,7 +146,7 @@ def run_pytest_child(report: str, args: list[str]) -> int:
     return rc
 
 
-def part_tests(a: argparse.Namespace, device: torch.device, budget: Budget) -> dict:
+def part_tests(a: argparse.Namespace, device: torch.device, budget: Budget, res: dict) -> None:
     files = cuda_test_files()
     env = {**os.environ, "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -159,15 +163,15 @@ def part_tests(a: argparse.Namespace, device: torch.device, budget: Budget) -> d
     print("\n".join(["  | " + x for x in p.stdout.splitlines()][-40:]))
     if p.returncode not in (0, 1) or info is None:
         print("  | " + "\n  | ".join(p.stderr.splitlines()[-20:]))
-        return {"status": "FAIL", "why": f"pytest exit status {p.returncode}"}
+        res.update(status="FAIL", why=f"pytest exit status {p.returncode}")
+        return
     counts = {k: sum(v == k for v in info["outcomes"].values()) for k in ("passed", "failed", "skipped")}
-    res = {"selected": len(info["selected"]), **counts, "tests": info["selected"]}
+    res.update(selected=len(info["selected"]), **counts, tests=info["selected"])
     res["status"] = "FAIL" if p.returncode or counts["failed"] or not info["selected"] else "PASS"
     if res["status"] == "PASS" and device.type != "cuda" and counts["skipped"] == len(info["selected"]):
         res["status"], res["note"] = "NO-GPU", "no CUDA: every selected test skipped"
     print(f"  {res['selected']} CUDA tests selected: {counts['passed']} passed, {counts['failed']} failed, "
           f"{counts['skipped']} skipped -> {res['status']}" + (f" ({res['note']})" if "note" in res else ""))
-    return res
 
 
 # ---- part 2: the same chip on CPU and CUDA ---------------------------------------------------------------------
@@ -221,10 +225,18 @@ def programmed(preset: str, device: torch.device, seed: int, t: float | None, gd
     return m
 
 
+def _scaled_ulp(x: torch.Tensor, y: torch.Tensor) -> float:
+    """ulp distance in units of the spacing at the larger tensor's largest |value| (robust where a small value is
+    the difference of large ones: g+ − g−, g_target + noise, the mean drift exponent + its spread)."""
+    if not (x.numel() and y.numel()):
+        return 0.0 if x.numel() == y.numel() else math.inf
+    return ulp_distance(x, y, torch.maximum(x.abs().max().cpu(), y.abs().max().cpu()))
+
+
 def chip_distances(a: nn.Module, b: nn.Module) -> dict[str, float]:
-    """Two programmed (and drifted) copies of one model, on any devices: ulp distances of each matrix's devices
-    (g_target, g_prog, nu: elementwise), of its cached weights (in ulp of its largest |w|), and the number of
-    integer seed buffers that differ."""
+    """Two programmed (and drifted) copies of one model, on any devices: per quantity the largest distance over the
+    matrices, in ulp of each matrix's largest |value|, of its devices (g_target, g_prog, nu) and cached weights
+    (w_eff or w_analog), and the number of integer seed buffers that differ."""
     from aimc.nn.convert import analog_layers
 
     def mats(m: nn.Module) -> list:
@@ -235,14 +247,11 @@ def chip_distances(a: nn.Module, b: nn.Module) -> dict[str, float]:
     for (ma, wa), (mb, wb) in zip(mats(a), mats(b), strict=True):
         sa, sb = ma.device_state(wa), mb.device_state(wb)
         for k in ("g_target", "g_prog", "nu"):
-            out[k + "_ulp"] = max(out[k + "_ulp"], ulp_distance(getattr(sa, k), getattr(sb, k)))
+            out[k + "_ulp"] = max(out[k + "_ulp"], _scaled_ulp(getattr(sa, k), getattr(sb, k)))
         for k in ("prog_seed", "read_seed"):
             out["seeds_differing"] += float(not torch.equal(getattr(ma, k).cpu(), getattr(mb, k).cpu()))
         for k in ("w_eff", "w_analog"):
-            x, y = getattr(ma, k), getattr(mb, k)
-            if x.numel() or y.numel():
-                scale = torch.maximum(x.abs().max().cpu(), y.abs().max().cpu()) if x.numel() and y.numel() else 1.0
-                out["weight_ulp"] = max(out["weight_ulp"], ulp_distance(x, y, scale))
+            out["weight_ulp"] = max(out["weight_ulp"], _scaled_ulp(getattr(ma, k), getattr(mb, k)))
     return out
 
 
@@ -251,7 +260,7 @@ def chip_verdict(d: dict[str, float]) -> bool:
             and max(d["g_target_ulp"], d["g_prog_ulp"], d["nu_ulp"]) <= ULP_COND)
 
 
-def part_equality(a: argparse.Namespace, device: torch.device, budget: Budget) -> dict:
+def part_equality(a: argparse.Namespace, device: torch.device, budget: Budget, res: dict) -> None:
     cpu = torch.device("cpu")
     if device.type == "cpu":
         print("  (no CUDA: both sides on the CPU; this exercises the script, not a GPU)")
@@ -260,13 +269,12 @@ def part_equality(a: argparse.Namespace, device: torch.device, budget: Budget) -
     print(f"  aimc.rng: Threefry words differing {r['threefry_words_differing']:.0f} (must be 0), uniforms max "
           f"{r['uniform_ulp']:.0f} ulp (must be 0), normals max {r['normal_ulp']:.1f} ulp (≤ {ULP_NORMAL}) -> "
           f"{'PASS' if ok_rng else 'FAIL'}")
-    res: dict = {"rng": r, "chips": {}}
-    ok = ok_rng
+    res.update(rng=r, chips={}, failed=not ok_rng)
     for preset in ("joshi2020", "aihwkit_default", "hermes"):
         budget.check(f"the {preset} chip")
         d = chip_distances(programmed(preset, cpu, 3, 86400.0), programmed(preset, device, 3, 86400.0))
         good = chip_verdict(d)
-        ok &= good
+        res["failed"] |= not good
         m_cpu, m_dev = programmed(preset, cpu, 3, 86400.0, gdc=True), programmed(preset, device, 3, 86400.0, gdc=True)
         alphas = [(x.analog.gdc_alpha.cpu(), y.analog.gdc_alpha.cpu()) for x, y in
                   zip(m_cpu.modules(), m_dev.modules()) if hasattr(x, "analog")]
@@ -276,14 +284,13 @@ def part_equality(a: argparse.Namespace, device: torch.device, budget: Budget) -
             yc, yd = m_cpu(x), m_dev(x.to(device)).cpu()
         d["forward_rel_diff"] = float((yc - yd).norm() / yc.norm())
         res["chips"][preset] = d
-        print(f"  {preset:<16} program + at_time(1 day, no GDC): g_target {d['g_target_ulp']:.0f}, g_prog "
-              f"{d['g_prog_ulp']:.0f}, nu {d['nu_ulp']:.0f} ulp (≤ {ULP_COND}); effective weights "
-              f"{d['weight_ulp']:.1f} ulp of max|w| (≤ {ULP_WEIGHT}); seed buffers differing "
+        print(f"  {preset:<16} program + at_time(1 day, no GDC), in ulp of each matrix's largest value: "
+              f"g_target {d['g_target_ulp']:.1f}, g_prog {d['g_prog_ulp']:.1f}, nu {d['nu_ulp']:.1f} (≤ {ULP_COND}); "
+              f"effective weights {d['weight_ulp']:.1f} (≤ {ULP_WEIGHT}); seed buffers differing "
               f"{d['seeds_differing']:.0f} -> {'PASS' if good else 'FAIL'}")
         print(f"  {'':<16} with GDC: factors differ by ≤ {d['gdc_alpha_max_rel_diff']:.2e} (relative), forward "
               f"outputs by {d['forward_rel_diff']:.2e} (torch.Generator periphery noise: not required equal)")
-    res["status"] = "PASS" if ok else "FAIL"
-    return res
+    res["status"] = "FAIL" if res["failed"] else "PASS"
 
 
 # ---- parts 3 and 4: timings ------------------------------------------------------------------------------------
@@ -349,6 +356,11 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - t
 
 
+def _empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _peak(device: torch.device, reset: bool = False) -> float:
     """Peak GPU memory allocated since the last reset, GiB (nan on CPU)."""
     if device.type != "cuda":
@@ -385,10 +397,7 @@ def time_model(build: Callable[[], nn.Module], x: torch.Tensor, preset: str, dev
     out["plain_forward_s"], out["analog_forward_s"] = statistics.median(plain), statistics.median(analog)
     out["forward_ratio"] = out["analog_forward_s"] / out["plain_forward_s"]
     out["peak_ratio"] = out["analog_peak_gib"] / out["plain_peak_gib"]
-    del model, y
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return out
+    return out  # the models go with this frame; the caller empties the CUDA cache
 
 
 def _report(name: str, preset: str, r: dict) -> None:
@@ -420,19 +429,19 @@ def resnet_inputs(a: argparse.Namespace, device: torch.device) -> tuple[Callable
     return build, x, f"random init and random inputs, batch {batch} (no pretrained weights/CIFAR-10 in {root})"
 
 
-def part_resnet(a: argparse.Namespace, device: torch.device, budget: Budget) -> dict:
+def part_resnet(a: argparse.Namespace, device: torch.device, budget: Budget, res: dict) -> None:
     build, x, what = resnet_inputs(a, device)
     print(f"  ResNet-32, {what}")
-    res = {"inputs": what}
+    res["inputs"] = what
     for preset in TIMED_PRESETS["resnet"]:
         budget.check(f"ResNet-32 {preset}", 5.0 if a.tiny else 20.0)
         res[preset] = time_model(build, x, preset, device, a.repeats, budget)
+        _empty_cache(device)
         _report("ResNet-32", preset, res[preset])
     res["status"] = "RAN"
-    return res
 
 
-def part_llm(a: argparse.Namespace, device: torch.device, budget: Budget) -> dict:
+def part_llm(a: argparse.Namespace, device: torch.device, budget: Budget, res: dict) -> None:
     shapes = TINY_LLAMA if a.tiny else TINYLLAMA
     tokens = 16 if a.tiny else 128
 
@@ -443,14 +452,14 @@ def part_llm(a: argparse.Namespace, device: torch.device, budget: Budget) -> dic
 
     x = torch.randint(0, shapes["vocab"], (1, tokens), generator=torch.Generator().manual_seed(0)).to(device)
     print(f"  Llama-shaped model {shapes}, {tokens} tokens, random weights (embedding digital, every Linear analog)")
-    res = {"shapes": shapes, "tokens": tokens}
+    res.update(shapes=shapes, tokens=tokens)
     for preset in TIMED_PRESETS["llm"]:
         r = time_model(build, x, preset, device, a.repeats, budget)
+        _empty_cache(device)
         res[preset] = r
         print(f"  {r['params'] / 1e6:.1f} M parameters")
         _report("Llama", preset, r)
     res["status"] = "RAN"
-    return res
 
 
 # ---- main ------------------------------------------------------------------------------------------------------
@@ -490,14 +499,15 @@ def main(argv: list[str] | None = None) -> int:
     for part in (p for p in PARTS if p in a.parts):
         print(f"\n[{part}]")
         t0 = time.perf_counter()
+        res = results[part] = {}  # filled as the part goes: what ran before a budget stop is kept
         try:
             budget.check(f"part '{part}'", 0.0 if a.tiny else MIN_LEFT_S[part])
             with budget.alarm():
-                results[part] = funcs[part](a, device, budget)
+                funcs[part](a, device, budget, res)
         except OutOfBudget as e:
             print(f"  SKIPPED (rest of this part): {e}")
-            results[part] = {"status": "SKIPPED", "why": str(e)}
-        results[part]["wall_s"] = time.perf_counter() - t0
+            res.update(status="FAIL" if res.get("failed") else "SKIPPED", why=str(e))
+        res["wall_s"] = time.perf_counter() - t0
     print("\nsummary: " + ", ".join(f"{p} {results[p]['status']} ({results[p]['wall_s']:.0f} s)" for p in PARTS
                                     if p in results))
     if a.json:
