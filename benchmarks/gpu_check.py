@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -54,16 +55,12 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
+from _chip_equality import (ULP_COND, ULP_NORMAL, ULP_WEIGHT, chip_distances, chip_verdict,  # noqa: E402
+                            programmed, rng_distances)
+from _llama import TINYLLAMA, Llama  # noqa: E402
 
 PARTS = ("tests", "equality", "resnet", "llm")
 MIN_LEFT_S = {"tests": 60.0, "equality": 20.0, "resnet": 60.0, "llm": 150.0}  # below: skip the part (not tiny)
-# CPU vs CUDA tolerances. Devices and weights in ulp of the matrix's largest |value| (not elementwise: g+ − g−,
-# g_target + noise and the mean drift exponent + its spread cancel); float32 pow/log/exp and fused multiply-adds
-# round differently by 1-2 ulp each on a GPU. Normals elementwise (float64 log, sqrt, cos: ≤ 2 ulp each on CUDA).
-ULP_COND = 8  # g_target, g_prog, nu
-ULP_WEIGHT = 16  # effective weights (several float32 steps: read noise, drift, scales, GDC-free)
-ULP_NORMAL = 8
-TINYLLAMA = dict(hidden=2048, layers=22, intermediate=5632, heads=32, kv_heads=4, vocab=32000)
 TINY_LLAMA = dict(hidden=64, layers=2, intermediate=160, heads=4, kv_heads=2, vocab=256)
 TIMED_PRESETS = {"resnet": ("joshi2020", "aihwkit_default"), "llm": ("joshi2020",)}
 
@@ -175,93 +172,28 @@ def part_tests(a: argparse.Namespace, device: torch.device, budget: Budget, res:
 
 
 # ---- part 2: the same chip on CPU and CUDA ---------------------------------------------------------------------
-def ulp_distance(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float | None = None) -> float:
-    """Largest |a − b| in units of the float spacing (ulp) at ``max(|a|, |b|)`` elementwise, or at ``scale`` (e.g.
-    a matrix's largest |w|) if given; ``a`` and ``b`` on any devices, same shape and dtype. inf if shapes differ."""
-    a, b = a.detach().cpu(), b.detach().cpu()
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return math.inf
-    if a.numel() == 0:
-        return 0.0
-    ref = torch.maximum(a.abs(), b.abs()) if scale is None else torch.as_tensor(scale, dtype=a.dtype).abs()
-    ulp = torch.nextafter(ref, torch.full_like(ref, math.inf)) - ref
-    d = (a - b).abs() / ulp
-    d = torch.where(a == b, torch.zeros_like(d), d)  # equal infinities / zeros
-    return float(d.max())
-
-
-def rng_distances(device: torch.device, n: int) -> dict[str, float]:
-    """The generator on CPU and ``device``: integer words (0 = bit-identical), uniforms (0 = equal), normals (ulp)."""
-    from aimc import rng
-
-    idx = torch.cat([torch.arange(n), torch.arange(n) + (1 << 33)])  # counters past 2³² too
-    out = {"threefry_words_differing": 0.0, "uniform_ulp": 0.0, "normal_ulp": 0.0}
-    for key, draw in ((0, 0), (123, 4), (-7, 65535), (2**63 - 1, 1)):
-        k = rng.split_key(key)
-        w_cpu = rng.threefry2x32(idx, draw, k)
-        w_dev = rng.threefry2x32(idx.to(device), draw, k)
-        out["threefry_words_differing"] += float(sum(int((x != y.cpu()).sum()) for x, y in zip(w_cpu, w_dev)))
-        for name, f in (("uniform_ulp", rng.uniform), ("normal_ulp", rng.normal)):
-            d = ulp_distance(f(key, draw, index=idx), f(key, draw, index=idx, device=device))
-            out[name] = max(out[name], d)
-    return out
-
-
-def small_model() -> nn.Module:
-    """Convolutions (plain, strided/dilated/grouped) and Linears, several tiles per matrix at the presets' sizes."""
-    torch.manual_seed(1)
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(16, 32, 3, stride=2, padding=2, dilation=2, groups=4), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(128, 600), nn.ReLU(), nn.Linear(600, 10))
-
-
-def programmed(preset: str, device: torch.device, seed: int, t: float | None, gdc: bool = False) -> nn.Module:
-    import aimc
-
-    m = aimc.convert(small_model(), aimc.presets.get(preset)).eval().to(device)
-    aimc.program(m, seed=seed)
-    if t is not None:
-        aimc.at_time(m, t, seed=seed, gdc=gdc)
-    return m
-
-
-def _scaled_ulp(x: torch.Tensor, y: torch.Tensor) -> float:
-    """ulp distance in units of the spacing at the larger tensor's largest |value| (robust where a small value is
-    the difference of large ones: g+ − g−, g_target + noise, the mean drift exponent + its spread)."""
-    if not (x.numel() and y.numel()):
-        return 0.0 if x.numel() == y.numel() else math.inf
-    return ulp_distance(x, y, torch.maximum(x.abs().max().cpu(), y.abs().max().cpu()))
-
-
-def chip_distances(a: nn.Module, b: nn.Module) -> dict[str, float]:
-    """Two programmed (and drifted) copies of one model, on any devices: per quantity the largest distance over the
-    matrices, in ulp of each matrix's largest |value|, of its devices (g_target, g_prog, nu) and cached weights
-    (w_eff or w_analog), and the number of integer seed buffers that differ."""
-    from aimc.nn.convert import analog_layers
-
-    def mats(m: nn.Module) -> list:
-        return [(mat, w.reshape(w.shape[0], -1)) for _, layer in analog_layers(m)
-                for mat, w in layer.analog_matrices().values()]
-
-    out = {"g_target_ulp": 0.0, "g_prog_ulp": 0.0, "nu_ulp": 0.0, "weight_ulp": 0.0, "seeds_differing": 0.0}
-    for (ma, wa), (mb, wb) in zip(mats(a), mats(b), strict=True):
-        sa, sb = ma.device_state(wa), mb.device_state(wb)
-        for k in ("g_target", "g_prog", "nu"):
-            out[k + "_ulp"] = max(out[k + "_ulp"], _scaled_ulp(getattr(sa, k), getattr(sb, k)))
-        for k in ("prog_seed", "read_seed"):
-            out["seeds_differing"] += float(not torch.equal(getattr(ma, k).cpu(), getattr(mb, k).cpu()))
-        for k in ("w_eff", "w_analog"):
-            out["weight_ulp"] = max(out["weight_ulp"], _scaled_ulp(getattr(ma, k), getattr(mb, k)))
-    return out
-
-
-def chip_verdict(d: dict[str, float]) -> bool:
-    return (d["seeds_differing"] == 0 and d["weight_ulp"] <= ULP_WEIGHT
-            and max(d["g_target_ulp"], d["g_prog_ulp"], d["nu_ulp"]) <= ULP_COND)
+def _chip_check(preset: str, device: torch.device) -> dict[str, float]:
+    """CPU vs ``device``: the chip (printed with its verdict), then, for information, GDC factors and outputs."""
+    cpu = torch.device("cpu")
+    d = chip_distances(programmed(preset, cpu, 3, 86400.0), programmed(preset, device, 3, 86400.0))
+    print(f"  {preset:<16} program + at_time(1 day, no GDC), in ulp of each matrix's largest value: "
+          f"g_target {d['g_target_ulp']:.1f}, g_prog {d['g_prog_ulp']:.1f}, nu {d['nu_ulp']:.1f} (≤ {ULP_COND}); "
+          f"effective weights {d['weight_ulp']:.1f} (≤ {ULP_WEIGHT}); seed buffers differing "
+          f"{d['seeds_differing']:.0f} -> {'PASS' if chip_verdict(d) else 'FAIL'}")
+    m_cpu, m_dev = programmed(preset, cpu, 3, 86400.0, gdc=True), programmed(preset, device, 3, 86400.0, gdc=True)
+    alphas = [(x.analog.gdc_alpha.cpu(), y.analog.gdc_alpha.cpu()) for x, y in
+              zip(m_cpu.modules(), m_dev.modules()) if hasattr(x, "analog")]
+    d["gdc_alpha_max_rel_diff"] = max(float(((p - q).abs() / p.abs()).max()) for p, q in alphas)
+    with torch.no_grad():
+        x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        yc, yd = m_cpu(x), m_dev(x.to(device)).cpu()
+    d["forward_rel_diff"] = float((yc - yd).norm() / yc.norm())
+    print(f"  {'':<16} with GDC: factors differ by ≤ {d['gdc_alpha_max_rel_diff']:.2e} (relative), forward "
+          f"outputs by {d['forward_rel_diff']:.2e} (torch.Generator periphery noise: not required equal)")
+    return d
 
 
 def part_equality(a: argparse.Namespace, device: torch.device, budget: Budget, res: dict) -> None:
-    cpu = torch.device("cpu")
     if device.type == "cpu":
         print("  (no CUDA: both sides on the CPU; this exercises the script, not a GPU)")
     r = rng_distances(device, 1 << (10 if a.tiny else 20))
@@ -272,77 +204,12 @@ def part_equality(a: argparse.Namespace, device: torch.device, budget: Budget, r
     res.update(rng=r, chips={}, failed=not ok_rng)
     for preset in ("joshi2020", "aihwkit_default", "hermes"):
         budget.check(f"the {preset} chip")
-        d = chip_distances(programmed(preset, cpu, 3, 86400.0), programmed(preset, device, 3, 86400.0))
-        good = chip_verdict(d)
-        res["failed"] |= not good
-        m_cpu, m_dev = programmed(preset, cpu, 3, 86400.0, gdc=True), programmed(preset, device, 3, 86400.0, gdc=True)
-        alphas = [(x.analog.gdc_alpha.cpu(), y.analog.gdc_alpha.cpu()) for x, y in
-                  zip(m_cpu.modules(), m_dev.modules()) if hasattr(x, "analog")]
-        d["gdc_alpha_max_rel_diff"] = max(float(((p - q).abs() / p.abs()).max()) for p, q in alphas)
-        with torch.no_grad():
-            x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-            yc, yd = m_cpu(x), m_dev(x.to(device)).cpu()
-        d["forward_rel_diff"] = float((yc - yd).norm() / yc.norm())
-        res["chips"][preset] = d
-        print(f"  {preset:<16} program + at_time(1 day, no GDC), in ulp of each matrix's largest value: "
-              f"g_target {d['g_target_ulp']:.1f}, g_prog {d['g_prog_ulp']:.1f}, nu {d['nu_ulp']:.1f} (≤ {ULP_COND}); "
-              f"effective weights {d['weight_ulp']:.1f} (≤ {ULP_WEIGHT}); seed buffers differing "
-              f"{d['seeds_differing']:.0f} -> {'PASS' if good else 'FAIL'}")
-        print(f"  {'':<16} with GDC: factors differ by ≤ {d['gdc_alpha_max_rel_diff']:.2e} (relative), forward "
-              f"outputs by {d['forward_rel_diff']:.2e} (torch.Generator periphery noise: not required equal)")
+        d = _guarded(res["chips"], preset, lambda p=preset: _chip_check(p, device))
+        res["failed"] |= d is None or not chip_verdict(d)
     res["status"] = "FAIL" if res["failed"] else "PASS"
 
 
 # ---- parts 3 and 4: timings ------------------------------------------------------------------------------------
-class RMSNorm(nn.Module):
-    def __init__(self, n: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(n))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype) * self.weight
-
-
-class Llama(nn.Module):
-    """Llama-shaped stack of ``nn.Linear``/``nn.Embedding`` (RMSNorm, causal attention with grouped key/value
-    heads, SiLU-gated MLP, untied head); random weights."""
-
-    def __init__(self, hidden: int, layers: int, intermediate: int, heads: int, kv_heads: int, vocab: int):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, hidden)
-        self.blocks = nn.ModuleList(_Block(hidden, intermediate, heads, kv_heads) for _ in range(layers))
-        self.norm = RMSNorm(hidden)
-        self.head = nn.Linear(hidden, vocab, bias=False)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.embed(tokens)
-        for b in self.blocks:
-            x = b(x)
-        return self.head(self.norm(x))
-
-
-class _Block(nn.Module):
-    def __init__(self, h: int, inter: int, heads: int, kv_heads: int):
-        super().__init__()
-        self.heads, self.kv_heads, d = heads, kv_heads, h // heads
-        self.n1, self.n2 = RMSNorm(h), RMSNorm(h)
-        self.q, self.o = nn.Linear(h, h, bias=False), nn.Linear(h, h, bias=False)
-        self.k, self.v = nn.Linear(h, kv_heads * d, bias=False), nn.Linear(h, kv_heads * d, bias=False)
-        self.gate, self.up = nn.Linear(h, inter, bias=False), nn.Linear(h, inter, bias=False)
-        self.down = nn.Linear(inter, h, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, h = x.shape
-        y = self.n1(x)
-        q = self.q(y).view(b, n, self.heads, -1).transpose(1, 2)
-        k, v = (m(y).view(b, n, self.kv_heads, -1).transpose(1, 2).repeat_interleave(self.heads // self.kv_heads, 1)
-                for m in (self.k, self.v))
-        a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.o(a.transpose(1, 2).reshape(b, n, h))
-        y = self.n2(x)
-        return x + self.down(nn.functional.silu(self.gate(y)) * self.up(y))
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -400,6 +267,20 @@ def time_model(build: Callable[[], nn.Module], x: torch.Tensor, preset: str, dev
     return out  # the models go with this frame; the caller empties the CUDA cache
 
 
+def _guarded(res: dict, key: str, fn: Callable[[], dict]) -> dict | None:
+    """``res[key] = fn()``; an error (not the budget) is printed and recorded, and the part goes on (marked failed)."""
+    try:
+        res[key] = fn()
+        return res[key]
+    except OutOfBudget:
+        raise
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc(file=sys.stdout)
+        print(f"  {key}: FAIL: {type(e).__name__}: {e}")
+        res[key], res["failed"] = {"error": f"{type(e).__name__}: {e}"}, True
+        return None
+
+
 def _report(name: str, preset: str, r: dict) -> None:
     mem = ("n/a on CPU" if math.isnan(r["analog_peak_gib"]) else
            f"{r['analog_peak_gib']:.2f} GiB vs {r['plain_peak_gib']:.2f} GiB plain = {r['peak_ratio']:.2f}x")
@@ -435,10 +316,11 @@ def part_resnet(a: argparse.Namespace, device: torch.device, budget: Budget, res
     res["inputs"] = what
     for preset in TIMED_PRESETS["resnet"]:
         budget.check(f"ResNet-32 {preset}", 5.0 if a.tiny else 20.0)
-        res[preset] = time_model(build, x, preset, device, a.repeats, budget)
+        r = _guarded(res, preset, lambda p=preset: time_model(build, x, p, device, a.repeats, budget))
         _empty_cache(device)
-        _report("ResNet-32", preset, res[preset])
-    res["status"] = "RAN"
+        if r:
+            _report("ResNet-32", preset, r)
+    res["status"] = "FAIL" if res.get("failed") else "RAN"
 
 
 def part_llm(a: argparse.Namespace, device: torch.device, budget: Budget, res: dict) -> None:
@@ -454,12 +336,12 @@ def part_llm(a: argparse.Namespace, device: torch.device, budget: Budget, res: d
     print(f"  Llama-shaped model {shapes}, {tokens} tokens, random weights (embedding digital, every Linear analog)")
     res.update(shapes=shapes, tokens=tokens)
     for preset in TIMED_PRESETS["llm"]:
-        r = time_model(build, x, preset, device, a.repeats, budget)
+        r = _guarded(res, preset, lambda p=preset: time_model(build, x, p, device, a.repeats, budget))
         _empty_cache(device)
-        res[preset] = r
-        print(f"  {r['params'] / 1e6:.1f} M parameters")
-        _report("Llama", preset, r)
-    res["status"] = "RAN"
+        if r:
+            print(f"  {r['params'] / 1e6:.1f} M parameters")
+            _report("Llama", preset, r)
+    res["status"] = "FAIL" if res.get("failed") else "RAN"
 
 
 # ---- main ------------------------------------------------------------------------------------------------------
@@ -507,11 +389,15 @@ def main(argv: list[str] | None = None) -> int:
         except OutOfBudget as e:
             print(f"  SKIPPED (rest of this part): {e}")
             res.update(status="FAIL" if res.get("failed") else "SKIPPED", why=str(e))
+        except Exception as e:  # noqa: BLE001 - one broken part must not cost the others on a one-shot machine
+            traceback.print_exc(file=sys.stdout)
+            print(f"  FAIL: {type(e).__name__}: {e}")
+            res.update(status="FAIL", why=f"{type(e).__name__}: {e}")
         res["wall_s"] = time.perf_counter() - t0
+        if a.json:  # after every part: a run cut short still leaves what it measured
+            Path(a.json).write_text(json.dumps(results, indent=1, default=str))
     print("\nsummary: " + ", ".join(f"{p} {results[p]['status']} ({results[p]['wall_s']:.0f} s)" for p in PARTS
                                     if p in results))
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=1, default=str))
     footer(budget.start)
     return 1 if any(results[p]["status"] == "FAIL" for p in PARTS if p in results) else 0
 

@@ -19,11 +19,21 @@ CUDA_TESTS = ("tests/test_rng.py::test_cpu_and_cuda_give_the_same_numbers",
               "tests/test_gpu_equality.py::test_cuda_generator_words_bit_identical_and_normals_within_ulps")
 
 
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
 @pytest.fixture(scope="module")
 def gc():
-    mod = load_example(Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py", "gpu_check_under_test")
+    mod = load_example(BENCH / "gpu_check.py", "gpu_check_under_test")
     yield mod
     del sys.modules["gpu_check_under_test"]
+
+
+@pytest.fixture(scope="module")
+def ce():
+    mod = load_example(BENCH / "_chip_equality.py", "chip_equality_under_test")
+    yield mod
+    del sys.modules["chip_equality_under_test"]
 
 
 @pytest.fixture
@@ -64,30 +74,30 @@ def test_allow_cpu_runs_a_tiny_version_of_every_part(gc, no_cuda, tmp_path, caps
     assert re.search(r"summary: tests NO-GPU \(\d+ s\), equality PASS \(\d+ s\), resnet RAN \(\d+ s\), llm RAN", text)
 
 
-def test_chip_comparison_tells_chips_apart(gc):
+def test_chip_comparison_tells_chips_apart(ce):
     cpu = torch.device("cpu")
-    assert gc.ulp_distance(torch.tensor([1.0]), torch.nextafter(torch.tensor([1.0]), torch.tensor([2.0]))) == 1
-    assert gc.ulp_distance(torch.zeros(3), torch.zeros(2)) == math.inf
-    a = gc.programmed("joshi2020", cpu, 3, 86400.0)
-    same = gc.chip_distances(a, gc.programmed("joshi2020", cpu, 3, 86400.0))
-    assert gc.chip_verdict(same) and all(v == 0 for v in same.values())
-    other = gc.chip_distances(a, gc.programmed("joshi2020", cpu, 4, 86400.0))
-    assert not gc.chip_verdict(other) and other["seeds_differing"] > 0 and other["g_prog_ulp"] > gc.ULP_COND
+    assert ce.ulp_distance(torch.tensor([1.0]), torch.nextafter(torch.tensor([1.0]), torch.tensor([2.0]))) == 1
+    assert ce.ulp_distance(torch.zeros(3), torch.zeros(2)) == math.inf
+    a = ce.programmed("joshi2020", cpu, 3, 86400.0)
+    same = ce.chip_distances(a, ce.programmed("joshi2020", cpu, 3, 86400.0))
+    assert ce.chip_verdict(same) and all(v == 0 for v in same.values())
+    other = ce.chip_distances(a, ce.programmed("joshi2020", cpu, 4, 86400.0))
+    assert not ce.chip_verdict(other) and other["seeds_differing"] > 0 and other["g_prog_ulp"] > ce.ULP_COND
     # another read seed alone (same programming): only the drifted weights differ
-    b = gc.programmed("joshi2020", cpu, 3, None)
+    b = ce.programmed("joshi2020", cpu, 3, None)
     import aimc
     aimc.at_time(b, 86400.0, seed=5, gdc=False)
-    d = gc.chip_distances(a, b)
-    assert d["g_prog_ulp"] == 0 and d["weight_ulp"] > gc.ULP_WEIGHT and not gc.chip_verdict(d)
+    d = ce.chip_distances(a, b)
+    assert d["g_prog_ulp"] == 0 and d["weight_ulp"] > ce.ULP_WEIGHT and not ce.chip_verdict(d)
     # a weight off by a few ulp of the matrix's largest weight passes, by many fails
-    c = gc.programmed("joshi2020", cpu, 3, 86400.0)
+    c = ce.programmed("joshi2020", cpu, 3, 86400.0)
     mat = c[0].analog
     big = mat.w_eff.abs().max()
     ulp = torch.nextafter(big, big + 1) - big
     mat.w_eff.view(-1)[0] += 2 * ulp
-    assert gc.chip_verdict(gc.chip_distances(a, c))
+    assert ce.chip_verdict(ce.chip_distances(a, c))
     mat.w_eff.view(-1)[0] += 100 * ulp
-    assert not gc.chip_verdict(gc.chip_distances(a, c))
+    assert not ce.chip_verdict(ce.chip_distances(a, c))
 
 
 def test_budget_guard_skips_and_interrupts(gc, no_cuda, capsys):
@@ -101,3 +111,16 @@ def test_budget_guard_skips_and_interrupts(gc, no_cuda, capsys):
     assert time.perf_counter() - t < 2
     with b.alarm():  # no time left: the alarm rings at once
         pass
+
+
+def test_an_error_fails_its_part_and_the_next_parts_still_run(gc, no_cuda, monkeypatch, capsys, tmp_path):
+    def broken(*_):
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    monkeypatch.setattr(gc, "part_equality", broken)
+    out = tmp_path / "r.json"
+    assert gc.main(["--allow-cpu", "--parts", "equality", "llm", "--json", str(out)]) == 1
+    r = json.loads(out.read_text())
+    assert r["equality"]["status"] == "FAIL" and "illegal memory access" in r["equality"]["why"]
+    assert r["llm"]["status"] == "RAN" and r["llm"]["joshi2020"]["finite"]
+    assert "FAIL: RuntimeError" in capsys.readouterr().out
