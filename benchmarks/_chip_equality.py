@@ -10,7 +10,8 @@ from torch import nn
 
 # CPU vs CUDA tolerances. Devices and weights in ulp of the matrix's largest |value| (not elementwise: g+ − g−,
 # g_target + noise and the mean drift exponent + its spread cancel); float32 pow/log/exp and fused multiply-adds
-# round differently by 1-2 ulp each on a GPU. Normals elementwise (float64 log, sqrt, cos: ≤ 2 ulp each on CUDA).
+# round differently by 1-2 ulp each on a GPU. Normals (float32) elementwise: float64 log and sqrt, float32 cos/sin
+# (≤ 2 ulp on CUDA) and one product.
 ULP_COND = 8  # g_target, g_prog, nu
 ULP_WEIGHT = 16  # effective weights (several float32 steps: read noise, drift, scales, GDC-free)
 ULP_NORMAL = 8
@@ -32,19 +33,23 @@ def ulp_distance(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float |
 
 
 def rng_distances(device: torch.device, n: int) -> dict[str, float]:
-    """The generator on CPU and ``device``: integer words (0 = bit-identical), uniforms (0 = equal), normals (ulp)."""
+    """The generator on CPU and ``device``: raw integer words (count differing: 0 = bit-identical), uniforms (ulp:
+    0 = equal), normals (elementwise ulp), over ``n`` counters near 0 and ``n`` past 2³², several keys and draws."""
     from aimc import rng
 
-    idx = torch.cat([torch.arange(n), torch.arange(n) + (1 << 33)])  # counters past 2³² too
+    idx = torch.cat([torch.arange(n), torch.arange(n) + (1 << 33)])
     out = {"threefry_words_differing": 0.0, "uniform_ulp": 0.0, "normal_ulp": 0.0}
     for key, draw in ((0, 0), (123, 4), (-7, 65535), (2**63 - 1, 1)):
         k = rng.split_key(key)
-        w_cpu = rng.threefry2x32(idx, draw, k)
-        w_dev = rng.threefry2x32(idx.to(device), draw, k)
-        out["threefry_words_differing"] += float(sum(int((x != y.cpu()).sum()) for x, y in zip(w_cpu, w_dev)))
-        for name, f in (("uniform_ulp", rng.uniform), ("normal_ulp", rng.normal)):
-            d = ulp_distance(f(key, draw, index=idx), f(key, draw, index=idx, device=device))
-            out[name] = max(out[name], d)
+        words = [rng.threefry2x32(i & 0xFFFFFFFF, (i >> 32) + (draw << 16), k) for i in (idx, idx.to(device))]
+        out["threefry_words_differing"] += float(sum(int((x != y.cpu()).sum()) for x, y in zip(*words)))
+        u = [rng.uniform(key, draw, index=idx, device=d) for d in ("cpu", device)]
+        out["uniform_ulp"] = max(out["uniform_ulp"], ulp_distance(*u))
+        # a whole draw (cosines and sines of counters 0..n-1), and scattered elements of a draw of 2^34: sines of
+        # counters 0..n-1 (first half of idx) and cosines (second half), through normal()'s general index path
+        for kw in (dict(n=2 * n), dict(index=idx, size=1 << 34)):
+            z = [rng.normal(key, draw, device=d, **kw) for d in ("cpu", device)]
+            out["normal_ulp"] = max(out["normal_ulp"], ulp_distance(*z))
     return out
 
 
