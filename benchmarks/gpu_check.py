@@ -132,7 +132,6 @@ class SelectCuda:
             self.outcomes[report.nodeid] = report.outcome
 
 
-
 def run_pytest_child(report: str, args: list[str]) -> int:
     """pytest on ``args`` with :class:`SelectCuda`; the selected tests and their outcomes go to ``report`` (JSON)."""
     import pytest
@@ -155,9 +154,10 @@ def part_tests(a: argparse.Namespace, device: torch.device, budget: Budget, res:
             p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                                timeout=max(budget.left(), 1))
         except subprocess.TimeoutExpired as e:
+            print("\n".join("  | " + x for x in (e.stdout or "").splitlines()[-150:]))
             raise OutOfBudget("pytest did not finish within the budget") from e
         info = json.loads(report.read_text()) if report.is_file() else None
-    print("\n".join(["  | " + x for x in p.stdout.splitlines()][-40:]))
+    print("\n".join("  | " + x for x in p.stdout.splitlines()[-150:]))  # failures in full, up to a point
     if p.returncode not in (0, 1) or info is None:
         print("  | " + "\n  | ".join(p.stderr.splitlines()[-20:]))
         res.update(status="FAIL", why=f"pytest exit status {p.returncode}")
@@ -377,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
            machine_extra=gpu)
     budget = Budget(a.budget)
     funcs = {"tests": part_tests, "equality": part_equality, "resnet": part_resnet, "llm": part_llm}
-    results: dict = {"device": str(device), "gpu": gpu.lstrip(", "), "tiny": a.tiny}
+    results: dict = {"command": [sys.executable, *sys.argv], "torch": torch.__version__, "device": str(device),
+                     "gpu": gpu.lstrip(", "), "tiny": a.tiny, "budget_s": a.budget}
     for part in (p for p in PARTS if p in a.parts):
         print(f"\n[{part}]")
         t0 = time.perf_counter()
