@@ -2,9 +2,9 @@
 
 Parts (``--parts``, default all, in this order):
 
-* ``tests``: pytest on the tests that skip without CUDA (each test in ``tests/`` whose ``skipif`` reason names CUDA
-  or a GPU, or whose name says ``cuda``), in a child process with ``CUBLAS_WORKSPACE_CONFIG`` set (the suite runs
-  with deterministic algorithms, which cuBLAS refuses without it).
+* ``tests``: pytest on the tests that skip without CUDA (in the test files that use ``torch.cuda``, each test whose
+  ``skipif`` reason names CUDA or a GPU, or whose name says ``cuda``), in a child process with
+  ``CUBLAS_WORKSPACE_CONFIG`` set (the suite runs with deterministic algorithms, which cuBLAS refuses without it).
 * ``equality``: the counter-based generator (``aimc.rng``) and a small programmed and drifted model on CPU and on
   the GPU with the same seeds: the generator's integer words must be bit-identical, its uniforms too (exact
   float64 arithmetic on them); normals within a few ulp (``log``/``cos`` may round differently); conductances,
@@ -102,9 +102,9 @@ class Budget:
 
 # ---- part 1: the GPU tests -----------------------------------------------------------------------------------
 def cuda_test_files() -> list[str]:
-    """Test files that mention CUDA (this script's own test excluded: it runs this script)."""
+    """Test files that use ``torch.cuda`` (this script's own test excluded: it runs this script)."""
     return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
-                  if "cuda" in p.read_text().lower() and p.name != "test_gpu_check.py")
+                  if "torch.cuda" in p.read_text() and p.name != "test_gpu_check.py")
 
 
 class SelectCuda:
