@@ -176,3 +176,15 @@ def test_clip_and_training_of_a_transposed_convolution_keep_the_weight_layout():
     out = a(torch.randn(2, 4, 5, 5)).sum()  # training mode: noisy weights, gradient to the master weight
     out.backward()
     assert a[0].weight.grad.shape == layer.weight.shape and a[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("device", ["meta", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_convert_puts_the_crossbar_state_on_the_model_s_device(device):
+    """A model already on another device (CUDA; meta stands in for it without a GPU) gets its analog matrices'
+    buffers there too: they were built on the CPU, a device mismatch at program/at_time on CUDA."""
+    m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Conv2d(2, 3, 3), torch.nn.LSTM(3, 4),
+                            torch.nn.MultiheadAttention(4, 2)).to(device)
+    a = aimc.convert(m, aimc.presets.joshi2020(), inplace=True)
+    assert {b.device.type for _, b in a.named_buffers()} == {device}
+    assert {p.device.type for p in a.parameters()} == {device}

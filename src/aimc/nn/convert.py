@@ -28,6 +28,7 @@ from aimc.nn.conv import AnalogConv3d, AnalogConvTranspose1d, AnalogConvTranspos
 from aimc.nn.layers import AnalogConv1d, AnalogConv2d, AnalogLinear, _AnalogConvNd
 from aimc.nn.lstm import AnalogGRU, AnalogLSTM, AnalogRNN
 from aimc.nn.matrix import AnalogProjection, MatrixOwner, is_hf_conv1d, projection_class
+from aimc.nn.tile import AnalogMatrix
 from aimc.nn.conversion import ConversionReport
 from aimc.nn.weight import AnalogWeight, unwrap_weight, wrap_weight
 
@@ -128,6 +129,17 @@ def _rule(rules: Mapping[str, AnalogConfig | str] | Rule | None, names: list[str
             + [f"{p!r} matches no module (names look like {[n for n in names if n][:4]})" for p in unused]) + ".")
     items = list(rules.items())
     return lambda name, m: next((v for p, v in items if fnmatchcase(name, p)), None)
+
+
+def _place_matrices(layer: nn.Module, params: dict) -> None:
+    """Move the crossbar state (small buffers: scales, seeds, ranges) of ``layer`` to the device its weights are
+    on: a model on CUDA (or meta) gets its analog matrices there, not on the CPU they are built on."""
+    device = next((p.device for p in params.values()), None)
+    if device is None:
+        return
+    for mat in layer.modules():
+        if isinstance(mat, AnalogMatrix) and mat.w_max.device != device:
+            mat.to(device)
 
 
 def convert(model: nn.Module, config: AnalogConfig, *, exclude: Iterable[str] = (),
@@ -237,6 +249,7 @@ def convert(model: nn.Module, config: AnalogConfig, *, exclude: Iterable[str] = 
             _close_attention(m, name, closed, report)
             continue
         old = {id(p): p for p in m.parameters(recurse=False)}
+        _place_matrices(layer, old)
         layer.aimc_name = name
         if "aimc_torch_type" not in layer.__dict__:
             layer.aimc_torch_type = torch_type
