@@ -21,6 +21,7 @@ from aimc.config import AnalogConfig
 from aimc.errors import DataError, ShapeError, StateError
 from aimc.nn.checks import check_layer_input, has_non_finite  # noqa: F401  (has_non_finite: aimc.evaluation)
 from aimc.nn.mvm import grouped_forward, static_conv_forward, tile_max, tile_to_groups, tiles_forward
+from aimc.nn.parallel_normal import normal_
 from aimc.nn.tile import AnalogMatrix
 from aimc.nn.weight import plain, same_geometry
 from aimc.periphery import dac_step
@@ -339,6 +340,11 @@ class _AnalogConvNd(AnalogLayer):
         padded = x.new_zeros(step, c, hp, wp) if (pl or pr or pt or pb) else None  # borders stay zero
         cols_buf = x.new_empty(step, c * kk, ho * wo) if reuse else None
         y = x.new_empty(b, self.out_channels, ho * wo)
+        # the first row tile's output noise for the whole batch in one draw, on several cores (aimc.nn.parallel_normal);
+        # each chunk's product is then added onto its slice
+        noised = not grouped and reuse and p.out_noise > 0 and len(lay.col_bounds) == 1
+        if noised:
+            normal_(y, p.out_noise, self.analog._forward_gen)
         for i in range(0, b, step):
             n = min(step, b - i)
             if padded is not None:
@@ -377,7 +383,7 @@ class _AnalogConvNd(AnalogLayer):
                                 rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
                 continue
             tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn, prescaled=prescaled,
-                          rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
+                          rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n], noised=noised)
         y = y.view(b, self.out_channels, ho, wo)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)

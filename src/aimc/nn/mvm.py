@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 
+from aimc.nn.parallel_normal import MIN_SPLIT, normal_
 from aimc.periphery import adc_step, block_mvm, bm_may_retry, dac_step
 
 __all__ = ["tiles_forward", "grouped_forward", "tile_max", "tile_to_groups", "static_conv_forward"]
@@ -27,7 +28,9 @@ __all__ = ["tiles_forward", "grouped_forward", "tile_max", "tile_to_groups", "st
 
 def _noise_(y: torch.Tensor, p, generator: torch.Generator | None) -> torch.Tensor:  # noqa: ANN001
     """In place: + Gaussian output noise of std ``out_noise``."""
-    if p.out_noise > 0:
+    if p.out_noise > 0 and y.numel() >= MIN_SPLIT:  # a large tensor: drawn on several cores
+        y.add_(normal_(torch.empty_like(y, memory_format=torch.contiguous_format), p.out_noise, generator))
+    elif p.out_noise > 0:
         y.add_(torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype).mul_(p.out_noise))
     return y
 
@@ -69,7 +72,7 @@ def _dac_codes(x: torch.Tensor, sc: torch.Tensor | float, step: float | None, cl
 def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  # noqa: ANN001
                   scale_fn: Callable[[int, int], torch.Tensor] | None = None,
                   rebuild: Callable[[], torch.Tensor] | None = None,
-                  out: torch.Tensor | None = None, prescaled: bool = False) -> torch.Tensor:
+                  out: torch.Tensor | None = None, prescaled: bool = False, noised: bool = False) -> torch.Tensor:
     """Analog MVM of every tile of ``mat`` (an ``AnalogMatrix``) on ``cols`` ``(B, groups·rows, L)``.
 
     Args:
@@ -87,12 +90,19 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
         prescaled: (dynamic ranges, with ``owned``, ``scale_fn`` and ``rebuild``) the caller has already divided
             each row tile's columns by ``scale_fn(k, g) · DAC step`` (by the scale alone without a DAC), e.g. while
             unfolding them: only the rounding of the DAC is left.
+        noised: ``out`` already holds the output noise of the first row tile (a single column tile): the caller
+            drew it for its whole batch at once (:func:`aimc.nn.parallel_normal.normal_`, on several cores); that
+            tile's product is added onto it.
 
     Returns:
         ``(B, out_features, L)`` (``out`` when given).
     """
     lay, p, gen = mat.layout, mat.config.periphery, mat._forward_gen
+    if noised and (out is None or len(lay.col_bounds) != 1):
+        raise ValueError("noised=True needs out= and a single column tile")
     if lay.groups > 1 and lay.whole_groups:  # grouped / depthwise: all tiles of the layer at once
+        if noised:
+            raise ValueError("grouped layouts draw their own noise")
         if scale_fn is not None or prescaled:
             raise TypeError("grouped layouts take per-tile scales: call grouped_forward(tile_scale=...)")
         return grouped_forward(mat, cols, name, owned=owned, rebuild=rebuild, out=out)
@@ -126,7 +136,8 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
             # (B, c, L); a single tile, or the first row tile of a single column tile, multiplies straight into
             # the output
             into_y = single or (k == 0 and len(lay.col_bounds) == 1)
-            yk = _mvm_noisy(w, q, step if step is not None else 1.0, p, gen, out=y if into_y else None)
+            yk = _mvm_noisy(w, q, step if step is not None else 1.0, p, gen, out=y if into_y else None,
+                            noised=noised and into_y)
             retry = None
             if bm and _clips(yk, p.out_bound):
                 # (B, L): vectors with a clipped output (max and min over the outputs: no |y| copy, no boolean any)
@@ -156,16 +167,18 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
 
 
 def _mvm_noisy(w: torch.Tensor, q: torch.Tensor, alpha: float, p, generator: torch.Generator | None,  # noqa: ANN001
-               out: torch.Tensor | None = None) -> torch.Tensor:
+               out: torch.Tensor | None = None, noised: bool = False) -> torch.Tensor:
     """``alpha · (w @ q)`` plus Gaussian output noise of std ``p.out_noise``: ``(c, r) @ (B, r, L) -> (B, c, L)``.
 
     The noise is drawn straight into the result and the product added onto it by one fused ``baddbmm_``: no
-    separate noise tensor, scaling pass or addition pass over the outputs. Written into ``out`` when given.
+    separate noise tensor, scaling pass or addition pass over the outputs. Written into ``out`` when given;
+    ``noised``: ``out`` already holds the noise (drawn by the caller), only the product is added.
     """
     b, _, n_l = q.shape
     if p.out_noise > 0:
         y = out if out is not None else q.new_empty(b, w.shape[0], n_l)
-        y.normal_(0.0, p.out_noise, generator=generator)
+        if not noised:
+            normal_(y, p.out_noise, generator)
         return y.baddbmm_(w.expand(b, *w.shape), q, alpha=alpha)
     y = torch.matmul(w, q, out=out) if out is not None else torch.matmul(w, q)
     return y.mul_(alpha) if alpha != 1.0 else y
