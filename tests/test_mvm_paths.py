@@ -147,6 +147,9 @@ NOISY = [
     (lambda: nn.Conv2d(8, 30, 3, padding=1, groups=2), (8, 8, 16, 16), dict(input_range="static", input_bound=3.0),
      (40, 24)),
     (lambda: nn.Conv2d(8, 30, 3, padding=1, stride=2), (16, 8, 16, 16), dict(), (40, 24)),
+    # one column tile, two row tiles: both tiles' noise drawn for the whole batch, split over several streams
+    # (327,680 outputs ≥ aimc.nn.parallel_normal.MIN_SPLIT)
+    (lambda: nn.Conv2d(8, 20, 3, padding=1), (16, 8, 32, 32), dict(), (40, 24)),
     (lambda: nn.Linear(70, 30), (1000, 70), dict(), None),
     (lambda: nn.Linear(70, 30), (1000, 70), dict(input_range="static", input_bound=3.0), (40, 24)),
     # packed depthwise tiles (4 groups a 40x24 tile, the last 2): the dynamic range spans the tile's groups

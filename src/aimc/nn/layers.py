@@ -343,8 +343,12 @@ class _AnalogConvNd(AnalogLayer):
         # the first row tile's output noise for the whole batch in one draw, on several cores (aimc.nn.parallel_normal);
         # each chunk's product is then added onto its slice
         noised = not grouped and reuse and p.out_noise > 0 and len(lay.col_bounds) == 1
+        noise_rows = None
         if noised:
             normal_(y, p.out_noise, self.analog._forward_gen)
+            if len(lay.row_bounds) > 1:  # the other row tiles' noise as well (their products are added onto it)
+                noise_rows = normal_(y.new_empty(len(lay.row_bounds) - 1, *y.shape), p.out_noise,
+                                     self.analog._forward_gen)
         for i in range(0, b, step):
             n = min(step, b - i)
             if padded is not None:
@@ -383,7 +387,8 @@ class _AnalogConvNd(AnalogLayer):
                                 rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
                 continue
             tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn, prescaled=prescaled,
-                          rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n], noised=noised)
+                          rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n], noised=noised,
+                          noise_rows=noise_rows[:, i:i + n] if noise_rows is not None else None)
         y = y.view(b, self.out_channels, ho, wo)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)

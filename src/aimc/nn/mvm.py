@@ -72,7 +72,8 @@ def _dac_codes(x: torch.Tensor, sc: torch.Tensor | float, step: float | None, cl
 def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  # noqa: ANN001
                   scale_fn: Callable[[int, int], torch.Tensor] | None = None,
                   rebuild: Callable[[], torch.Tensor] | None = None,
-                  out: torch.Tensor | None = None, prescaled: bool = False, noised: bool = False) -> torch.Tensor:
+                  out: torch.Tensor | None = None, prescaled: bool = False, noised: bool = False,
+                  noise_rows: torch.Tensor | None = None) -> torch.Tensor:
     """Analog MVM of every tile of ``mat`` (an ``AnalogMatrix``) on ``cols`` ``(B, groups·rows, L)``.
 
     Args:
@@ -93,6 +94,8 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
         noised: ``out`` already holds the output noise of the first row tile (a single column tile): the caller
             drew it for its whole batch at once (:func:`aimc.nn.parallel_normal.normal_`, on several cores); that
             tile's product is added onto it.
+        noise_rows: with ``noised``, ``(n_row_tiles − 1, B, out_features, L)``: the output noise of row tiles 1, 2, …
+            drawn by the caller as well (their products are added onto it, then summed into the result).
 
     Returns:
         ``(B, out_features, L)`` (``out`` when given).
@@ -136,8 +139,8 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
             # (B, c, L); a single tile, or the first row tile of a single column tile, multiplies straight into
             # the output
             into_y = single or (k == 0 and len(lay.col_bounds) == 1)
-            yk = _mvm_noisy(w, q, step if step is not None else 1.0, p, gen, out=y if into_y else None,
-                            noised=noised and into_y)
+            pre = y if into_y else noise_rows[k - 1] if noise_rows is not None and k > 0 else None
+            yk = _mvm_noisy(w, q, step if step is not None else 1.0, p, gen, out=pre, noised=noised and pre is not None)
             retry = None
             if bm and _clips(yk, p.out_bound):
                 # (B, L): vectors with a clipped output (max and min over the outputs: no |y| copy, no boolean any)
