@@ -20,7 +20,8 @@ from torch import nn
 from aimc.config import AnalogConfig
 from aimc.errors import DataError, ShapeError, StateError
 from aimc.nn.checks import check_layer_input, has_non_finite  # noqa: F401  (has_non_finite: aimc.evaluation)
-from aimc.nn.mvm import grouped_forward, static_conv_forward, tile_max, tile_to_groups, tiles_forward
+from aimc.nn.mvm import (grouped_forward, out_noise_std, static_conv_forward, tile_max, tile_to_groups,
+                         tiles_forward)
 from aimc.nn.parallel_normal import normal_
 from aimc.nn.tile import AnalogMatrix
 from aimc.nn.weight import plain, same_geometry
@@ -345,10 +346,10 @@ class _AnalogConvNd(AnalogLayer):
         noised = not grouped and reuse and p.out_noise > 0 and len(lay.col_bounds) == 1
         noise_rows = None
         if noised:
-            normal_(y, p.out_noise, self.analog._forward_gen)
+            std = out_noise_std(p)  # in the units tiles_forward accumulates in
+            normal_(y, std, self.analog._forward_gen)
             if len(lay.row_bounds) > 1:  # the other row tiles' noise as well (their products are added onto it)
-                noise_rows = normal_(y.new_empty(len(lay.row_bounds) - 1, *y.shape), p.out_noise,
-                                     self.analog._forward_gen)
+                noise_rows = normal_(y.new_empty(len(lay.row_bounds) - 1, *y.shape), std, self.analog._forward_gen)
         for i in range(0, b, step):
             n = min(step, b - i)
             if padded is not None:

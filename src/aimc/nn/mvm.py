@@ -50,6 +50,17 @@ def _adc_(y: torch.Tensor, p, clip: bool = True) -> torch.Tensor:  # noqa: ANN00
     return y
 
 
+def adc_unit(p) -> float:  # noqa: ANN001
+    """The unit :func:`tiles_forward` accumulates a tile's outputs in: the ADC step (the ADC is then a rounding,
+    its step folded into the digital scales), 1 without an ADC."""
+    return adc_step(p.adc_bits, p.out_bound) if p.adc_bits is not None else 1.0
+
+
+def out_noise_std(p) -> float:  # noqa: ANN001
+    """Std of the output noise in :func:`adc_unit` units (what a caller drawing it for ``noised=True`` uses)."""
+    return p.out_noise / adc_unit(p)
+
+
 # under torch.compile this path runs eagerly: its shapes change from layer to layer and chunk to chunk and bound
 # management tests values, so tracing it recompiles past dynamo's limit and made compiled forwards slower than eager
 @torch.compiler.disable
@@ -91,7 +102,8 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
         prescaled: (dynamic ranges, with ``owned``, ``scale_fn`` and ``rebuild``) the caller has already divided
             each row tile's columns by ``scale_fn(k, g) · DAC step`` (by the scale alone without a DAC), e.g. while
             unfolding them: only the rounding of the DAC is left.
-        noised: ``out`` already holds the output noise of the first row tile (a single column tile): the caller
+        noised: ``out`` already holds the output noise of the first row tile (a single column tile), of std
+            :func:`out_noise_std` (ADC steps): the caller
             drew it for its whole batch at once (:func:`aimc.nn.parallel_normal.normal_`, on several cores); that
             tile's product is added onto it.
         noise_rows: with ``noised``, ``(n_row_tiles − 1, B, out_features, L)``: the output noise of row tiles 1, 2, …
@@ -117,6 +129,9 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
     step = dac_step(p.dac_bits) if p.dac_bits is not None else None
     levels = (2**p.dac_bits - 2) // 2 if p.dac_bits is not None else None
     bm = p.bound_management == "iterative" and p.out_bound is not None and bm_may_retry(1.0, p)
+    unit = adc_unit(p)
+    adc_levels = (2**p.adc_bits - 2) // 2 if p.adc_bits is not None else None
+    bound = p.out_bound / unit if p.out_bound is not None else None
     for k, (s, e) in enumerate(lay.row_bounds):
         prepared: dict[int, tuple[torch.Tensor, torch.Tensor | float]] = {}
         for cs, ce in lay.col_bounds:
@@ -140,23 +155,34 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
             # the output
             into_y = single or (k == 0 and len(lay.col_bounds) == 1)
             pre = y if into_y else noise_rows[k - 1] if noise_rows is not None and k > 0 else None
-            yk = _mvm_noisy(w, q, step if step is not None else 1.0, p, gen, out=pre, noised=noised and pre is not None)
+            # in ADC steps (unit): the ADC's division is folded into the product's factor and the noise's std
+            yk = _mvm_noisy(w, q, (step if step is not None else 1.0) / unit, out_noise_std(p), gen, out=pre,
+                            noised=noised and pre is not None)
             retry = None
-            if bm and _clips(yk, p.out_bound):
+            if bm and _clips(yk, bound):
                 # (B, L): vectors with a clipped output (max and min over the outputs: no |y| copy, no boolean any)
-                clipped = (yk.amax(dim=1) >= p.out_bound) | (yk.amin(dim=1) <= -p.out_bound)
+                clipped = (yk.amax(dim=1) >= bound) | (yk.amin(dim=1) <= -bound)
                 idx = clipped.nonzero(as_tuple=True)
                 if x_raw is None:
                     x_raw = rebuild()[:, g * rows + s: g * rows + e, :]
                     prepared[g] = (q, sc, x_raw)
                 xs = x_raw.permute(0, 2, 1)[idx]
                 scs = sc if static is not None else sc.permute(0, 2, 1)[idx]
-                retry = (idx, block_mvm(xs / scs, w, p, gen, start_factor=2.0))
-            _adc_(yk, p, clip=not bm)  # with bound management no |y| that is kept reaches out_bound
+                retry = (idx, block_mvm(xs / scs, w, p, gen, start_factor=2.0).div_(unit))
+            # the ADC in its own steps: rounding (and clipping at ±levels; with bound management no |y| that is kept
+            # reaches the bound), then one multiplication by step × input range
+            if p.adc_bits is not None:
+                yk.round_()
+                if not bm:
+                    yk.clamp_(-adc_levels, adc_levels)
+            elif p.out_bound is not None and not bm:
+                yk.clamp_(-p.out_bound, p.out_bound)
             if retry is not None:
                 yk.permute(0, 2, 1)[retry[0]] = retry[1]
-            if static is None or sc != 1.0:
-                yk.mul_(sc)
+            if static is None:
+                yk.mul_(sc * unit if unit != 1.0 else sc)
+            elif static * unit != 1.0:
+                yk.mul_(static * unit)
             yk.mul_(mat.out_scale[cs:ce, k].view(1, -1, 1))
             if single:
                 return yk  # is y when out was given
@@ -169,19 +195,19 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
     return y
 
 
-def _mvm_noisy(w: torch.Tensor, q: torch.Tensor, alpha: float, p, generator: torch.Generator | None,  # noqa: ANN001
+def _mvm_noisy(w: torch.Tensor, q: torch.Tensor, alpha: float, std: float, generator: torch.Generator | None,
                out: torch.Tensor | None = None, noised: bool = False) -> torch.Tensor:
-    """``alpha · (w @ q)`` plus Gaussian output noise of std ``p.out_noise``: ``(c, r) @ (B, r, L) -> (B, c, L)``.
+    """``alpha · (w @ q)`` plus Gaussian output noise of std ``std``: ``(c, r) @ (B, r, L) -> (B, c, L)``.
 
     The noise is drawn straight into the result and the product added onto it by one fused ``baddbmm_``: no
     separate noise tensor, scaling pass or addition pass over the outputs. Written into ``out`` when given;
     ``noised``: ``out`` already holds the noise (drawn by the caller), only the product is added.
     """
     b, _, n_l = q.shape
-    if p.out_noise > 0:
+    if std > 0:
         y = out if out is not None else q.new_empty(b, w.shape[0], n_l)
         if not noised:
-            normal_(y, p.out_noise, generator)
+            normal_(y, std, generator)
         return y.baddbmm_(w.expand(b, *w.shape), q, alpha=alpha)
     y = torch.matmul(w, q, out=out) if out is not None else torch.matmul(w, q)
     return y.mul_(alpha) if alpha != 1.0 else y
