@@ -65,6 +65,10 @@ LAYERS = [
     (lambda: nn.Conv2d(8, 30, (3, 2), padding=(1, 2), padding_mode="reflect"), (4, 8, 9, 9)),
     (lambda: nn.Conv1d(8, 30, 5, padding=3, dilation=2), (4, 8, 11)),
     (lambda: nn.Linear(70, 50), (20, 70)),
+    # one column tile (20 outputs), two row tiles: the whole-batch periphery of aimc.nn.unfold.batched_forward
+    (lambda: nn.Conv2d(8, 20, 3, padding=1, stride=2), (4, 8, 9, 9)),
+    (lambda: nn.Conv2d(8, 20, (3, 2), padding=(1, 2), padding_mode="reflect"), (4, 8, 9, 9)),
+    (lambda: nn.Conv1d(8, 20, 5, padding=3, dilation=2), (4, 8, 11)),
     # packed groups (40x24 tiles): depthwise 3x3, 4 groups a tile, the last tile 2; grouped, 2 groups a tile;
     # depthwise Conv1d, 8 groups a tile, the last 2
     (lambda: nn.Conv2d(10, 10, 3, padding=1, groups=10), (4, 10, 9, 9)),
@@ -337,3 +341,26 @@ def test_packed_equals_per_group_tiles_where_a_tile_shares_nothing(unfolded, mon
         with torch.no_grad():
             outs.append(a(x))
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw", [dict(out_bound=0.3), dict(input_range="static", input_bound=6.0, out_bound=0.3)])
+@pytest.mark.parametrize("chunk_bytes", [None, 1])
+def test_whole_batch_periphery_retries_like_the_reference(kw, chunk_bytes, monkeypatch):
+    """``aimc.nn.unfold.batched_forward`` (ungrouped, one column tile; here two row tiles of 40 and 32 lines): with
+    a tiny out_bound vectors of several images clip on both row tiles; their re-reads (one block_mvm call per row
+    tile for the whole batch, on inputs unfolded again from the zero-padded input) give the reference's numbers,
+    the columns built one image at a time or all at once."""
+    if chunk_bytes is not None:
+        monkeypatch.setattr(layers, "_CHUNK_BYTES", chunk_bytes)
+    from aimc.nn import unfold
+
+    retried = []
+    monkeypatch.setattr(unfold, "block_mvm", lambda xs, *args, **kw_: retried.append(len(xs)) or block_mvm(xs, *args,
+                                                                                                            **kw_))
+    _, a = _analog(lambda: nn.Conv2d(8, 20, 3, padding=1), _cfg(**kw))
+    assert len(a.analog.layout.row_bounds) == 2 and len(a.analog.layout.col_bounds) == 1
+    x = torch.randn(5, 8, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 3
+    with torch.no_grad():
+        fast = a(x)
+    assert len(retried) == 2 and min(retried) > 10
+    torch.testing.assert_close(fast, _reference(a, x), rtol=1e-9, atol=1e-9)

@@ -20,9 +20,8 @@ from torch import nn
 from aimc.config import AnalogConfig
 from aimc.errors import DataError, ShapeError, StateError
 from aimc.nn.checks import check_layer_input, has_non_finite  # noqa: F401  (has_non_finite: aimc.evaluation)
-from aimc.nn.mvm import (grouped_forward, out_noise_std, static_conv_forward, tile_max, tile_to_groups,
-                         tiles_forward)
-from aimc.nn.parallel_normal import normal_
+from aimc.nn.mvm import grouped_forward, static_conv_forward, tile_max, tile_to_groups, tiles_forward
+from aimc.nn.unfold import _patches, _unfold, batched_forward
 from aimc.nn.tile import AnalogMatrix
 from aimc.nn.weight import plain, same_geometry
 from aimc.periphery import dac_step
@@ -41,25 +40,6 @@ _RANGE_WARMUP = 10
 # Changing it changes the order of output-noise draws in layers with several row tiles (same statistics, other
 # numbers); 3-5 MB measured within the benchmark's noise of 2 MB, so it stays.
 _CHUNK_BYTES = 2 << 20
-
-
-def _patches(x: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple[int, int], ho: int,
-             wo: int) -> torch.Tensor:
-    """The patches of a padded ``(B, C, H, W)`` input as a strided view ``(B, C, kh, kw, ho, wo)`` (no copy)."""
-    x = x.contiguous()
-    sb, sc, sh, sw = x.stride()
-    return x.as_strided((x.shape[0], x.shape[1], k[0], k[1], ho, wo),
-                        (sb, sc, dil[0] * sh, dil[1] * sw, st[0] * sh, st[1] * sw), x.storage_offset())
-
-
-def _unfold(x: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple[int, int], ho: int,
-            wo: int) -> torch.Tensor:
-    """``F.unfold(x, k, dilation=dil, stride=st)`` of a padded ``(B, C, H, W)`` input as one strided copy.
-
-    The same values in the same layout ``(B, C·kh·kw, ho·wo)``; ATen's im2col costs about ten times this copy on
-    the small batches the matrix path works on.
-    """
-    return _patches(x, k, dil, st, ho, wo).reshape(x.shape[0], x.shape[1] * k[0] * k[1], ho * wo)
 
 
 def _window_max(a: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple[int, int], ho: int,
@@ -338,18 +318,13 @@ class _AnalogConvNd(AnalogLayer):
                 tile_scales.append(_window_max(a, k, dil, st, ho, wo).flatten(2).clamp_min_(1e-30))
             return tile_scales[0]
 
+        if reuse and self.groups == 1 and len(lay.col_bounds) == 1:  # periphery on the whole batch, chunks on all cores
+            y = batched_forward(self, x, (pl, pr, pt, pb), k, dil, st, ho, wo, step,
+                                (lambda t: batch_scale(t, 0)) if dynamic else None)
+            return self._finish(y, b, ho, wo, one_d)
         padded = x.new_zeros(step, c, hp, wp) if (pl or pr or pt or pb) else None  # borders stay zero
         cols_buf = x.new_empty(step, c * kk, ho * wo) if reuse else None
         y = x.new_empty(b, self.out_channels, ho * wo)
-        # the first row tile's output noise for the whole batch in one draw, on several cores (aimc.nn.parallel_normal);
-        # each chunk's product is then added onto its slice
-        noised = not grouped and reuse and p.out_noise > 0 and len(lay.col_bounds) == 1
-        noise_rows = None
-        if noised:
-            std = out_noise_std(p)  # in the units tiles_forward accumulates in
-            normal_(y, std, self.analog._forward_gen)
-            if len(lay.row_bounds) > 1:  # the other row tiles' noise as well (their products are added onto it)
-                noise_rows = normal_(y.new_empty(len(lay.row_bounds) - 1, *y.shape), std, self.analog._forward_gen)
         for i in range(0, b, step):
             n = min(step, b - i)
             if padded is not None:
@@ -388,8 +363,11 @@ class _AnalogConvNd(AnalogLayer):
                                 rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
                 continue
             tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn, prescaled=prescaled,
-                          rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n], noised=noised,
-                          noise_rows=noise_rows[:, i:i + n] if noise_rows is not None else None)
+                          rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
+        return self._finish(y, b, ho, wo, one_d)
+
+    def _finish(self, y: torch.Tensor, b: int, ho: int, wo: int, one_d: bool) -> torch.Tensor:
+        """``(B, C_out, ho·wo)`` matrix-path output as the convolution's output, plus the bias."""
         y = y.view(b, self.out_channels, ho, wo)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)

@@ -57,7 +57,7 @@ def adc_unit(p) -> float:  # noqa: ANN001
 
 
 def out_noise_std(p) -> float:  # noqa: ANN001
-    """Std of the output noise in :func:`adc_unit` units (what a caller drawing it for ``noised=True`` uses)."""
+    """Std of the output noise in :func:`adc_unit` units (a caller drawing it ahead, ``aimc.nn.unfold``)."""
     return p.out_noise / adc_unit(p)
 
 
@@ -83,8 +83,7 @@ def _dac_codes(x: torch.Tensor, sc: torch.Tensor | float, step: float | None, cl
 def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  # noqa: ANN001
                   scale_fn: Callable[[int, int], torch.Tensor] | None = None,
                   rebuild: Callable[[], torch.Tensor] | None = None,
-                  out: torch.Tensor | None = None, prescaled: bool = False, noised: bool = False,
-                  noise_rows: torch.Tensor | None = None) -> torch.Tensor:
+                  out: torch.Tensor | None = None, prescaled: bool = False) -> torch.Tensor:
     """Analog MVM of every tile of ``mat`` (an ``AnalogMatrix``) on ``cols`` ``(B, groups·rows, L)``.
 
     Args:
@@ -102,22 +101,12 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
         prescaled: (dynamic ranges, with ``owned``, ``scale_fn`` and ``rebuild``) the caller has already divided
             each row tile's columns by ``scale_fn(k, g) · DAC step`` (by the scale alone without a DAC), e.g. while
             unfolding them: only the rounding of the DAC is left.
-        noised: ``out`` already holds the output noise of the first row tile (a single column tile), of std
-            :func:`out_noise_std` (ADC steps): the caller
-            drew it for its whole batch at once (:func:`aimc.nn.parallel_normal.normal_`, on several cores); that
-            tile's product is added onto it.
-        noise_rows: with ``noised``, ``(n_row_tiles − 1, B, out_features, L)``: the output noise of row tiles 1, 2, …
-            drawn by the caller as well (their products are added onto it, then summed into the result).
 
     Returns:
         ``(B, out_features, L)`` (``out`` when given).
     """
     lay, p, gen = mat.layout, mat.config.periphery, mat._forward_gen
-    if noised and (out is None or len(lay.col_bounds) != 1):
-        raise ValueError("noised=True needs out= and a single column tile")
     if lay.groups > 1 and lay.whole_groups:  # grouped / depthwise: all tiles of the layer at once
-        if noised:
-            raise ValueError("grouped layouts draw their own noise")
         if scale_fn is not None or prescaled:
             raise TypeError("grouped layouts take per-tile scales: call grouped_forward(tile_scale=...)")
         return grouped_forward(mat, cols, name, owned=owned, rebuild=rebuild, out=out)
@@ -154,10 +143,9 @@ def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  #
             # (B, c, L); a single tile, or the first row tile of a single column tile, multiplies straight into
             # the output
             into_y = single or (k == 0 and len(lay.col_bounds) == 1)
-            pre = y if into_y else noise_rows[k - 1] if noise_rows is not None and k > 0 else None
             # in ADC steps (unit): the ADC's division is folded into the product's factor and the noise's std
-            yk = _mvm_noisy(w, q, (step if step is not None else 1.0) / unit, out_noise_std(p), gen, out=pre,
-                            noised=noised and pre is not None)
+            yk = _mvm_noisy(w, q, (step if step is not None else 1.0) / unit, out_noise_std(p), gen,
+                            out=y if into_y else None)
             retry = None
             if bm and _clips(yk, bound):
                 # (B, L): vectors with a clipped output (max and min over the outputs: no |y| copy, no boolean any)
