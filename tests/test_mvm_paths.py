@@ -65,7 +65,8 @@ LAYERS = [
     (lambda: nn.Conv2d(8, 30, (3, 2), padding=(1, 2), padding_mode="reflect"), (4, 8, 9, 9)),
     (lambda: nn.Conv1d(8, 30, 5, padding=3, dilation=2), (4, 8, 11)),
     (lambda: nn.Linear(70, 50), (20, 70)),
-    # one column tile (20 outputs), two row tiles: the whole-batch periphery of aimc.nn.unfold.batched_forward
+    # one column tile (20 outputs), two row tiles (the layers above: two column tiles), through
+    # aimc.nn.unfold.batched_forward's whole-batch periphery
     (lambda: nn.Conv2d(8, 20, 3, padding=1, stride=2), (4, 8, 9, 9)),
     (lambda: nn.Conv2d(8, 20, (3, 2), padding=(1, 2), padding_mode="reflect"), (4, 8, 9, 9)),
     (lambda: nn.Conv1d(8, 20, 5, padding=3, dilation=2), (4, 8, 11)),
@@ -151,7 +152,7 @@ NOISY = [
     (lambda: nn.Conv2d(8, 30, 3, padding=1, groups=2), (8, 8, 16, 16), dict(input_range="static", input_bound=3.0),
      (40, 24)),
     (lambda: nn.Conv2d(8, 30, 3, padding=1, stride=2), (16, 8, 16, 16), dict(), (40, 24)),
-    # one column tile, two row tiles: both tiles' noise drawn for the whole batch, split over several streams
+    # one column tile, two row tiles: both row tiles' noise drawn for the whole batch, split over several streams
     # (327,680 outputs ≥ aimc.nn.parallel_normal.MIN_SPLIT)
     (lambda: nn.Conv2d(8, 20, 3, padding=1), (16, 8, 32, 32), dict(), (40, 24)),
     (lambda: nn.Linear(70, 30), (1000, 70), dict(), None),
@@ -345,11 +346,12 @@ def test_packed_equals_per_group_tiles_where_a_tile_shares_nothing(unfolded, mon
 
 @pytest.mark.parametrize("kw", [dict(out_bound=0.3), dict(input_range="static", input_bound=6.0, out_bound=0.3)])
 @pytest.mark.parametrize("chunk_bytes", [None, 1])
-def test_whole_batch_periphery_retries_like_the_reference(kw, chunk_bytes, monkeypatch):
-    """``aimc.nn.unfold.batched_forward`` (ungrouped, one column tile; here two row tiles of 40 and 32 lines): with
-    a tiny out_bound vectors of several images clip on both row tiles; their re-reads (one block_mvm call per row
-    tile for the whole batch, on inputs unfolded again from the zero-padded input) give the reference's numbers,
-    the columns built one image at a time or all at once."""
+@pytest.mark.parametrize("out_channels", [20, 30])
+def test_whole_batch_periphery_retries_like_the_reference(kw, chunk_bytes, out_channels, monkeypatch):
+    """``aimc.nn.unfold.batched_forward`` (ungrouped; two row tiles of 40 and 32 lines, one or two column tiles of
+    24 outputs): with a tiny out_bound vectors of several images clip on every tile; their re-reads (one block_mvm
+    call per tile for the whole batch, on inputs unfolded again from the zero-padded input; a vector is re-read on
+    the tile where it clipped) give the reference's numbers, the columns built one image at a time or all at once."""
     if chunk_bytes is not None:
         monkeypatch.setattr(layers, "_CHUNK_BYTES", chunk_bytes)
     from aimc.nn import unfold
@@ -357,10 +359,11 @@ def test_whole_batch_periphery_retries_like_the_reference(kw, chunk_bytes, monke
     retried = []
     monkeypatch.setattr(unfold, "block_mvm", lambda xs, *args, **kw_: retried.append(len(xs)) or block_mvm(xs, *args,
                                                                                                             **kw_))
-    _, a = _analog(lambda: nn.Conv2d(8, 20, 3, padding=1), _cfg(**kw))
-    assert len(a.analog.layout.row_bounds) == 2 and len(a.analog.layout.col_bounds) == 1
+    _, a = _analog(lambda: nn.Conv2d(8, out_channels, 3, padding=1), _cfg(**kw))
+    lay = a.analog.layout
+    assert len(lay.row_bounds) == 2 and len(lay.col_bounds) == (1 if out_channels <= 24 else 2)
     x = torch.randn(5, 8, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 3
     with torch.no_grad():
         fast = a(x)
-    assert len(retried) == 2 and min(retried) > 10
+    assert len(retried) == lay.n_tiles and min(retried) > 10
     torch.testing.assert_close(fast, _reference(a, x), rtol=1e-9, atol=1e-9)

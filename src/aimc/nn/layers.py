@@ -318,7 +318,7 @@ class _AnalogConvNd(AnalogLayer):
                 tile_scales.append(_window_max(a, k, dil, st, ho, wo).flatten(2).clamp_min_(1e-30))
             return tile_scales[0]
 
-        if reuse and self.groups == 1 and len(lay.col_bounds) == 1:  # periphery on the whole batch, chunks on all cores
+        if reuse and self.groups == 1:  # periphery on the whole batch, chunks on all cores (aimc.nn.unfold)
             y = batched_forward(self, x, (pl, pr, pt, pb), k, dil, st, ho, wo, step,
                                 (lambda t: batch_scale(t, 0)) if dynamic else None)
             return self._finish(y, b, ho, wo, one_d)

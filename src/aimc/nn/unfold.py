@@ -1,16 +1,17 @@
 """Unfolded columns of a convolution, and its matrix path with the output periphery run once on the whole batch.
 
-:func:`batched_forward` is the matrix path of an ungrouped convolution whose matrix has one column tile (output
-channels ≤ tile columns; any number of row tiles), without an autograd graph. Same semantics as
+:func:`batched_forward` is the matrix path of an ungrouped convolution (any number of row and column tiles)
+without an autograd graph. Same semantics as
 :func:`aimc.nn.mvm.tiles_forward` (and the reference :func:`aimc.periphery.tiled_mvm`), in another order:
 
 1. the output noise of every row tile is drawn for the whole batch (:func:`aimc.nn.parallel_normal.normal_`);
 2. the batch runs a few images at a time (their columns stay in the CPU cache): unfold and divide by the DAC
-   divisor in one pass, round, and add the product onto the chunk's slice of the noise. With several torch threads
+   divisor in one pass, round, and add the product of all column tiles (they share the row tile's inputs) onto the
+   chunk's slice of the noise. With several torch threads
    the chunks run on that many threads at once, each on one core: their work is independent (no random numbers,
    no host reads), so no thread waits at a barrier and the numbers do not depend on the thread count;
-3. per row tile, on the whole batch: bound-management check, re-reads of the clipped vectors (one
-   :func:`aimc.periphery.block_mvm` call for all of them, so the random numbers do not depend on the chunk size
+3. per row tile, on the whole batch: bound-management check per column tile, re-reads of the clipped vectors
+   (one :func:`aimc.periphery.block_mvm` call per tile for all of them, so the random numbers do not depend on the chunk size
    either), ADC rounding, × input range × ADC step × digital scale, sum over row tiles.
 """
 
@@ -90,10 +91,10 @@ def _run_lanes(lane: Callable[[int, int], None], lanes: int) -> None:
 def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: tuple[int, int],  # noqa: ANN001
                     dil: tuple[int, int], st: tuple[int, int], ho: int, wo: int, step: int,
                     scale: Callable[[int], torch.Tensor] | None) -> torch.Tensor:
-    """The matrix path of an ungrouped convolution with one column tile (see the module docstring).
+    """The matrix path of an ungrouped convolution (see the module docstring).
 
     Args:
-        layer: the analog convolution (``groups == 1``, ``len(layout.col_bounds) == 1``).
+        layer: the analog convolution (``groups == 1``).
         x: ``(B, C, H, W)`` input: unpadded when ``pads`` (zero padding) are given, else already padded.
         pads: zero padding (left, right, top, bottom).
         k, dil, st: kernel size, dilation and stride (2-d; a Conv1d has height 1).
@@ -158,21 +159,24 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
     for t, (s, e) in enumerate(lay.row_bounds):
         part = parts[t]
         sc = static if static is not None else scale(t)
-        retry = None
-        if bm and _clips(part, bound):
-            clipped = (part.amax(dim=1) >= bound) | (part.amin(dim=1) <= -bound)  # (B, L)
-            idx = clipped.nonzero(as_tuple=True)
-            xs = _rebuild(x, pads, (s // kk, e // kk), k, dil, st, ho, wo, step, idx)
-            scs = sc if static is not None else sc.permute(0, 2, 1)[idx]
-            retry = (idx, block_mvm(xs / scs, mat.w_analog[:, s:e], p, gen, start_factor=2.0).div_(unit))
+        retries = []
+        for cs, ce in lay.col_bounds if bm else ():  # a vector is read again on a tile where one of its outputs clips
+            blk = part[:, cs:ce]
+            if _clips(blk, bound):
+                clipped = (blk.amax(dim=1) >= bound) | (blk.amin(dim=1) <= -bound)  # (B, L)
+                idx = clipped.nonzero(as_tuple=True)
+                xs = _rebuild(x, pads, (s // kk, e // kk), k, dil, st, ho, wo, step, idx)
+                scs = sc if static is not None else sc.permute(0, 2, 1)[idx]
+                retries.append((cs, ce, idx, block_mvm(xs / scs, mat.w_analog[cs:ce, s:e], p, gen,
+                                                       start_factor=2.0).div_(unit)))
         if adc_levels is not None:  # the ADC in its own steps (with bound management no kept |y| reaches the bound)
             part.round_()
             if not bm:
                 part.clamp_(-adc_levels, adc_levels)
         elif bound is not None and not bm:
             part.clamp_(-bound, bound)
-        if retry is not None:
-            part.permute(0, 2, 1)[retry[0]] = retry[1]
+        for cs, ce, idx, values in retries:
+            part[:, cs:ce].permute(0, 2, 1)[idx] = values
         if static is None:
             part.mul_(sc * unit if unit != 1.0 else sc)
         elif static * unit != 1.0:
