@@ -83,7 +83,8 @@ def test_forked_child_gets_its_own_pool(threads):
 @pytest.mark.parametrize("static", [False, True])
 def test_noisy_forward_is_the_same_at_1_and_2_threads(make, shape, static, threads):
     """aihwkit_default (output noise, DAC, ADC, bound management): one seeded forward gives the same numbers at
-    1 and 2 threads, on outputs large enough to be split (≥ MIN_SPLIT elements)."""
+    1, 2 and 3 threads, on outputs large enough to be split (≥ MIN_SPLIT elements); the ungrouped convolution's
+    chunks (5 of 14 images) run on that many threads (``aimc.nn.unfold``)."""
     cfg = aimc.presets.aihwkit_default()
     if static:
         cfg = dataclasses.replace(cfg, periphery=dataclasses.replace(cfg.periphery, input_range="static",
@@ -92,11 +93,11 @@ def test_noisy_forward_is_the_same_at_1_and_2_threads(make, shape, static, threa
     a = aimc.convert(make(), cfg).eval()
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     outs = []
-    for n in (1, 2):
+    for n in (1, 2, 3):
         threads(n)
         aimc.program(a, seed=0)
         aimc.at_time(a, 3600.0, seed=0)  # resets the forward's noise generator
         with torch.inference_mode():
             outs.append(a(x))
     assert outs[0].numel() >= MIN_SPLIT
-    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
-__all__ = ["normal_", "PARTS", "MIN_SPLIT"]
+__all__ = ["normal_", "worker_pool", "PARTS", "MIN_SPLIT"]
 
 PARTS = 4
 """Streams a large noise tensor is split into (fixed: the numbers must not depend on the thread count)."""
@@ -33,12 +33,15 @@ _lock = threading.Lock()
 _local = threading.local()
 
 
-def _executor() -> ThreadPoolExecutor:
-    """The process's worker pool (re-created in a forked child, whose copy has no threads)."""
+def worker_pool() -> ThreadPoolExecutor:
+    """The process's threads for work beside the caller's (noise parts here, convolution chunks in
+    ``aimc.nn.unfold``): one fewer than the CPUs, at least ``PARTS - 1``; re-created in a forked child, whose copy
+    of the pool has no threads."""
     global _pool
     with _lock:
         if _pool is None or _pool[0] != os.getpid():
-            _pool = (os.getpid(), ThreadPoolExecutor(PARTS - 1, thread_name_prefix="aimc-noise"))
+            _pool = (os.getpid(), ThreadPoolExecutor(max(PARTS - 1, (os.cpu_count() or 1) - 1),
+                                                     thread_name_prefix="aimc"))
         return _pool[1]
 
 
@@ -88,7 +91,7 @@ def normal_(t: torch.Tensor, std: float, generator: torch.Generator | None) -> t
             for part, g in zip(parts[lane::lanes], gens[lane::lanes]):
                 part.normal_(0.0, std, generator=g)
 
-    pool = _executor()
+    pool = worker_pool()
     futures: list[Future] = [pool.submit(draw, lane) for lane in range(1, lanes)]
     try:
         draw(0)

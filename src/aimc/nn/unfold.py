@@ -17,23 +17,16 @@ without an autograd graph. Same semantics as
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 
 from aimc.nn.mvm import _clips, _dac_codes, _mvm_noisy, adc_unit, out_noise_std
-from aimc.nn.parallel_normal import normal_
+from aimc.nn.parallel_normal import normal_, worker_pool
 from aimc.periphery import block_mvm, bm_may_retry, dac_step
 
 __all__ = ["batched_forward"]
-
-_pool: tuple[int, ThreadPoolExecutor] | None = None
-_lock = threading.Lock()
-
 
 def _patches(x: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple[int, int], ho: int,
              wo: int) -> torch.Tensor:
@@ -54,16 +47,6 @@ def _unfold(x: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple
     return _patches(x, k, dil, st, ho, wo).reshape(x.shape[0], x.shape[1] * k[0] * k[1], ho * wo)
 
 
-def _executor() -> ThreadPoolExecutor:
-    """Threads for the chunks beyond the caller's own (re-created in a forked child, whose copy has none)."""
-    global _pool
-    with _lock:
-        if _pool is None or _pool[0] != os.getpid():
-            _pool = (os.getpid(), ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1),
-                                                     thread_name_prefix="aimc-chunks"))
-        return _pool[1]
-
-
 def _run_lanes(lane: Callable[[int, int], None], lanes: int) -> None:
     """``lane(j, lanes)`` for j = 0 … lanes − 1, each on its own thread at one torch thread (the caller runs j = 0);
     the caller's thread count, inference and grad modes are restored / passed on."""
@@ -78,7 +61,7 @@ def _run_lanes(lane: Callable[[int, int], None], lanes: int) -> None:
             lane(j, lanes)
 
     threads = torch.get_num_threads()
-    futures = [_executor().submit(task, j) for j in range(1, lanes)]
+    futures = [worker_pool().submit(task, j) for j in range(1, lanes)]
     torch.set_num_threads(1)
     try:
         lane(0, lanes)
@@ -150,7 +133,7 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
                 _mvm_noisy(mat.w_analog[:, s:e], q, alpha, std, None, out=parts[t][i:i + n], noised=True)
 
     n_chunks = -(-b // step)
-    _run_lanes(lane, max(1, min(torch.get_num_threads(), n_chunks)))
+    _run_lanes(lane, max(1, min(torch.get_num_threads(), n_chunks)) if x.device.type == "cpu" else 1)
 
     # 3. output periphery per row tile on the whole batch
     bm = p.bound_management == "iterative" and p.out_bound is not None and bm_may_retry(1.0, p)
