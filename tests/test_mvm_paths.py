@@ -163,14 +163,16 @@ NOISY = [
 
 
 @pytest.mark.parametrize("make,shape,kw,tiles", NOISY)
-def test_fast_path_output_noise_matches_the_equation(make, shape, kw, tiles, monkeypatch):
+@pytest.mark.parametrize("chunk_bytes", [1, None])
+def test_fast_path_output_noise_matches_the_equation(make, shape, kw, tiles, chunk_bytes, monkeypatch):
     """(noisy − noise-free) output of the fast path is Gaussian with mean 0 and, per output, variance
     out_noise² · Σ_k (input range of row tile k · digital scale of the output on tile k)² (the reference's noise).
 
     Standardised by that std, the sample mean and std must be within 5 standard errors of 0 and 1 (n ≥ 30,000
-    draws: 5 SE ≈ 3 % of σ on the mean, 2 % on the std). The convolution is chunked one image at a time, so the
-    noise drawn into each chunk's slice of the output is checked too."""
-    monkeypatch.setattr(layers, "_CHUNK_BYTES", 1)
+    draws: 5 SE ≈ 3 % of σ on the mean, 2 % on the std). The convolution is chunked one image at a time (noise drawn
+    into each chunk's slice of the output) or not (several images a product: grouped layers add a noise tensor)."""
+    if chunk_bytes is not None:
+        monkeypatch.setattr(layers, "_CHUNK_BYTES", chunk_bytes)
     sigma = 0.06
     base = aimc.presets.aihwkit_default()  # dynamic per-vector input range, 7-bit DAC
 

@@ -319,27 +319,38 @@ def grouped_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False, 
     q = _dac_codes(x4, sc, step, (2**p.dac_bits - 2) // 2 if static is not None and step is not None else None,
                    prescaled=prescaled, inplace=inplace)
     w = mat.w_analog.view(g_n, out_pg, rows)
-    alpha = step if step is not None else 1.0
+    # outputs in ADC steps, as in tiles_forward: the ADC's division folded into the product's factor and the noise
+    unit, std = adc_unit(p), out_noise_std(p)
+    alpha = (step if step is not None else 1.0) / unit
+    bound = p.out_bound / unit if p.out_bound is not None else None
     # one batched product of all groups (groups as the batch of a bmm: ~10x faster than a broadcast matmul or an
     # elementwise product and sum for depthwise 1 x k² rows on CPU); written into ``out`` unless autograd records
     graph = torch.is_grad_enabled() and q.requires_grad
     if b == 1 and not graph:
         y = out if out is not None else cols.new_empty(b, lay.out_features, n_l)
-        torch.bmm(w, q[0], out=y.view(b, g_n, out_pg, n_l)[0])
+        y3 = y.view(b, g_n, out_pg, n_l)[0]
+        if std > 0:  # the noise drawn into the output, the product added onto it (no noise tensor, no extra pass)
+            normal_(y, std, gen)
+            y3.baddbmm_(w, q[0], alpha=alpha)
+        else:
+            torch.bmm(w, q[0], out=y3)
+            if alpha != 1.0:
+                y.mul_(alpha)
     else:
         y = torch.einsum("gcr,bgrl->bgcl", w, q).reshape(b, lay.out_features, n_l)
         if out is not None and not graph:
             y = out.copy_(y)
+        if alpha != 1.0:
+            y.mul_(alpha)
+        if std > 0:
+            y.add_(normal_(torch.empty_like(y, memory_format=torch.contiguous_format), std, gen))
     y4 = y.view(b, g_n, out_pg, n_l)
-    if alpha != 1.0:
-        y.mul_(alpha)
-    _noise_(y, p, gen)
     retry = None
-    if bm and _clips(y, p.out_bound):
+    if bm and _clips(y, bound):
         # (B, n_tiles, L): vectors with a clipped output on a tile, re-read tile by tile (rare)
         hi = tile_max(y4.amax(dim=2), per)
         lo = tile_max(y4.amin(dim=2).neg_(), per)
-        clipped = (hi >= p.out_bound) | (lo >= p.out_bound)
+        clipped = (hi >= bound) | (lo >= bound)
         if x_raw is None:
             x_raw = rebuild().view(b, g_n, rows, n_l)
         retry = []
@@ -350,14 +361,20 @@ def grouped_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False, 
             scs = static if static is not None else tile_scale[:, j][idx].unsqueeze(1)
             cs, ce = lay.col_bounds[j]
             retry.append((idx, cs, ce, block_mvm(xs / scs, lay.tile_weights(mat.w_analog, j, 0), p, gen,
-                                                 start_factor=2.0)))
-    _adc_(y, p, clip=not bm)  # with bound management no |y| that is kept reaches out_bound
+                                                 start_factor=2.0).div_(unit)))
+    if p.adc_bits is not None:  # the ADC in its own steps (with bound management no kept |y| reaches the bound)
+        y.round_()
+        if not bm:
+            n_adc = (2**p.adc_bits - 2) // 2
+            y.clamp_(-n_adc, n_adc)
+    elif bound is not None and not bm:
+        y.clamp_(-bound, bound)
     for idx, cs, ce, part in retry or ():
         y[:, cs:ce].permute(0, 2, 1)[idx] = part
     if static is None:
-        y4.mul_(sc)
-    elif static != 1.0:
-        y.mul_(static)
+        y4.mul_(sc * unit if unit != 1.0 else sc)
+    elif static * unit != 1.0:
+        y.mul_(static * unit)
     y.mul_(mat.out_scale[:, 0].view(1, -1, 1))
     if out is not None and y is not out:
         out.copy_(y)
