@@ -37,7 +37,7 @@ _PACKED = "aimc"  # the single metadata entry holding every field as JSON
 FORMAT = "aimc-model/1"
 log = logging.getLogger("aimc")
 _DEVICE_KEYS = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_noise", "gdc_ref", "gdc_alpha", "t_seconds",
-                "read_seed", "gdc_on", "learned_input_range", "prog_seed", "prog_check")
+                "read_seed", "gdc_on", "learned_input_range", "prog_seed", "prog_check", "half_cache")
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None,

@@ -20,6 +20,7 @@ from torch import nn
 
 from aimc.config import AnalogConfig
 from aimc.errors import ShapeError, UnsupportedLayerError
+from aimc.nn.cache import in_dtype
 from aimc.nn.layers import AnalogLayer, _AnalogConvNd, _check_input
 from aimc.nn.mvm import tiles_forward
 from aimc.nn.tile import AnalogMatrix
@@ -95,8 +96,8 @@ class _AnalogConvTransposeNd(AnalogLayer):
         conv = F.conv_transpose1d if nd == 1 else F.conv_transpose2d
         mode = self._mode()
 
-        def run(inp: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-            return conv(inp, w, self.bias, self.stride, self.padding, op, self.groups, self.dilation)
+        def run(inp: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = self.bias) -> torch.Tensor:
+            return conv(inp, w, bias, self.stride, self.padding, op, self.groups, self.dilation)
 
         if mode == "train":
             hook = self.aimc_train_mvm
@@ -111,10 +112,11 @@ class _AnalogConvTransposeNd(AnalogLayer):
         if mode == "digital":
             return run(x, plain(self.weight))
         _check_input(x, self.aimc_name)
+        # in the compute dtype (float32 for a bfloat16 model: aimc.nn.cache)
         if not self.analog.config.periphery.needs_matrix_path:
             w = self.analog.effective_weight().t().reshape(self.weight.shape)
-            return run(self._static_dac(x), w)
-        return self._fold_forward(x, op)
+            return in_dtype(w.dtype, lambda x, w, b: run(self._static_dac(x), w, b), x, w, self.bias)
+        return in_dtype(self.analog.compute_dtype, lambda x: self.analog.run_tiles(self._fold_forward, x, op), x)
 
     @torch.compiler.disable
     def _fold_forward(self, x: torch.Tensor, op: tuple[int, ...]) -> torch.Tensor:

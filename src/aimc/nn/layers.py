@@ -20,6 +20,7 @@ from torch import nn
 from aimc.config import AnalogConfig
 from aimc.errors import DataError, ShapeError, StateError
 from aimc.nn.checks import check_layer_input, has_non_finite  # noqa: F401  (has_non_finite: aimc.evaluation)
+from aimc.nn.cache import in_dtype
 from aimc.nn.mvm import grouped_forward, static_conv_forward, tile_max, tile_to_groups, tiles_forward
 from aimc.nn.unfold import _patches, _unfold, batched_forward
 from aimc.nn.tile import AnalogMatrix
@@ -204,11 +205,17 @@ class AnalogLinear(AnalogLayer, nn.Linear):
         if mode == "digital":
             return F.linear(x, weight, bias)
         _check_input(x, self.aimc_name)
+        # analog products in the matrix's compute dtype (float32 for a bfloat16 model: aimc.nn.cache)
         if not self.analog.config.periphery.needs_matrix_path:
-            return F.linear(self._static_dac(x), self.analog.effective_weight(), bias)
+            w = self.analog.effective_weight()
+            return in_dtype(w.dtype, lambda x, w, b: F.linear(self._static_dac(x), w, b), x, w, bias)
+        return in_dtype(self.analog.compute_dtype, self._tiles_forward, x, bias)
+
+    def _tiles_forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         lead = x.shape[:-1]
         cols = x.reshape(-1, self.in_features).t().unsqueeze(0)  # (1, in, N) view: no copy
-        y = tiles_forward(self.analog, cols, self.aimc_name)[0].t().reshape(*lead, self.out_features)
+        y = self.analog.run_tiles(tiles_forward, self.analog, cols, self.aimc_name)
+        y = y[0].t().reshape(*lead, self.out_features)
         return y if bias is None else y + bias
 
     def aimc_product(self, key: str, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -389,14 +396,17 @@ class _AnalogConvNd(AnalogLayer):
             return self._conv_forward(x, plain(self.weight), self.bias)
         _check_input(x, self.aimc_name)
         p = self.analog.config.periphery
-        if not p.needs_matrix_path:
+        if not p.needs_matrix_path:  # in the compute dtype (float32 for a bfloat16 model: aimc.nn.cache)
             w = self.analog.effective_weight().view_as(self.weight)
-            return self._conv_forward(self._static_dac(x), w, self.bias)
-        if p.input_range == "static":  # stays a convolution unless bound management has to retry
-            y = static_conv_forward(self, x)
+            return in_dtype(w.dtype, lambda x, w, b: self._conv_forward(self._static_dac(x), w, b), x, w, self.bias)
+        return in_dtype(self.analog.compute_dtype, self._matrix_forward, x)
+
+    def _matrix_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.analog.config.periphery.input_range == "static":  # a convolution unless bound management retries
+            y = self.analog.run_tiles(static_conv_forward, self, x)
             if y is not None:
                 return y
-        return self._unfolded_forward(x)
+        return self.analog.run_tiles(self._unfolded_forward, x)
 
     def aimc_conv(self, key: str, x: torch.Tensor, bias: torch.Tensor | None, nd: int, transposed: bool,
                   geometry: dict) -> torch.Tensor:

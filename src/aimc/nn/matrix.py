@@ -23,6 +23,7 @@ from torch import nn
 from aimc.config import AnalogConfig
 from aimc.errors import StateError, UnsupportedLayerError
 from aimc.nn.layers import _check_input
+from aimc.nn.cache import in_dtype
 from aimc.nn.mvm import tiles_forward
 from aimc.nn.tile import AnalogMatrix
 from aimc.nn.weight import plain
@@ -54,11 +55,18 @@ def mvm(layer: nn.Module, key: str, x: torch.Tensor, w: torch.Tensor, bias: torc
     if mode == "digital":
         return F.linear(x, w, bias)
     _check_input(x, name)
+    # in the matrix's compute dtype (float32 for a bfloat16 model: aimc.nn.cache)
     if not mat.config.periphery.needs_matrix_path:
-        return F.linear(mat.static_dac(x, name), mat.effective_weight(), bias)
+        w = mat.effective_weight()
+        return in_dtype(w.dtype, lambda x, w, b: F.linear(mat.static_dac(x, name), w, b), x, w, bias)
+    return in_dtype(mat.compute_dtype, _tiles, x, mat, name, bias)
+
+
+def _tiles(x: torch.Tensor, mat: AnalogMatrix, name: str, bias: torch.Tensor | None) -> torch.Tensor:
+    """Matrix path of :func:`mvm`."""
     lead = x.shape[:-1]
     cols = x.reshape(-1, x.shape[-1]).t().unsqueeze(0)  # (1, in, N) view: no copy
-    y = tiles_forward(mat, cols, name)[0].t().reshape(*lead, mat.layout.out_features)
+    y = mat.run_tiles(tiles_forward, mat, cols, name)[0].t().reshape(*lead, mat.layout.out_features)
     return y if bias is None else y + bias
 
 

@@ -15,6 +15,8 @@ Buffers (all persistent):
     learned_input_range: ``()`` parameter (only with ``training.learn_input_range`` and a static DAC), trained with a
         straight-through estimator; ``aimc.clip`` copies it into ``input_range``.
     t_seconds, read_seed, gdc_on: the last ``at_time`` call, so a loaded model recomputes the same weights.
+    half_cache: ``()`` bool, the cached weights are held in float16 (``aimc.at_time(..., cache_dtype=...)``,
+        ``aimc.nn.cache``); False in states saved before it existed.
     prog_seed: ``()`` int64 key of the counter-based programming noise (``aimc.rng``; -1 = not programmed, or
         a state saved before it existed): with the master weight and ``w_max`` it regenerates g_target, g_prog and
         nu bit-exactly (:meth:`AnalogMatrix.regenerate`), which is how ``aimc.save`` leaves them out of the file.
@@ -39,6 +41,7 @@ from aimc import mapping
 from aimc.config import AnalogConfig
 from aimc.devices import DeviceState
 from aimc.errors import FileFormatError, NonFiniteError, StateError
+from aimc.nn import cache as _cache
 from aimc.nn import gdc as _gdc
 from aimc.periphery import quantize_input
 from aimc.rng import CounterStream
@@ -137,10 +140,12 @@ class AnalogMatrix(nn.Module):
         self.register_buffer("read_seed", torch.tensor(-1, dtype=torch.int64))
         self.register_buffer("prog_seed", torch.tensor(-1, dtype=torch.int64))
         self.register_buffer("gdc_on", torch.tensor(False))
+        self.register_buffer("half_cache", torch.tensor(False))
         self.register_buffer("w_analog", torch.empty(0), persistent=False)
         self.register_buffer("out_scale", torch.empty(0), persistent=False)
         self.register_buffer("w_eff", torch.empty(0), persistent=False)
         self._forward_gen: torch.Generator | None = None
+        self._w_eff_scale = 1.0  # w_eff held in float16 is w_eff · this power of two (aimc.nn.cache.to_cache)
         self.gdc_info: dict | None = None  # how the last at_time's GDC factors were obtained (aimc.gdc_report)
         self._t_cache: dict = {}  # host copies of t_seconds and input_range (_host_float)
         self._range_cache: dict = {}
@@ -171,7 +176,8 @@ class AnalogMatrix(nn.Module):
         return self.regenerate(weight)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
-        for key, fill in (("prog_seed", -1), ("prog_check", float("nan"))):  # saved before they existed
+        # saved before they existed
+        for key, fill in (("prog_seed", -1), ("prog_check", float("nan")), ("half_cache", False)):
             if prefix + key not in state_dict:
                 state_dict[prefix + key] = torch.full_like(getattr(self, key), fill)
         base = state_dict.get(prefix + "gdc_base")
@@ -278,6 +284,7 @@ class AnalogMatrix(nn.Module):
         self.w_analog = torch.empty(0, device=self.w_max.device)
         self.out_scale = torch.empty(0, device=self.w_max.device)
         self.w_eff = torch.empty(0, device=self.w_max.device)
+        self._w_eff_scale = 1.0
 
     def _analog_weights(self, g: torch.Tensor, cols: tuple[int, int] | None = None) -> torch.Tensor:
         """Analog matrix the tile computes with: weight units, or g/g_max for ``output_units='normalized'``
@@ -296,13 +303,16 @@ class AnalogMatrix(nn.Module):
 
     # ---- time ------------------------------------------------------------------------------------------------
     def at_time(self, t_seconds: float, *, seed: int, name: str, gdc: bool,
-                weight: torch.Tensor | None = None) -> None:
+                weight: torch.Tensor | None = None, half_cache: bool | None = None) -> None:
         """Conductances ``t_seconds`` after programming (drift + fresh read noise); cache effective weights.
 
-        ``weight``: the master weight ``(out, rows)`` the devices are regenerated from (all but measured ones)."""
+        ``weight``: the master weight ``(out, rows)`` the devices are regenerated from (all but measured ones).
+        ``half_cache``: hold the cached weights in float16 (``aimc.nn.cache``); ``None`` keeps the current choice."""
         if not self.programmed:
             raise StateError(f"layer {name!r} is not programmed; call aimc.program(model, seed=...) "
                              "before aimc.at_time(...).")
+        if half_cache is not None:
+            self.half_cache.fill_(half_cache)
         self._drift(float(t_seconds), derive_seed(seed, name, 3, float(t_seconds)), gdc, weight, name)
 
     def _drift(self, t: float, read_seed: int, gdc: bool, weight: torch.Tensor | None = None,
@@ -322,15 +332,15 @@ class AnalogMatrix(nn.Module):
         self._t_cache.update(tensor=self.t_seconds, version=self.t_seconds._version, value=t)  # known: no read
         self.read_seed.fill_(read_seed)
         self.gdc_on.fill_(gdc)
-        # the physics ran in float32 (at least); the cached weights take the master's dtype, as the forward does
-        dtype = w_a.dtype if weight is None else weight.dtype
+        # the physics ran in float32 (at least); the cache is float32+ or, when asked for, float16 (aimc.nn.cache)
+        dtype = _cache.cache_dtype(w_a.dtype if weight is None else weight.dtype, bool(self.half_cache))
+        self._clear_cache()  # the previous time's cache goes before the new one is stored
         if self.config.periphery.needs_matrix_path:
-            self.w_analog, self.out_scale = w_a.to(dtype), scale.to(dtype)
-            self.w_eff = torch.empty(0, device=w_a.device)
+            self.w_analog, s = _cache.to_cache(w_a, dtype)  # w_a is this call's own: scaled in place if needed
+            self.out_scale = scale.to(_cache.cache_dtype(dtype, False)) * s
         else:
-            w_a.mul_(mapping.expand_rows(scale, self.layout))  # w_a is this call's own: in place
-            self.w_eff = w_a.to(dtype)
-            self.w_analog = self.out_scale = torch.empty(0, device=w_a.device)
+            w_a.mul_(mapping.expand_rows(scale, self.layout))  # in place
+            self.w_eff, self._w_eff_scale = _cache.to_cache(w_a, dtype)
 
     # ---- global drift compensation (aimc.nn.gdc) ----------------------------------------------------------------
     def _reads(self, w_a: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
@@ -396,8 +406,29 @@ class AnalogMatrix(nn.Module):
 
     # ---- forward ---------------------------------------------------------------------------------------------
     def effective_weight(self) -> torch.Tensor:
-        """``(out, rows)`` weights of the ideal-output path (drifted, GDC folded in)."""
-        return self.w_eff
+        """``(out, rows)`` weights of the ideal-output path (drifted, GDC folded in), in :attr:`compute_dtype`: a
+        float16 cache is upcast (a new float32 tensor: transient memory of one layer)."""
+        return _cache.upcast(self.w_eff, self._w_eff_scale)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """dtype the analog products of the forward pass run in (float32 or wider; a bfloat16 model's inputs are
+        cast to it and its outputs back)."""
+        w = self.w_eff if self.w_eff.numel() else self.w_analog
+        return torch.float32 if w.dtype == torch.float16 else w.dtype
+
+    @torch.compiler.disable  # eager, like the matrix path it wraps (it swaps a buffer)
+    def run_tiles(self, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        """``fn(*args, **kwargs)`` (a matrix-path forward reading ``w_analog``) with ``w_analog`` in
+        :attr:`compute_dtype` while it runs: a float16 cache is upcast for this one call (transient: one layer)."""
+        half = self.w_analog
+        if half.dtype != torch.float16:
+            return fn(*args, **kwargs)
+        self.w_analog = half.float()  # its power-of-two factor is in out_scale
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.w_analog = half
 
     def static_range(self, name: str) -> torch.Tensor | float:
         """The layer's static input range (1.0 when no DAC needs one and none is set)."""
