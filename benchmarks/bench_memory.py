@@ -4,15 +4,19 @@ Each case runs in its own subprocess and reports its peak resident set size (VmH
 
 * plain: build the model (random weights), forward on ``--tokens`` tokens (no grad);
 * analog: build, ``aimc.convert`` (a copy: the original is then dropped; with ``inplace=True`` where this aimc has
-  it), ``aimc.program``, ``aimc.at_time`` to 1 day with GDC, the same forward. The peak is reported over the whole
-  run and over program + at_time + forward only (VmHWM reset after conversion via /proc/self/clear_refs).
+  it), ``aimc.program``, ``aimc.at_time`` to 1 day with GDC (cached weights in ``--cache-dtype``), the same
+  forward. The peak is reported over the whole run and per phase (VmHWM reset before each phase via
+  /proc/self/clear_refs), so a transient of convert, program, at_time or the forward shows where it happens.
+* with ``--save``: after the peaks are taken, the plain case writes its ``state_dict`` with safetensors and the
+  analog case ``aimc.save``s the programmed, drifted model; both file sizes are printed (files deleted after).
 
-The model is a stack of Llama blocks built from ``nn.Linear``/``nn.Embedding`` (RMSNorm, causal multi-head
-attention, SiLU-gated MLP, untied LM head); ``--preset tinyllama`` gives the 1.1 B shapes (hidden 2048, 22 layers,
-intermediate 5632, vocab 32000). Run it only where free RAM allows (the 1.1 B plain model alone is 4.4 GB in
-float32). Usage::
+The model is a stack of Llama blocks built from ``nn.Linear``/``nn.Embedding`` (RMSNorm, causal attention with
+grouped key/value heads, SiLU-gated MLP, untied LM head); ``--preset tinyllama`` gives the 1.1 B shapes of
+TinyLlama-1.1B (hidden 2048, 22 layers, intermediate 5632, 32 heads / 4 key-value heads, vocab 32000). Run it only
+where free RAM allows (the 1.1 B plain model alone is 4.4 GB in float32). Usage::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_memory.py --hidden 768 --layers 6 --intermediate 2048
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_memory.py --preset tinyllama --cache-dtype float16
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_memory.py --preset tinyllama --dtype bfloat16
 """
 
@@ -26,12 +30,14 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
-SHAPES = {"tinyllama": dict(hidden=2048, layers=22, intermediate=5632, vocab=32000, heads=32)}
+SHAPES = {"tinyllama": dict(hidden=2048, layers=22, intermediate=5632, vocab=32000, heads=32, kv_heads=4)}
 
 
 class RMSNorm(nn.Module):
@@ -44,18 +50,22 @@ class RMSNorm(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, h: int, inter: int, heads: int):
+    def __init__(self, h: int, inter: int, heads: int, kv_heads: int):
         super().__init__()
-        self.heads = heads
+        self.heads, self.kv_heads = heads, kv_heads
+        kv = h // heads * kv_heads
         self.n1, self.n2 = RMSNorm(h), RMSNorm(h)
-        self.q, self.k, self.v, self.o = (nn.Linear(h, h, bias=False) for _ in range(4))
+        self.q, self.o = nn.Linear(h, h, bias=False), nn.Linear(h, h, bias=False)
+        self.k, self.v = nn.Linear(h, kv, bias=False), nn.Linear(h, kv, bias=False)
         self.gate, self.up = nn.Linear(h, inter, bias=False), nn.Linear(h, inter, bias=False)
         self.down = nn.Linear(inter, h, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, h = x.shape
         y = self.n1(x)
-        q, k, v = (m(y).view(b, n, self.heads, -1).transpose(1, 2) for m in (self.q, self.k, self.v))
+        q = self.q(y).view(b, n, self.heads, -1).transpose(1, 2)
+        k, v = (m(y).view(b, n, self.kv_heads, -1).transpose(1, 2).repeat_interleave(self.heads // self.kv_heads, 1)
+                for m in (self.k, self.v))
         a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.o(a.transpose(1, 2).reshape(b, n, h))
         y = self.n2(x)
@@ -63,10 +73,10 @@ class Block(nn.Module):
 
 
 class Llama(nn.Module):
-    def __init__(self, hidden: int, layers: int, intermediate: int, vocab: int, heads: int):
+    def __init__(self, hidden: int, layers: int, intermediate: int, vocab: int, heads: int, kv_heads: int):
         super().__init__()
         self.embed = nn.Embedding(vocab, hidden)
-        self.blocks = nn.ModuleList(Block(hidden, intermediate, heads) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(hidden, intermediate, heads, kv_heads) for _ in range(layers))
         self.norm = RMSNorm(hidden)
         self.head = nn.Linear(hidden, vocab, bias=False)
 
@@ -100,42 +110,65 @@ def run_case(args: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
-    model = Llama(args.hidden, args.layers, args.intermediate, args.vocab, args.heads).to(dtype).eval()
+    model = Llama(args.hidden, args.layers, args.intermediate, args.vocab, args.heads, args.kv_heads).to(dtype).eval()
     n_params = sum(p.numel() for p in model.parameters())
     tokens = torch.randint(0, args.vocab, (1, args.tokens))
-    out: dict = {"case": args.case, "params": n_params, "dtype": args.dtype}
+    out: dict = {"case": args.case, "params": n_params, "dtype": args.dtype, "phases": {}}
+    out["peak_reset"] = _reset_peak()
     times = {}
-    t0 = time.perf_counter()
+
+    def phase(name: str, fn) -> None:  # noqa: ANN001
+        t = time.perf_counter()
+        fn()
+        times[name + "_s"] = time.perf_counter() - t
+        out["phases"][name] = _status("VmHWM")  # peak of this phase (of the run so far where reset fails)
+        _reset_peak()
+
     if args.case == "analog":
         cfg = aimc.presets.get(args.config)
         inplace = "inplace" in inspect.signature(aimc.convert).parameters
         out["inplace_convert"] = inplace
-        if inplace:
-            model = aimc.convert(model, cfg, inplace=True)
-        else:
-            copy = aimc.convert(model, cfg)
-            del model
-            gc.collect()
-            model = copy
-        model.eval()
-        times["convert_s"] = time.perf_counter() - t0
-        out["peak_convert_gib"] = _status("VmHWM")
-        out["peak_reset"] = _reset_peak()
-        t = time.perf_counter()
-        aimc.program(model, seed=0)
-        times["program_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        aimc.at_time(model, 86400.0, seed=0, gdc=True)
-        times["at_time_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    with torch.no_grad():
-        y = model(tokens)
-    times["forward_s"] = time.perf_counter() - t
-    out["finite"] = bool(torch.isfinite(y).all())
+        box = {}
+
+        def convert() -> None:
+            nonlocal model
+            if inplace:
+                model = aimc.convert(model, cfg, inplace=True)
+            else:
+                copy = aimc.convert(model, cfg)
+                model = None
+                gc.collect()
+                model = copy
+            model.eval()
+
+        phase("convert", convert)
+        phase("program", lambda: aimc.program(model, seed=0))
+        kw = {"cache_dtype": getattr(torch, args.cache_dtype)} if args.cache_dtype != "default" else {}
+        phase("at_time", lambda: aimc.at_time(model, 86400.0, seed=0, gdc=True, **kw))
+        out["cache_bytes_per_weight"] = aimc.inference.device_state_bytes(model)["cache_bytes_per_weight"]
+    box = {}
+
+    def forward() -> None:
+        with torch.no_grad():
+            box["y"] = model(tokens)
+
+    phase("forward", forward)
+    out["finite"] = bool(torch.isfinite(box["y"]).all())
     out.update(times)
-    out["peak_after_convert_gib"] = _status("VmHWM")  # since the reset (whole run where it failed)
-    out["peak_gib"] = max(out["peak_after_convert_gib"], out.get("peak_convert_gib", 0.0))
+    out["peak_gib"] = max(out["phases"].values())
     out["rss_end_gib"] = _status("VmRSS")
+    if args.save:
+        with tempfile.TemporaryDirectory(dir=args.save) as d:
+            path = Path(d) / "model.safetensors"
+            t = time.perf_counter()
+            if args.case == "analog":
+                aimc.save(model, path)
+            else:
+                from safetensors.torch import save_file
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+            out["save_s"] = time.perf_counter() - t
+            out["file_bytes"] = path.stat().st_size
+            out["phases"]["save"] = _status("VmHWM")
     return out
 
 
@@ -147,40 +180,56 @@ def main() -> None:
     ap.add_argument("--intermediate", type=int, default=2048)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--kv-heads", type=int, default=None, help="key/value heads (default: --heads)")
     ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="master weights")
+    ap.add_argument("--cache-dtype", choices=["default", "float32", "float16"], default="default",
+                    help="aimc.at_time(cache_dtype=...) of the analog case (default: aimc's, float32)")
     ap.add_argument("--config", default="joshi2020", help="aimc preset of the analog case")
+    ap.add_argument("--save", default=None, help="a directory: also measure the saved file sizes there")
     ap.add_argument("--case", choices=["plain", "analog"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.preset:
         for k, v in SHAPES[args.preset].items():
             setattr(args, k, v)
+    args.kv_heads = args.kv_heads or args.heads
     if args.case:
         print(json.dumps(run_case(args)))
         return
+    print(f"# {' '.join(sys.argv)}")
+    print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     res = {}
     for case in ("plain", "analog"):
-        cmd = [sys.executable, __file__, "--case", case] + [f"--{k}={getattr(args, k)}" for k in
+        cmd = [sys.executable, __file__, "--case", case] + [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
                                                             ("hidden", "layers", "intermediate", "vocab", "heads",
-                                                             "tokens", "dtype", "config")]
+                                                             "kv_heads", "tokens", "dtype", "cache_dtype", "config")]
+        if args.save:
+            cmd.append(f"--save={args.save}")
         p = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
         if p.returncode:
             sys.exit(f"{case} case failed:\n{p.stderr[-3000:]}")
         res[case] = json.loads(p.stdout.strip().splitlines()[-1])
     pl, an = res["plain"], res["analog"]
+    ph = an["phases"]
     print(f"Llama-shaped model: {pl['params'] / 1e6:.1f} M parameters (hidden {args.hidden}, {args.layers} layers, "
-          f"intermediate {args.intermediate}, vocab {args.vocab}), {args.dtype} master weights, {args.tokens} tokens, "
-          f"config {args.config} (embedding digital, every Linear analog)")
+          f"intermediate {args.intermediate}, {args.heads} heads / {args.kv_heads} kv heads, vocab {args.vocab}), "
+          f"{args.dtype} master weights, {args.tokens} tokens, config {args.config} (embedding digital, every "
+          f"Linear analog), cached weights {args.cache_dtype} ({an['cache_bytes_per_weight']:.0f} B per analog "
+          "weight)")
     print(f"  plain : peak RSS {pl['peak_gib']:.2f} GiB (forward {pl['forward_s']:.2f} s)")
-    print(f"  analog: peak RSS {an['peak_gib']:.2f} GiB over the whole run = {an['peak_gib'] / pl['peak_gib']:.2f}x "
-          f"plain; convert ({'in place' if an['inplace_convert'] else 'copy, original dropped'}) peak "
-          f"{an['peak_convert_gib']:.2f} GiB")
-    if an["peak_reset"]:
-        print(f"          program + at_time + forward alone: peak RSS {an['peak_after_convert_gib']:.2f} GiB = "
-              f"{an['peak_after_convert_gib'] / pl['peak_gib']:.2f}x plain")
-    print(f"          convert {an['convert_s']:.1f} s, program {an['program_s']:.1f} s, at_time(1 day, GDC) "
-          f"{an['at_time_s']:.1f} s, forward {an['forward_s']:.2f} s; end RSS {an['rss_end_gib']:.2f} GiB; "
-          f"outputs finite: {an['finite']}")
+    print(f"  analog: peak RSS {an['peak_gib']:.2f} GiB = {an['peak_gib'] / pl['peak_gib']:.2f}x plain; per phase: "
+          + ", ".join(f"{k} {v:.2f} GiB" for k, v in ph.items() if k != "save")
+          + ("" if an["peak_reset"] else " (VmHWM could not be reset: each is the peak so far)"))
+    print(f"          convert ({'in place' if an['inplace_convert'] else 'copy, original dropped'}) "
+          f"{an['convert_s']:.1f} s, program {an['program_s']:.1f} s, at_time(1 day, GDC) {an['at_time_s']:.1f} s, "
+          f"forward {an['forward_s']:.2f} s ({an['forward_s'] / pl['forward_s']:.2f}x plain); end RSS "
+          f"{an['rss_end_gib']:.2f} GiB; outputs finite: {an['finite']}")
+    if args.save:
+        print(f"  files : plain safetensors {pl['file_bytes'] / 1e6:.1f} MB, aimc.save {an['file_bytes'] / 1e6:.1f} MB "
+              f"({an['file_bytes'] / pl['file_bytes']:.3f}x); save {an['save_s']:.1f} s, peak RSS while saving "
+              f"{an['phases']['save']:.2f} GiB (plain {pl['phases']['save']:.2f} GiB)")
+    print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(json.dumps(res))
 
 
