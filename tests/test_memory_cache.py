@@ -172,3 +172,45 @@ def test_training_after_a_float16_at_time_uses_the_master_weights():
     aimc.program(m, seed=0)
     aimc.at_time(m, T, seed=0)  # the float16 choice is kept across programming
     assert all(mat.w_eff.dtype == torch.float16 for mat, _ in _mats(m))
+
+
+def test_checksum_in_blocks_equals_the_whole_sum_and_is_unchanged_for_one_block():
+    from aimc.nn import tile
+
+    g = torch.Generator().manual_seed(0)
+    small = torch.randn(300, 700, generator=g)  # one block: the checksum files saved before blocks hold
+    whole = torch.stack([small.sum(dtype=torch.float64), torch.linalg.vector_norm(small, 1, dtype=torch.float64)])
+    assert torch.equal(tile._checksum(small), whole)
+    big = torch.randn(3000, 700, generator=g)  # 2.1 M weights: three blocks
+    exact = big.double().sum(), big.double().abs().sum()
+    got = tile._checksum(big)
+    torch.testing.assert_close(got, torch.stack(exact), rtol=1e-12, atol=1e-9)
+    changed = big.clone()
+    changed[2999, 0] += 1e-3
+    assert not torch.equal(tile._checksum(changed), got)
+
+
+def test_at_time_over_the_model_equals_each_matrix_in_model_order():
+    # aimc.at_time runs the largest matrices first (memory); each matrix's numbers must not depend on the order
+    cfg = aimc.presets.joshi2020()
+
+    def grows():  # the smaller matrix first: sorted by size, the order is reversed
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 1024)).eval()
+
+    a = aimc.convert(grows(), cfg).eval()
+    b = aimc.convert(grows(), cfg).eval()
+    for m in (a, b):
+        aimc.program(m, seed=2)
+    aimc.at_time(a, T, seed=2)
+    for name, layer in analog_layers(b):
+        for sfx, (mat, w) in layer.analog_matrices().items():
+            mat.at_time(T, seed=2, name=name + sfx, gdc=True, weight=w.reshape(w.shape[0], -1))
+    for (ma, _), (mb, _) in zip(_mats(a), _mats(b)):
+        assert torch.equal(ma.w_eff, mb.w_eff) and torch.equal(ma.gdc_alpha, mb.gdc_alpha)
+
+
+def test_program_drops_the_cached_weights_before_programming():
+    m = _drifted(cache=torch.float16)
+    aimc.program(m, seed=1)
+    assert all(mat.w_eff.numel() == 0 and mat.w_analog.numel() == 0 for mat, _ in _mats(m))

@@ -66,10 +66,12 @@ def program(model: nn.Module, *, seed: int) -> None:
     """
     check_seed(seed)
     checks.install(model)
+    mats = _matrices(model)
+    for _, mat, _ in mats:  # the cached weights of a previous at_time go first: not held next to the transients
+        mat._clear_cache()
     with torch.no_grad():
-        for name, layer in _layers(model):
-            for sfx, (mat, w) in layer.analog_matrices().items():
-                mat.program(w.reshape(w.shape[0], -1), seed=seed, name=name + sfx)
+        for name, mat, w in mats:
+            mat.program(w, seed=seed, name=name)
 
 
 def at_time(model: nn.Module, t_seconds: float, *, seed: int, gdc: bool | None = None,
@@ -92,19 +94,29 @@ def at_time(model: nn.Module, t_seconds: float, *, seed: int, gdc: bool | None =
     check_seed(seed)
     half = half_choice(cache_dtype)
     fallback = []
+    # largest matrices first: each matrix's transient (its float32 analog weights, about 1.5x its size with a
+    # float16 cache) then coincides with the fewest finished caches; every matrix has its own seeds, so the order
+    # changes no number
+    mats = sorted(_matrices(model), key=lambda m: -m[2].numel())
     with torch.no_grad():
-        for name, layer in _layers(model):
-            for sfx, (mat, w) in layer.analog_matrices().items():
-                use = mat.config.compensation.gdc if gdc is None else bool(gdc)
-                mat.at_time(t, seed=seed, name=name + sfx, gdc=use, weight=w.reshape(w.shape[0], -1),
-                            half_cache=half)
-                info = mat.gdc_info
-                if info is not None and (bool(info["source"].any()) or bool(info["bounded"].any())):
-                    fallback.append(name + sfx)
+        for name, mat, w in mats:
+            use = mat.config.compensation.gdc if gdc is None else bool(gdc)
+            mat.at_time(t, seed=seed, name=name, gdc=use, weight=w, half_cache=half)
+            info = mat.gdc_info
+            if info is not None and (bool(info["source"].any()) or bool(info["bounded"].any())):
+                fallback.append(name)
+    order = {name: i for i, (name, _, _) in enumerate(_matrices(model))}
+    fallback.sort(key=order.__getitem__)
     if fallback:
         log.info("aimc.at_time(t=%g s): the correlation GDC read-out of %d matrices (%s) was too noisy or out of "
                  "the physical bounds on some tiles; aimc.gdc_report(model) says which factor each tile used.",
                  t, len(fallback), ", ".join(fallback[:5]) + (", ..." if len(fallback) > 5 else ""))
+
+
+def _matrices(model: nn.Module) -> list[tuple[str, nn.Module, torch.Tensor]]:
+    """``(layer name + suffix, AnalogMatrix, master weight as (out, rows))`` of every analog matrix, model order."""
+    return [(name + sfx, mat, w.reshape(w.shape[0], -1)) for name, layer in _layers(model)
+            for sfx, (mat, w) in layer.analog_matrices().items()]
 
 
 def gdc_report(model: nn.Module) -> list[dict]:

@@ -55,7 +55,8 @@ def to_cache(w: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, float]:
     ``w ≈ held · s`` (1.0 unless float16 needs a power of two to keep ``w`` in its normal range)."""
     if dtype != torch.float16:
         return w.to(dtype), 1.0
-    m = float(w.abs().max()) if w.numel() else 0.0
+    lo, hi = torch.aminmax(w) if w.numel() else (torch.zeros(()), torch.zeros(()))
+    m = max(-float(lo), float(hi))  # max |w| without an |w| copy of the matrix
     scale = 1.0
     if math.isfinite(m) and m > 0 and not _LOW <= m < _HIGH:
         scale = 2.0 ** (math.frexp(m)[1] - 15)  # largest |w| / scale in [2^14, 2^15)

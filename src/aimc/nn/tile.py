@@ -50,6 +50,7 @@ __all__ = ["AnalogMatrix", "derive_seed"]
 
 _EMPTY = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_noise", "gdc_ref", "gdc_alpha", "prog_check")
 _BLOCK = 1 << 19  # weights regenerated at once by at_time (transient: about 100 B each, so ~50 MB)
+_CHECK_BLOCK = 1 << 20  # weights per block of the checksum (a float64 copy of 8 MB)
 _READOUT_SEED = 0x5EED
 _MODEL_SEED = 0x6DC0
 
@@ -89,8 +90,16 @@ def _master(w: torch.Tensor) -> torch.Tensor:
 
 
 def _checksum(w: torch.Tensor) -> torch.Tensor:
-    """``(2,)`` float64 (Σ w, Σ |w|): tells a master weight changed since programming."""
-    return torch.stack([w.sum(dtype=torch.float64), torch.linalg.vector_norm(w, 1, dtype=torch.float64)])
+    """``(2,)`` float64 (Σ w, Σ |w|) of ``w`` ``(out, rows)``: tells a master weight changed since programming.
+
+    Summed over blocks of output rows of about 1 M weights (torch casts the whole operand to float64 first: a
+    block at a time keeps that copy small); the block sums are then added, so a matrix of one block has the
+    checksum it had before blocks existed."""
+    w = w.detach()
+    step = max(1, _CHECK_BLOCK // max(w[0].numel(), 1)) if w.dim() else 1
+    parts = [torch.stack([b.sum(dtype=torch.float64), torch.linalg.vector_norm(b, 1, dtype=torch.float64)])
+             for b in (w.split(step) if w.dim() else [w])]
+    return parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
 
 
 def _flat_index(out: int, rows: int, cols: tuple[int, int], device: torch.device) -> torch.Tensor:
@@ -339,7 +348,8 @@ class AnalogMatrix(nn.Module):
             self.w_analog, s = _cache.to_cache(w_a, dtype)  # w_a is this call's own: scaled in place if needed
             self.out_scale = scale.to(_cache.cache_dtype(dtype, False)) * s
         else:
-            w_a.mul_(mapping.expand_rows(scale, self.layout))  # in place
+            for k, (s, e) in enumerate(self.layout.row_bounds):  # in place, a row tile at a time: no (out, rows) copy
+                w_a[:, s:e].mul_(scale[:, k:k + 1])
             self.w_eff, self._w_eff_scale = _cache.to_cache(w_a, dtype)
 
     # ---- global drift compensation (aimc.nn.gdc) ----------------------------------------------------------------
