@@ -145,7 +145,8 @@ def run_case(args: argparse.Namespace) -> dict:
         phase("program", lambda: aimc.program(model, seed=0))
         kw = {"cache_dtype": getattr(torch, args.cache_dtype)} if args.cache_dtype != "default" else {}
         phase("at_time", lambda: aimc.at_time(model, 86400.0, seed=0, gdc=True, **kw))
-        out["cache_bytes_per_weight"] = aimc.inference.device_state_bytes(model)["cache_bytes_per_weight"]
+        mem = aimc.inference.device_state_bytes(model)
+        out["cache_bytes_per_weight"], out["analog_weights"] = mem["cache_bytes_per_weight"], mem["weights"]
     box = {}
 
     def forward() -> None:

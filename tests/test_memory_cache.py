@@ -214,3 +214,17 @@ def test_program_drops_the_cached_weights_before_programming():
     m = _drifted(cache=torch.float16)
     aimc.program(m, seed=1)
     assert all(mat.w_eff.numel() == 0 and mat.w_analog.numel() == 0 for mat, _ in _mats(m))
+
+
+def test_float16_linear_upcasts_block_by_block_like_the_whole_layer():
+    torch.manual_seed(0)
+    m = aimc.convert(nn.Sequential(nn.Linear(1024, 1500)), aimc.presets.joshi2020()).eval()  # 3 blocks of 512 rows
+    aimc.program(m, seed=0)
+    aimc.at_time(m, T, seed=0, cache_dtype=torch.float16)
+    layer = m[0]
+    x = torch.randn(2, 3, 1024)
+    with torch.no_grad():
+        y = layer(x)
+        want = F.linear(x, layer.analog.effective_weight(), layer.bias)  # the whole layer upcast at once
+    assert y.shape == (2, 3, 1500)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)

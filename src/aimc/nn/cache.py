@@ -10,9 +10,11 @@ result for all following forward passes: the effective weight ``w_eff`` (ideal p
   model's dtype;
 * float16 on request (``aimc.at_time(..., cache_dtype=torch.float16)``; 2 B per weight instead of 4 B): float16's
   relative step 2⁻¹¹ is 0.012 µS at 25 µS, about 20× below the smallest programming noise (0.26 µS at 0 µS of
-  the PCM model). The forward upcasts one layer's weights to float32 at a time (transient memory: one layer). A
-  matrix whose largest |weight| lies outside [2⁻⁸, 2¹⁵) is held as float16 × 2ᵉ (a power of two, exact), so that
-  float16 neither overflows nor loses precision to subnormals.
+  the PCM model). The forward computes in float32: a linear layer upcasts a block of ~0.5 M weights at a time
+  (:func:`linear`: cache-sized, so it costs about nothing next to the product), other layers (convolutions, the
+  matrix path, ``torch.compile``) one layer at a time. A matrix whose largest |weight| lies outside [2⁻⁸, 2¹⁵) is
+  held as float16 × 2ᵉ (a power of two, exact), so that float16 neither overflows nor loses precision to
+  subnormals.
 
 The device physics never runs in float16 or bfloat16: only the finished result is rounded, once.
 """
@@ -22,12 +24,14 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from aimc.errors import ConfigError
 
-__all__ = ["cache_dtype", "to_cache", "upcast", "half_choice", "in_dtype"]
+__all__ = ["cache_dtype", "to_cache", "upcast", "half_choice", "in_dtype", "linear"]
 
 _LOW, _HIGH = 2.0**-8, 2.0**15  # largest |w| in this range: held as float16 without a factor
+_BLOCK = 1 << 19  # float16 weights upcast at once by linear() (2 MB in float32: stays in the CPU cache)
 
 
 def half_choice(cache_dtype: object) -> bool | None:
@@ -80,3 +84,25 @@ def in_dtype(dtype: torch.dtype, fn, x: torch.Tensor, *rest: object) -> torch.Te
         return fn(x, *rest)
     cast = [r.to(dtype) if isinstance(r, torch.Tensor) and r.is_floating_point() else r for r in rest]
     return fn(x.to(dtype), *cast).to(x.dtype)
+
+
+def linear(mat, x: torch.Tensor, bias: torch.Tensor | None, name: str) -> torch.Tensor:  # noqa: ANN001
+    """Ideal-output forward of a linear product on ``mat`` (an ``AnalogMatrix``): ``dac(x) @ w_eff.T + bias``, in
+    ``mat.compute_dtype`` and returned in ``x``'s dtype. ``x`` ``(*, in)``, result ``(*, out)``."""
+    w, s = mat.w_eff, mat._w_eff_scale
+
+    def run(x: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        x = mat.static_dac(x, name)
+        if w.dtype != torch.float16 or torch.compiler.is_compiling() or x.device.type != "cpu":
+            return F.linear(x, upcast(w, s), b)
+        # a block of output rows at a time: each block's float32 copy is cache-sized, no layer-sized copy
+        x2 = x.reshape(-1, x.shape[-1])
+        y = x2.new_empty(x2.shape[0], w.shape[0])
+        step = max(1, _BLOCK // max(w.shape[1], 1))
+        for c in range(0, w.shape[0], step):
+            y[:, c:c + step] = x2 @ upcast(w[c:c + step], s).t()
+        if b is not None:
+            y.add_(b)
+        return y.reshape(*x.shape[:-1], w.shape[0])
+
+    return in_dtype(mat.compute_dtype, run, x, bias)

@@ -20,6 +20,7 @@ from torch import nn
 from aimc.config import AnalogConfig
 from aimc.errors import DataError, ShapeError, StateError
 from aimc.nn.checks import check_layer_input, has_non_finite  # noqa: F401  (has_non_finite: aimc.evaluation)
+from aimc.nn import cache
 from aimc.nn.cache import in_dtype
 from aimc.nn.mvm import grouped_forward, static_conv_forward, tile_max, tile_to_groups, tiles_forward
 from aimc.nn.unfold import _patches, _unfold, batched_forward
@@ -207,8 +208,7 @@ class AnalogLinear(AnalogLayer, nn.Linear):
         _check_input(x, self.aimc_name)
         # analog products in the matrix's compute dtype (float32 for a bfloat16 model: aimc.nn.cache)
         if not self.analog.config.periphery.needs_matrix_path:
-            w = self.analog.effective_weight()
-            return in_dtype(w.dtype, lambda x, w, b: F.linear(self._static_dac(x), w, b), x, w, bias)
+            return cache.linear(self.analog, x, bias, self.aimc_name)
         return in_dtype(self.analog.compute_dtype, self._tiles_forward, x, bias)
 
     def _tiles_forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

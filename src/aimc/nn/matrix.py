@@ -23,6 +23,7 @@ from torch import nn
 from aimc.config import AnalogConfig
 from aimc.errors import StateError, UnsupportedLayerError
 from aimc.nn.layers import _check_input
+from aimc.nn import cache
 from aimc.nn.cache import in_dtype
 from aimc.nn.mvm import tiles_forward
 from aimc.nn.tile import AnalogMatrix
@@ -57,8 +58,7 @@ def mvm(layer: nn.Module, key: str, x: torch.Tensor, w: torch.Tensor, bias: torc
     _check_input(x, name)
     # in the matrix's compute dtype (float32 for a bfloat16 model: aimc.nn.cache)
     if not mat.config.periphery.needs_matrix_path:
-        w = mat.effective_weight()
-        return in_dtype(w.dtype, lambda x, w, b: F.linear(mat.static_dac(x, name), w, b), x, w, bias)
+        return cache.linear(mat, x, bias, name)
     return in_dtype(mat.compute_dtype, _tiles, x, mat, name, bias)
 
 
