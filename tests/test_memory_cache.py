@@ -228,3 +228,16 @@ def test_float16_linear_upcasts_block_by_block_like_the_whole_layer():
         want = F.linear(x, layer.analog.effective_weight(), layer.bias)  # the whole layer upcast at once
     assert y.shape == (2, 3, 1500)
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["joshi2020", "aihwkit_default"])
+def test_a_bfloat16_cnn_runs_its_analog_products_in_float32(preset):
+    torch.manual_seed(0)
+    m = aimc.convert(small_cnn(), aimc.presets.get(preset)).eval().to(torch.bfloat16)
+    aimc.program(m, seed=0)
+    aimc.at_time(m, T, seed=0)
+    assert all(mat.compute_dtype == torch.float32 for mat, _ in _mats(m))
+    assert all(b.dtype != torch.bfloat16 for mat, _ in _mats(m) for b in (mat.w_eff, mat.w_analog, mat.out_scale))
+    with torch.no_grad():
+        y = m(torch.randn(2, 3, 8, 8).to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
