@@ -10,8 +10,8 @@ Each case runs in its own subprocess and reports its peak resident set size (VmH
 * with ``--save``: after the peaks are taken, the plain case writes its ``state_dict`` with safetensors and the
   analog case ``aimc.save``s the programmed, drifted model; both file sizes are printed (files deleted after).
 
-The model is a stack of Llama blocks built from ``nn.Linear``/``nn.Embedding`` (RMSNorm, causal attention with
-grouped key/value heads, SiLU-gated MLP, untied LM head); ``--preset tinyllama`` gives the 1.1 B shapes of
+The model is ``benchmarks/_llama.py``'s stack of Llama blocks built from ``nn.Linear``/``nn.Embedding`` (RMSNorm,
+causal attention with grouped key/value heads, SiLU-gated MLP, untied LM head); ``--preset tinyllama`` gives the 1.1 B shapes of
 TinyLlama-1.1B (hidden 2048, 22 layers, intermediate 5632, 32 heads / 4 key-value heads, vocab 32000). Run it only
 where free RAM allows (the 1.1 B plain model alone is 4.4 GB in float32). Usage::
 
@@ -35,56 +35,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
-SHAPES = {"tinyllama": dict(hidden=2048, layers=22, intermediate=5632, vocab=32000, heads=32, kv_heads=4)}
+sys.path.insert(0, str(Path(__file__).parent))
+from _llama import TINYLLAMA, Llama  # noqa: E402
 
-
-class RMSNorm(nn.Module):
-    def __init__(self, n: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(n))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype) * self.weight
-
-
-class Block(nn.Module):
-    def __init__(self, h: int, inter: int, heads: int, kv_heads: int):
-        super().__init__()
-        self.heads, self.kv_heads = heads, kv_heads
-        kv = h // heads * kv_heads
-        self.n1, self.n2 = RMSNorm(h), RMSNorm(h)
-        self.q, self.o = nn.Linear(h, h, bias=False), nn.Linear(h, h, bias=False)
-        self.k, self.v = nn.Linear(h, kv, bias=False), nn.Linear(h, kv, bias=False)
-        self.gate, self.up = nn.Linear(h, inter, bias=False), nn.Linear(h, inter, bias=False)
-        self.down = nn.Linear(inter, h, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, h = x.shape
-        y = self.n1(x)
-        q = self.q(y).view(b, n, self.heads, -1).transpose(1, 2)
-        k, v = (m(y).view(b, n, self.kv_heads, -1).transpose(1, 2).repeat_interleave(self.heads // self.kv_heads, 1)
-                for m in (self.k, self.v))
-        a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.o(a.transpose(1, 2).reshape(b, n, h))
-        y = self.n2(x)
-        return x + self.down(nn.functional.silu(self.gate(y)) * self.up(y))
-
-
-class Llama(nn.Module):
-    def __init__(self, hidden: int, layers: int, intermediate: int, vocab: int, heads: int, kv_heads: int):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, hidden)
-        self.blocks = nn.ModuleList(Block(hidden, intermediate, heads, kv_heads) for _ in range(layers))
-        self.norm = RMSNorm(hidden)
-        self.head = nn.Linear(hidden, vocab, bias=False)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.embed(tokens)
-        for b in self.blocks:
-            x = b(x)
-        return self.head(self.norm(x))
+SHAPES = {"tinyllama": TINYLLAMA}
 
 
 def _status(field: str) -> float:
@@ -110,7 +65,7 @@ def run_case(args: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
-    model = Llama(args.hidden, args.layers, args.intermediate, args.vocab, args.heads, args.kv_heads).to(dtype).eval()
+    model = Llama(args.hidden, args.layers, args.intermediate, args.heads, args.kv_heads, args.vocab).to(dtype).eval()
     n_params = sum(p.numel() for p in model.parameters())
     tokens = torch.randint(0, args.vocab, (1, args.tokens))
     out: dict = {"case": args.case, "params": n_params, "dtype": args.dtype, "phases": {}}
