@@ -174,9 +174,9 @@ class AnalogLinear(AnalogLayer, nn.Linear):
 
     @classmethod
     def from_torch(cls, m: nn.Linear, config: AnalogConfig) -> AnalogLinear:
-        new = cls(m.in_features, m.out_features, bias=m.bias is not None, device=m.weight.device,
-                  dtype=m.weight.dtype)
-        new.load_state_dict(m.state_dict())
+        # built on the meta device and given m's tensors (assign): no second weight allocated and initialised
+        new = cls(m.in_features, m.out_features, bias=m.bias is not None, device="meta", dtype=m.weight.dtype)
+        new.load_state_dict(m.state_dict(), assign=True)
         new.train(m.training)
         new.analog = AnalogMatrix(m.out_features, m.in_features, config)
         return new
@@ -238,8 +238,8 @@ class _AnalogConvNd(AnalogLayer):
     def from_torch(cls, m: nn.modules.conv._ConvNd, config: AnalogConfig):  # noqa: ANN206
         new = cls(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
                   dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode,
-                  device=m.weight.device, dtype=m.weight.dtype)
-        new.load_state_dict(m.state_dict())
+                  device="meta", dtype=m.weight.dtype)
+        new.load_state_dict(m.state_dict(), assign=True)  # m's tensors: no second weight (as AnalogLinear)
         new.train(m.training)
         k = math.prod(m.kernel_size)
         new.analog = AnalogMatrix(m.out_channels, m.in_channels // m.groups * k, config, groups=m.groups,
