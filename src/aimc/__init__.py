@@ -37,6 +37,7 @@ from aimc.evaluation import Results as Results
 from aimc.evaluation import evaluate as evaluate
 from aimc.inference import at_time as at_time
 from aimc.inference import calibrate_input_ranges as calibrate_input_ranges
+from aimc.inference import calibrate_output_ranges as calibrate_output_ranges
 from aimc.inference import gdc_report as gdc_report
 from aimc.inference import program as program
 from aimc.io import load as load
@@ -71,7 +72,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AnalogConfig", "MappingConfig", "PeripheryConfig", "CompensationConfig", "TrainingConfig",
     "presets", "devices", "metrics", "convert", "clip", "program", "at_time", "gdc_report",
-    "calibrate_input_ranges", "recalibrate_bn",
+    "calibrate_input_ranges", "calibrate_output_ranges", "recalibrate_bn",
     "evaluate", "Results", "save", "load",
     "to_digital", "audit", "AuditResult",
     "AimcError", "ConfigError", "StateError", "ShapeError", "NonFiniteError", "FileFormatError", "DataError", "ClusterError",

@@ -1,4 +1,4 @@
-"""The verbs of analog inference: ``program``, ``at_time``, ``calibrate_input_ranges``.
+"""The verbs of analog inference: ``program``, ``at_time``, ``calibrate_input_ranges``, ``calibrate_output_ranges``.
 
 Randomness is always an argument: ``program(model, seed=s)`` samples programming noise and drift exponents of
 every device once; ``at_time(model, t, seed=s)`` draws fresh read noise (seeded by ``s``, ``t`` and the layer name),
@@ -19,7 +19,7 @@ from aimc.nn import checks
 from aimc.nn.cache import half_choice
 from aimc.nn.convert import analog_layers
 
-__all__ = ["program", "at_time", "calibrate_input_ranges", "check_seed", "check_time", "device_state_bytes",
+__all__ = ["program", "at_time", "calibrate_input_ranges", "calibrate_output_ranges", "check_seed", "check_time", "device_state_bytes",
            "model_device", "gdc_report"]
 
 log = logging.getLogger("aimc")
@@ -122,7 +122,8 @@ def _matrices(model: nn.Module) -> list[tuple[str, nn.Module, torch.Tensor]]:
 def gdc_report(model: nn.Module) -> list[dict]:
     """How the GDC factor of every tile was obtained at the last :func:`at_time` (correlation read-out).
 
-    One dict per tile: ``layer``, ``col_tile``, ``row_tile``, ``factor`` (applied), ``measured`` (the read-out's own
+    One dict per tile (per output column and row tile with ``granularity="column"``): ``layer``, ``col_tile``,
+    ``row_tile``, ``column`` (the output column, ``None`` unless per column), ``factor`` (applied), ``measured`` (the read-out's own
     ratio b / c), ``rel_err`` (its relative standard error from the baseline's noise estimate), ``source``
     (``"measured"``: the tile's or, with ``granularity="layer"``, the layer's read-out; ``"pooled"``: too noisy, the
     ratio pooled over the matrix's tiles; ``"model"``: still too noisy, the device model's expected factor) and
@@ -136,9 +137,12 @@ def gdc_report(model: nn.Module) -> list[dict]:
             if info is None:
                 continue
             n_col, n_row = info["raw"].shape
+            per_column = mat.config.compensation.granularity == "column"
+            tile_of = mat.layout.col_tile_index().tolist() if per_column else range(n_col)
             for j in range(n_col):
                 for k in range(n_row):
-                    rows.append({"layer": name + sfx, "col_tile": j, "row_tile": k,
+                    rows.append({"layer": name + sfx, "col_tile": tile_of[j], "row_tile": k,
+                                 "column": j if per_column else None,
                                  "factor": float(mat.gdc_alpha[j, k]), "measured": float(info["raw"][j, k]),
                                  "rel_err": float(info["rel_err"][j, k]),
                                  "source": _SOURCES[int(info["source"][j, k])],
@@ -183,6 +187,112 @@ def calibrate_input_ranges(model: nn.Module, data: Iterable, *, n_batches: int =
             r = torch.quantile(torch.cat(samples[name]), quantile).clamp_min(1e-8)
             for mat, _ in layer.analog_matrices().values():
                 mat.input_range.fill_(float(r))
+
+
+def calibrate_output_ranges(model: nn.Module, data: Iterable, *, n_batches: int = 4,
+                            quantile: float = 0.9999) -> dict[str, float]:
+    """One global ADC range per analog layer from data: ``periphery.out_bound`` = the ``quantile`` of |tile output|.
+
+    For every analog ``Linear`` whose config has an ADC (``periphery.adc_bits``), the model runs digitally (master
+    weights, eval mode) on ``n_batches`` batches and each tile's MVM output before output noise and ADC is formed as
+    the tile computes it: per row tile k, the inputs in DAC units (x / static input range, clipped to ±1; each
+    vector's abs-max over the tile for dynamic ranges) times the tile's analog weights in the config's output units
+    (W / w_max clipped to ±1 for ``"normalized"``, w_max the mapping's scale with its outlier clipping; W for
+    ``"weight"``). Each layer's bound is the value that a fraction 1 − ``quantile`` of those |outputs| (over all its
+    tiles, columns and vectors) exceed; the layer's matrices get their own config with that ``out_bound`` (saved by
+    ``aimc.save`` like any per-layer config). The ADC's 2^bits − 2 steps then span the outputs the layer produces
+    instead of a range fixed for every layer.
+
+    Call it after :func:`calibrate_input_ranges` (static ranges) and before :func:`program`: the GDC read-out
+    inputs are scaled to the ADC range (``aimc.nn.gdc.readout_amplitude``), so the bound must not change between
+    programming and ``at_time``.
+
+    Returns:
+        ``{layer name: out_bound}`` of the calibrated layers (empty when no layer has an ADC).
+
+    Raises:
+        StateError: the model is programmed, or a static input range is not calibrated.
+        UnsupportedLayerError: a layer with an ADC is not a Linear (convolutions: not implemented).
+        DataError: ``data`` gave no batch.
+    """
+    import dataclasses as dc
+
+    from aimc import mapping
+    from aimc.errors import UnsupportedLayerError
+    from aimc.nn.layers import AnalogLinear
+
+    if not 0 < quantile <= 1:
+        raise ConfigError(f"quantile={quantile!r} must be in (0, 1].")
+    todo = []
+    for name, layer in _layers(model):
+        mats = [m for m, _ in layer.analog_matrices().values() if m.config.periphery.adc_bits is not None]
+        if not mats:
+            continue
+        if not isinstance(layer, AnalogLinear):
+            raise UnsupportedLayerError(f"calibrate_output_ranges: layer {name!r} ({type(layer).__name__}) has an "
+                                        "ADC but only Linear layers are calibrated; set its periphery.out_bound by "
+                                        "hand (e.g. with convert(..., rules=...)).")
+        if layer.analog.programmed:
+            raise StateError(f"layer {name!r} is programmed; calibrate the ADC ranges before aimc.program (the GDC "
+                             "read-out depends on them), e.g. on a freshly converted model.")
+        p = layer.analog.config.periphery
+        if p.input_range == "static" and p.dac_bits is not None and math.isnan(float(layer.analog.input_range)):
+            raise StateError(f"layer {name!r}: its static input range is not set; call "
+                             "aimc.calibrate_input_ranges(model, data) first.")
+        todo.append((name, layer))
+    if not todo:
+        return {}
+    tops: dict[str, list[torch.Tensor]] = {n: [] for n, _ in todo}
+    counts = dict.fromkeys(tops, 0)
+    hooks = []
+    for name, layer in todo:
+        def hook(mod, inp, _out, name=name, mat=layer.analog):  # noqa: ANN001
+            cfg = mat.config
+            p = cfg.periphery
+            w = mod.weight.detach().float()
+            if p.output_units == "normalized":  # the tile's analog weights (computed per batch: no copy is kept)
+                w_max = mapping.weight_scale(w, mat.layout, cfg.mapping.scale, clip_std=cfg.mapping.clip_std)
+                w = (w / mapping.expand_rows(w_max, mat.layout)).clamp_(-1.0, 1.0)
+            x = inp[0].detach().float().reshape(-1, w.shape[1])
+            ys = []
+            for s, e in mat.layout.row_bounds:
+                xk = x[:, s:e]
+                if p.input_range == "static":
+                    xk = (xk / float(mat.static_range(name))).clamp_(-1.0, 1.0)
+                else:
+                    xk = xk / xk.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
+                ys.append((xk @ w[:, s:e].t()).abs_().flatten())
+            y = torch.cat(ys)
+            k = min(y.numel(), math.ceil((1 - quantile) * y.numel()) + 1)
+            tops[name].append(y.topk(k).values)
+            counts[name] += y.numel()
+        hooks.append(layer.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(data):
+                if i >= n_batches:
+                    break
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                _digital_forward(model, _layers(model), x.to(model_device(model)))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    if not any(counts.values()):
+        raise DataError("calibrate_output_ranges got no batches; pass an iterable of input batches.")
+    bounds = {}
+    for name, layer in todo:
+        if not counts[name]:
+            continue
+        top = torch.cat(tops[name]).sort(descending=True).values
+        k = max(1, math.ceil((1 - quantile) * counts[name]))  # the k-th largest |y|: a fraction 1 - q exceed it
+        b = max(float(top[min(k, top.numel()) - 1]), 1e-8)
+        for mat, _ in layer.analog_matrices().values():
+            mat.config = dc.replace(mat.config, periphery=dc.replace(mat.config.periphery, out_bound=b))
+        bounds[name] = b
+    return bounds
 
 
 def _digital_forward(model: nn.Module, layers: list, x: torch.Tensor) -> None:

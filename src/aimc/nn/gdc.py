@@ -34,8 +34,8 @@ import torch
 
 from aimc.periphery import block_mvm
 
-__all__ = ["MAX_REL_ERROR", "NU_SIGMAS", "correlation_inputs", "tile_reads", "per_tile_mean", "estimate",
-           "physical_bounds", "model_factor"]
+__all__ = ["MAX_REL_ERROR", "NU_SIGMAS", "correlation_inputs", "readout_amplitude", "tile_reads", "per_tile_mean",
+           "per_column_mean", "group_mean", "estimate", "physical_bounds", "model_factor"]
 
 MAX_REL_ERROR = 0.05
 """Largest relative standard error of a correlation GDC factor that is used as measured (5 %: 20 seeds of a
@@ -50,6 +50,29 @@ def correlation_inputs(n: int, rows: int, seed: int, *, dtype: torch.dtype, devi
     g.manual_seed(seed)
     x = torch.randint(0, 2, (n, rows), generator=g, device=device)
     return x.to(dtype) * 2 - 1
+
+
+def readout_amplitude(w_a: torch.Tensor, layout, p) -> torch.Tensor:  # noqa: ANN001
+    """Amplitude a of the ±a correlation read-out inputs of each row tile, ``(n_row_tiles,)`` float64, in units of
+    the DAC's full scale, from the programmed analog weights ``w_a`` ``(out, rows)``.
+
+    1 without an output bound. A read on ±a inputs has output std a·‖w_c‖ for column c (‖·‖ over the tile's rows),
+    so a = out_bound / (4·max_c ‖w_c‖) keeps the outputs four std inside ±out_bound, where the ADC does not clip
+    them (a calibrated ADC range of an LLM layer is far below the output of full-scale ±1 inputs); capped at 1,
+    and rounded down to a DAC level (at least one step) so the DAC passes it exactly. The factor b / c does not
+    depend on a (both scale with a²); it is fixed at programming (drift only lowers the outputs later).
+    """
+    amp = torch.ones(layout.n_row_tiles, dtype=torch.float64)
+    if p.out_bound is None:
+        return amp
+    for k, (s, e) in enumerate(layout.row_bounds):
+        norm = float(torch.linalg.vector_norm(w_a[:, s:e].double(), dim=1).max()) if w_a.numel() else 0.0
+        a = 1.0 if norm <= 0 else min(1.0, p.out_bound / (4.0 * norm))
+        if p.dac_bits is not None:
+            step = 2.0 / (2**p.dac_bits - 2)
+            a = max(1, math.floor(a / step + 1e-9)) * step
+        amp[k] = a
+    return amp
 
 
 def tile_reads(w_a: torch.Tensor, layout, p, gen: torch.Generator,  # noqa: ANN001
@@ -85,6 +108,19 @@ def per_tile_mean(ys: list[torch.Tensor], layout) -> tuple[torch.Tensor, torch.T
     return val / cnt, cnt
 
 
+def per_column_mean(ys: list[torch.Tensor], layout) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+    """Mean of ``ys[k]`` over the read-out vectors of each output column and row tile, and the number of values,
+    both ``(out_features, n_row_tiles)`` (GDC per column, ``granularity="column"``; NaN = no read, skipped)."""
+    val = torch.stack([y.nanmean(dim=0) for y in ys], dim=1)
+    cnt = torch.stack([(~torch.isnan(y)).sum(dim=0).to(y.dtype) for y in ys], dim=1)
+    return val, cnt
+
+
+def group_mean(ys: list[torch.Tensor], layout, granularity: str) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+    """:func:`per_column_mean` for ``granularity="column"``, else :func:`per_tile_mean` (``"tile"``, ``"layer"``)."""
+    return per_column_mean(ys, layout) if granularity == "column" else per_tile_mean(ys, layout)
+
+
 def physical_bounds(device, g_target: torch.Tensor, t_seconds: float) -> tuple[float, float]:  # noqa: ANN001
     """(smallest, largest) GDC factor the device model allows at ``t_seconds`` after programming.
 
@@ -107,10 +143,11 @@ def physical_bounds(device, g_target: torch.Tensor, t_seconds: float) -> tuple[f
 
 
 def model_factor(mat, t_seconds: float, seed: int, *, pooled: bool = False,  # noqa: ANN001
-                 g_target: torch.Tensor | None = None) -> torch.Tensor:
+                 g_target: torch.Tensor | None = None, columns: bool = False) -> torch.Tensor:
     """The device model's expected correlation GDC factor per tile at ``t_seconds``, ``(n_col, n_row)``: a fresh
     chip sampled from the model (generator seed ``seed``) for the matrix's targets, not this chip's drift
-    exponents; Σ w₀² / Σ w₀·w_t over each tile (``pooled``: over the whole matrix, the same for every tile).
+    exponents; Σ w₀² / Σ w₀·w_t over each tile (``pooled``: over the whole matrix, the same for every tile;
+    ``columns``: over each output column of each row tile, ``(out, n_row)``).
     ``g_target``: the matrix's ``(2, out, rows)`` targets in µS (default: its stored ones)."""
     dev, lay = mat.config.device, mat.layout
     g_target = mat.g_target if g_target is None else g_target
@@ -119,6 +156,10 @@ def model_factor(mat, t_seconds: float, seed: int, *, pooled: bool = False,  # n
     state = dev.program(g_target, generator=g)
     w0 = mat._analog_weights(state.g_prog)
     wt = mat._analog_weights(dev.read(state, t_seconds, generator=g))
+    if columns and not pooled:
+        num = torch.stack([(w0[:, s:e] * w0[:, s:e]).sum(dim=1) for s, e in lay.row_bounds], dim=1)
+        den = torch.stack([(w0[:, s:e] * wt[:, s:e]).sum(dim=1) for s, e in lay.row_bounds], dim=1)
+        return num / den.clamp_min(1e-30)
     num = torch.empty(lay.n_col_tiles, lay.n_row_tiles, dtype=w0.dtype, device=w0.device)
     den = torch.empty_like(num)
     for k, (s, e) in enumerate(lay.row_bounds):

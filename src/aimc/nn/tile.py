@@ -7,10 +7,14 @@ state in buffers, so ``state_dict`` round-trips it.
 Buffers (all persistent):
     g_target, g_prog, nu: ``(2, out, rows)`` device state of the differential pairs, µS / µS / dimensionless.
     w_max: ``(out, n_row_tiles)`` the |W| mapped to g_max, weight units.
-    gdc_base: ``(n_col_tiles, n_row_tiles)`` GDC read-out right after programming.
+    gdc_base: ``(n_col_tiles, n_row_tiles)`` GDC read-out right after programming (``(out, n_row_tiles)``, one per
+        output column of each row tile, with ``compensation.granularity = "column"``; likewise gdc_noise, gdc_alpha).
     gdc_noise: ``(n_col_tiles, n_row_tiles)`` read-noise variance of one read-out output, estimated from the two
         baseline reads of the correlation read-out (``aimc.nn.gdc``; NaN in states saved before it existed).
     gdc_ref: ``(n_row_tiles, n_readout, out)`` reference outputs of the correlation read-out.
+    gdc_amp: ``(n_row_tiles,)`` amplitude a of the ±a correlation read-out inputs of each row tile, fixed at
+        programming so the reads stay inside the ADC range (``aimc.nn.gdc.readout_amplitude``; empty = 1, as in
+        states saved before it existed).
     input_range: ``()`` static DAC input range of the layer (NaN = not calibrated).
     learned_input_range: ``()`` parameter (only with ``training.learn_input_range`` and a static DAC), trained with a
         straight-through estimator; ``aimc.clip`` copies it into ``input_range``.
@@ -48,7 +52,8 @@ from aimc.rng import CounterStream
 
 __all__ = ["AnalogMatrix", "derive_seed"]
 
-_EMPTY = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_noise", "gdc_ref", "gdc_alpha", "prog_check")
+_EMPTY = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_noise", "gdc_ref", "gdc_alpha", "gdc_amp",
+          "prog_check")
 _BLOCK = 1 << 19  # weights regenerated at once by at_time (transient: about 100 B each, so ~50 MB)
 _CHECK_BLOCK = 1 << 20  # weights per block of the checksum (a float64 copy of 8 MB)
 _READOUT_SEED = 0x5EED
@@ -189,11 +194,13 @@ class AnalogMatrix(nn.Module):
         for key, fill in (("prog_seed", -1), ("prog_check", float("nan")), ("half_cache", False)):
             if prefix + key not in state_dict:
                 state_dict[prefix + key] = torch.full_like(getattr(self, key), fill)
+        if prefix + "w_max" in state_dict and prefix + "gdc_amp" not in state_dict:  # read-out amplitude 1 (older)
+            state_dict[prefix + "gdc_amp"] = torch.empty(0, dtype=torch.float64)
         base = state_dict.get(prefix + "gdc_base")
-        if base is not None and base.dim() == 2 and base.shape[0] != self.layout.n_col_tiles:
+        if base is not None and base.dim() == 2 and base.shape[0] != self._gdc_groups:
             raise FileFormatError(
-                f"{prefix.rstrip('.') or 'matrix'}: the stored state has {base.shape[0]} column tiles, this layer's "
-                f"layout {self.layout.n_col_tiles} (grouped convolutions are packed several groups a tile since this "
+                f"{prefix.rstrip('.') or 'matrix'}: the stored GDC state has {base.shape[0]} column groups, this "
+                f"layer's layout and GDC granularity {self._gdc_groups} (grouped convolutions are packed several groups a tile since this "
                 "version; states saved with one tile per group cannot be read). Load the weights without the "
                 "device state and call aimc.program again.")
         if base is not None and prefix + "gdc_noise" not in state_dict:  # saved before the noise was stored
@@ -237,6 +244,8 @@ class AnalogMatrix(nn.Module):
         w_a, check, _ = self._blocks(w, None, name)
         self.prog_check = check
         gen = _generator(derive_seed(seed, name, 2), w.device)
+        self.gdc_amp = (_gdc.readout_amplitude(w_a, lay, self.config.periphery)
+                        if self.config.compensation.readout == "correlation" else torch.empty(0)).to(w.device)
         self.gdc_base, self.gdc_noise, self.gdc_ref = self._baseline(w_a, gen)
 
     def regenerate(self, weight: torch.Tensor, w_max: torch.Tensor | None = None, *,
@@ -289,6 +298,15 @@ class AnalogMatrix(nn.Module):
             w_a[c0:c1] = self._analog_weights(g, cols=(c0, c1))
         return w_a, _checksum(weight.detach()), (lo, hi)
 
+    @property
+    def _gdc_columns(self) -> bool:
+        return self.config.compensation.granularity == "column"
+
+    @property
+    def _gdc_groups(self) -> int:
+        """First dimension of the GDC buffers: output columns (granularity ``"column"``) or column tiles."""
+        return self.layout.out_features if self._gdc_columns else self.layout.n_col_tiles
+
     def _clear_cache(self) -> None:
         self.w_analog = torch.empty(0, device=self.w_max.device)
         self.out_scale = torch.empty(0, device=self.w_max.device)
@@ -336,7 +354,7 @@ class AnalogMatrix(nn.Module):
         if gdc:
             alpha = self._gdc_factor(w_a, t, weight, bounds)
         self.gdc_alpha = alpha
-        scale = self._digital_scale() * alpha[self.layout.col_tile_index(alpha.device)]
+        scale = self._digital_scale() * (alpha if self._gdc_columns else alpha[self.layout.col_tile_index(alpha.device)])
         self.t_seconds.fill_(t)
         self._t_cache.update(tensor=self.t_seconds, version=self.t_seconds._version, value=t)  # known: no read
         self.read_seed.fill_(read_seed)
@@ -357,9 +375,11 @@ class AnalogMatrix(nn.Module):
         """One read-out read of every tile: per row tile, ``(n, out)`` outputs through the periphery."""
         comp = self.config.compensation
         if comp.readout == "correlation":
-            def x_of(k: int, rows: int) -> torch.Tensor:
-                return _gdc.correlation_inputs(comp.n_readout, rows, derive_seed(_READOUT_SEED, k),
-                                               dtype=w_a.dtype, device=w_a.device)
+            def x_of(k: int, rows: int) -> torch.Tensor:  # ±a, a small enough for the ADC range
+                x = _gdc.correlation_inputs(comp.n_readout, rows, derive_seed(_READOUT_SEED, k),
+                                            dtype=w_a.dtype, device=w_a.device)
+                a = float(self.gdc_amp[k]) if self.gdc_amp.numel() else 1.0
+                return x if a == 1.0 else x.mul_(a)
         else:
             def x_of(k: int, rows: int) -> torch.Tensor:
                 return torch.eye(rows, dtype=w_a.dtype, device=w_a.device)
@@ -367,7 +387,7 @@ class AnalogMatrix(nn.Module):
 
     def _identity_value(self, ys: list[torch.Tensor]) -> torch.Tensor:
         """aihwkit's read-out: mean |y| per tile (or over the layer), floored as aihwkit does."""
-        val, cnt = _gdc.per_tile_mean([y.abs() for y in ys], self.layout)
+        val, cnt = _gdc.group_mean([y.abs() for y in ys], self.layout, self.config.compensation.granularity)
         if self.config.compensation.granularity == "layer":
             val = ((val * cnt).sum() / cnt.sum()).expand_as(val).clone()
         return torch.clamp(val, min=1e-4 if self.config.periphery.output_units == "weight" else 1e-8)
@@ -379,33 +399,34 @@ class AnalogMatrix(nn.Module):
             val = self._identity_value(y1)
             return val, torch.empty(0, device=w_a.device), torch.empty(0, device=w_a.device)
         y2 = self._reads(w_a, gen)  # a second, independent read: its noise is uncorrelated with the first
-        base, _ = _gdc.per_tile_mean([a * b for a, b in zip(y1, y2)], self.layout)
-        noise, _ = _gdc.per_tile_mean([(a - b).square_().mul_(0.5) for a, b in zip(y1, y2)], self.layout)
+        gran = self.config.compensation.granularity
+        base, _ = _gdc.group_mean([a * b for a, b in zip(y1, y2)], self.layout, gran)
+        noise, _ = _gdc.group_mean([(a - b).square_().mul_(0.5) for a, b in zip(y1, y2)], self.layout, gran)
         return base, noise, torch.stack(y1)
 
     def _gdc_factor(self, w_a: torch.Tensor, t: float, weight: torch.Tensor | None,
                     bounds: tuple[float, float]) -> torch.Tensor:
-        """``(n_col_tiles, n_row_tiles)`` GDC factors at ``t`` seconds (read with the forward generator); ``bounds``
+        """``(n_col_tiles, n_row_tiles)`` (granularity ``"column"``: ``(out, n_row_tiles)``) GDC factors at ``t`` seconds (read with the forward generator); ``bounds``
         the physical bounds of the devices' drift (``aimc.nn.gdc.physical_bounds``)."""
         comp = self.config.compensation
         ys = self._reads(w_a, self._forward_gen)
         if comp.readout != "correlation":  # aihwkit's read-out, kept as aihwkit computes it
             current = self._identity_value(ys)
             return self.gdc_base / torch.maximum(current, 1e-3 * self.gdc_base.abs() + 1e-30)
-        current, n = _gdc.per_tile_mean([r * y for r, y in zip(self.gdc_ref, ys)], self.layout)
+        current, n = _gdc.group_mean([r * y for r, y in zip(self.gdc_ref, ys)], self.layout, comp.granularity)
         noise = self.gdc_noise if self.gdc_noise.numel() else torch.full_like(self.gdc_base, float("nan"))
         raw, rel, pool = _gdc.estimate(self.gdc_base, noise, current, n, pooled=comp.granularity == "layer")
         ok = rel <= _gdc.MAX_REL_ERROR
         source = torch.zeros_like(raw, dtype=torch.int8)  # 0 measured, 1 pooled over the matrix, 2 device model
         alpha = raw
         if not bool(ok.all()):
-            if comp.granularity == "tile" and float(pool[1]) <= _gdc.MAX_REL_ERROR:
+            if comp.granularity != "layer" and float(pool[1]) <= _gdc.MAX_REL_ERROR:
                 alpha = torch.where(ok, raw, pool[0])
                 source = torch.where(ok, source, torch.ones_like(source))
             else:
                 g_target = self.device_state(weight).g_target
                 model = _gdc.model_factor(self, t, derive_seed(_MODEL_SEED, t), pooled=comp.granularity == "layer",
-                                          g_target=g_target)
+                                          g_target=g_target, columns=self._gdc_columns)
                 alpha = torch.where(ok, raw, model)
                 source = torch.where(ok, source, torch.full_like(source, 2))
         lo, hi = bounds
