@@ -36,18 +36,26 @@ from aimc.evaluation import evaluate_seed, score
 COLUMNS = ["model", "periphery", "compensation", "t_seconds", "seed", "perplexity"]
 TIMES = [25.0, 3600.0, 86_400.0, 30 * 86_400.0, 365 * 86_400.0]
 ETAS = [0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
+DACQ = 0.9999
+"""Quantile of |x| that sets each layer's static DAC range (``aimc.llm.calibrate``)."""
+ADCQ: float | None = 0.9999
+"""Quantile of |tile output| that sets each layer's ADC range (``aimc.calibrate_output_ranges``)."""
 
 
-def _config(name: str) -> tuple[aimc.AnalogConfig, float | None]:
-    """A preset by name, or a variant ``<preset>:<key>=<value>,...`` of it, and the ADC calibration quantile.
+def _config(name: str) -> tuple[aimc.AnalogConfig, float, float | None]:
+    """A preset by name, or a variant ``<preset>:<key>=<value>,...`` of it, and the DAC and ADC calibration
+    quantiles.
 
     Keys: ``clip`` — ``mapping.clip_std`` (a number, or ``none`` = max|W| ↦ g_max); ``gdc`` — GDC granularity
-    (``tile``, ``column``, ``layer``); ``adcq`` — quantile of the per-layer ADC range calibration (``none`` = keep
-    the preset's ``out_bound``). ``<preset>_noclip`` = ``<preset>:clip=none`` (older runs).
+    (``tile``, ``column``, ``layer``); ``dacq`` — quantile of |x| of the static DAC range calibration (default
+    :data:`DACQ`); ``adcq`` — quantile of the per-layer ADC range calibration (default :data:`ADCQ`; ``none`` =
+    keep the preset's ``out_bound``); ``dev=ideal`` — ideal devices (isolates the periphery).
+    ``<preset>_noclip`` = ``<preset>:clip=none`` (older runs).
     """
     import dataclasses as dc
 
-    adcq: float | None = 0.9999
+    adcq: float | None = ADCQ
+    dacq: float = DACQ
     if name.endswith("_noclip"):
         name = name.removesuffix("_noclip") + ":clip=none"
     base, _, opts = name.partition(":")
@@ -60,9 +68,13 @@ def _config(name: str) -> tuple[aimc.AnalogConfig, float | None]:
             cfg = dc.replace(cfg, compensation=dc.replace(cfg.compensation, granularity=v))
         elif k == "adcq":
             adcq = None if v == "none" else float(v)
+        elif k == "dacq":
+            dacq = float(v)
+        elif k == "dev" and v == "ideal":
+            cfg = dc.replace(cfg, device=aimc.devices.Ideal())
         else:
-            raise SystemExit(f"unknown variant key {k!r} in {name!r} (clip, gdc, adcq)")
-    return dc.replace(cfg, name=name), adcq
+            raise SystemExit(f"unknown variant {kv!r} in {name!r} (clip, gdc, dacq, adcq, dev=ideal)")
+    return dc.replace(cfg, name=name), dacq, adcq
 
 
 def _key(model: str, periphery: str, comp: str, t: float, seed: int) -> tuple:
@@ -236,9 +248,9 @@ def main(argv: list[str] | None = None) -> None:
             if not cells or over():
                 continue
             t1 = time.time()
-            cfg, adcq = _config(preset)
+            cfg, dacq, adcq = _config(preset)
             analog = llm.convert_llm(digital, cfg)
-            llm.calibrate(analog, calib, n_batches=len(calib), adc_quantile=adcq)
+            llm.calibrate(analog, calib, n_batches=len(calib), quantile=dacq, adc_quantile=adcq)
             print(f"{preset}: converted + calibrated in {time.time() - t1:.1f} s", flush=True)
             t1 = time.time()
             with contextlib.closing(evaluate_seed(analog, data, seed, cells, metric="perplexity")) as gen:

@@ -209,5 +209,6 @@ def test_example_noise_sweep_and_resume(tmp_path):
     assert ex._done(out) == {ex._key("m", "hermes", "gdc", 25, 1), ex._key("m", "hermes", "gdc", 25, 2)}
     assert "| hermes | gdc | 25 s | 2 | 4 |" in ex.report(out, tmp_path / "r.png")
     assert ex._config("llm_hermes_noclip")[0].mapping.clip_std is None
-    cfg, adcq = ex._config("llm_hermes:clip=4,gdc=tile,adcq=0.999")
-    assert (cfg.mapping.clip_std, cfg.compensation.granularity, adcq) == (4.0, "tile", 0.999)
+    cfg, dacq, adcq = ex._config("llm_hermes:clip=4,gdc=tile,adcq=0.999,dacq=1,dev=ideal")
+    assert (cfg.mapping.clip_std, cfg.compensation.granularity, dacq, adcq) == (4.0, "tile", 1.0, 0.999)
+    assert cfg.device.kind == "ideal"

@@ -23,7 +23,7 @@ from torch import nn
 
 from aimc.compensation import recalibrate_bn
 from aimc.errors import ConfigError, DataError, NonFiniteError
-from aimc.inference import at_time, check_seed, check_time, model_device, program
+from aimc.inference import at_time, check_seed, check_time, model_device, program, set_gdc
 from aimc.metrics import Metric, float_dtype, get_metric, logits_of, model_inputs, move_batch
 from aimc.nn.layers import has_non_finite
 from aimc.nn.tile import AnalogMatrix
@@ -307,8 +307,17 @@ def evaluate_seed(model: nn.Module, data: Iterable, seed: int, cells: Sequence[t
     try:
         model.eval()
         program(model, seed=seed)
+        comps_at: dict[float, set[bool]] = {}
         for t, comp in cells:
-            at_time(model, t, seed=seed, gdc=comp != "none")
+            comps_at.setdefault(float(t), set()).add(comp != "none")
+        drawn = None  # the time whose conductances at_time(keep=True) holds: none/gdc switch without a new draw
+        for t, comp in cells:
+            if drawn == float(t):
+                set_gdc(model, comp != "none")
+            else:
+                both = len(comps_at[float(t)]) > 1
+                at_time(model, t, seed=seed, gdc=comp != "none", keep=both)
+                drawn = float(t) if both else None
             try:
                 if comp == "gdc+bn":
                     recalibrate_bn(model, calib, n_calib)

@@ -19,7 +19,7 @@ from aimc.nn import checks
 from aimc.nn.cache import half_choice
 from aimc.nn.convert import analog_layers
 
-__all__ = ["program", "at_time", "calibrate_input_ranges", "calibrate_output_ranges", "check_seed", "check_time", "device_state_bytes",
+__all__ = ["program", "at_time", "set_gdc", "calibrate_input_ranges", "calibrate_output_ranges", "check_seed", "check_time", "device_state_bytes",
            "model_device", "gdc_report"]
 
 log = logging.getLogger("aimc")
@@ -75,7 +75,7 @@ def program(model: nn.Module, *, seed: int) -> None:
 
 
 def at_time(model: nn.Module, t_seconds: float, *, seed: int, gdc: bool | None = None,
-            cache_dtype: torch.dtype | str | None = None) -> None:
+            cache_dtype: torch.dtype | str | None = None, keep: bool = False) -> None:
     """Set every analog layer to ``t_seconds`` after programming: drift with the stored exponents, fresh read noise,
     effective weights cached for all following forward passes, GDC factors updated.
 
@@ -89,6 +89,10 @@ def at_time(model: nn.Module, t_seconds: float, *, seed: int, gdc: bool | None =
             weight, ~0.012 µS at 25 µS; each layer upcast to float32 in its forward). The device physics always
             runs in float32 or wider. ``None`` keeps each matrix's current choice (float32 until set; saved with
             the model). See ``aimc.nn.cache``.
+        keep: also compute the GDC factors when not applying them, and keep the drawn conductances so that
+            :func:`set_gdc` switches compensation on or off without drawing them again (one more copy of the
+            analog weights on the ideal-output path; ``aimc.evaluate`` uses it to score ``none`` and ``gdc`` of a
+            time from one draw).
     """
     t = check_time(t_seconds)
     check_seed(seed)
@@ -101,7 +105,7 @@ def at_time(model: nn.Module, t_seconds: float, *, seed: int, gdc: bool | None =
     with torch.no_grad():
         for name, mat, w in mats:
             use = mat.config.compensation.gdc if gdc is None else bool(gdc)
-            mat.at_time(t, seed=seed, name=name, gdc=use, weight=w, half_cache=half)
+            mat.at_time(t, seed=seed, name=name, gdc=use, weight=w, half_cache=half, keep=keep)
             info = mat.gdc_info
             if info is not None and (bool(info["source"].any()) or bool(info["bounded"].any())):
                 fallback.append(name)
@@ -117,6 +121,21 @@ def _matrices(model: nn.Module) -> list[tuple[str, nn.Module, torch.Tensor]]:
     """``(layer name + suffix, AnalogMatrix, master weight as (out, rows))`` of every analog matrix, model order."""
     return [(name + sfx, mat, w.reshape(w.shape[0], -1)) for name, layer in _layers(model)
             for sfx, (mat, w) in layer.analog_matrices().items()]
+
+
+def set_gdc(model: nn.Module, on: bool) -> None:
+    """Switch GDC on or off after :func:`at_time` with ``keep=True``, without drawing the conductances again.
+
+    The model then computes exactly what ``at_time(model, t, seed=s, gdc=on)`` gives (same weights, GDC factors
+    and forward-noise stream), bit for bit.
+
+    Raises:
+        StateError: the last ``at_time`` was not called with ``keep=True``.
+    """
+    with torch.no_grad():
+        for _, layer in _layers(model):
+            for mat, _ in layer.analog_matrices().values():
+                mat.set_gdc(bool(on))
 
 
 def gdc_report(model: nn.Module) -> list[dict]:

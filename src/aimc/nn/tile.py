@@ -160,6 +160,7 @@ class AnalogMatrix(nn.Module):
         self.register_buffer("w_eff", torch.empty(0), persistent=False)
         self._forward_gen: torch.Generator | None = None
         self._w_eff_scale = 1.0  # w_eff held in float16 is w_eff · this power of two (aimc.nn.cache.to_cache)
+        self._switch: dict | None = None  # at_time(keep=True): what set_gdc switches between
         self.gdc_info: dict | None = None  # how the last at_time's GDC factors were obtained (aimc.gdc_report)
         self._t_cache: dict = {}  # host copies of t_seconds and input_range (_host_float)
         self._range_cache: dict = {}
@@ -308,6 +309,7 @@ class AnalogMatrix(nn.Module):
         return self.layout.out_features if self._gdc_columns else self.layout.n_col_tiles
 
     def _clear_cache(self) -> None:
+        self._switch = None
         self.w_analog = torch.empty(0, device=self.w_max.device)
         self.out_scale = torch.empty(0, device=self.w_max.device)
         self.w_eff = torch.empty(0, device=self.w_max.device)
@@ -330,45 +332,78 @@ class AnalogMatrix(nn.Module):
 
     # ---- time ------------------------------------------------------------------------------------------------
     def at_time(self, t_seconds: float, *, seed: int, name: str, gdc: bool,
-                weight: torch.Tensor | None = None, half_cache: bool | None = None) -> None:
+                weight: torch.Tensor | None = None, half_cache: bool | None = None, keep: bool = False) -> None:
         """Conductances ``t_seconds`` after programming (drift + fresh read noise); cache effective weights.
 
         ``weight``: the master weight ``(out, rows)`` the devices are regenerated from (all but measured ones).
-        ``half_cache``: hold the cached weights in float16 (``aimc.nn.cache``); ``None`` keeps the current choice."""
+        ``half_cache``: hold the cached weights in float16 (``aimc.nn.cache``); ``None`` keeps the current choice.
+        ``keep``: also compute the GDC factors when ``gdc`` is False and keep what :meth:`set_gdc` needs to switch
+        compensation on or off without drawing the conductances again (costs one more copy of the analog weights)."""
         if not self.programmed:
             raise StateError(f"layer {name!r} is not programmed; call aimc.program(model, seed=...) "
                              "before aimc.at_time(...).")
         if half_cache is not None:
             self.half_cache.fill_(half_cache)
-        self._drift(float(t_seconds), derive_seed(seed, name, 3, float(t_seconds)), gdc, weight, name)
+        self._drift(float(t_seconds), derive_seed(seed, name, 3, float(t_seconds)), gdc, weight, name, keep=keep)
 
     def _drift(self, t: float, read_seed: int, gdc: bool, weight: torch.Tensor | None = None,
-               name: str = "") -> None:
+               name: str = "", *, keep: bool = False) -> None:
         w_a, check, bounds = self._blocks(weight, t, name, read_seed)
         if not self.stores_devices and not torch.equal(check, self.prog_check):
             raise StateError(f"layer {name!r}: the master weight changed since aimc.program (the devices are "
                              "regenerated from it); call aimc.program(model, seed=...) again after changing weights.")
         self._forward_gen = _generator(read_seed ^ 0x1F2E3D, w_a.device)
-        alpha = torch.ones_like(self.gdc_base)
+        fresh_gen = self._forward_gen.get_state()
+        ones = torch.ones_like(self.gdc_base)
+        alpha, info = ones, None
         self.gdc_info = None
-        if gdc:
+        if gdc or keep:
             alpha = self._gdc_factor(w_a, t, weight, bounds)
-        self.gdc_alpha = alpha
-        scale = self._digital_scale() * (alpha if self._gdc_columns else alpha[self.layout.col_tile_index(alpha.device)])
+            info = self.gdc_info
         self.t_seconds.fill_(t)
         self._t_cache.update(tensor=self.t_seconds, version=self.t_seconds._version, value=t)  # known: no read
         self.read_seed.fill_(read_seed)
-        self.gdc_on.fill_(gdc)
         # the physics ran in float32 (at least); the cache is float32+ or, when asked for, float16 (aimc.nn.cache)
         dtype = _cache.cache_dtype(w_a.dtype if weight is None else weight.dtype, bool(self.half_cache))
         self._clear_cache()  # the previous time's cache goes before the new one is stored
+        # what set_gdc needs: the unscaled analog weights, both GDC settings' factors and forward-noise states
+        self._switch = ({"w_a": w_a, "dtype": dtype, True: (alpha, info, self._forward_gen.get_state()),
+                         False: (ones, None, fresh_gen)} if keep else None)
+        self._apply_gdc(w_a, alpha if gdc else ones, dtype, own=not keep)
+        self.gdc_info = info if gdc else None
+        if not gdc:
+            self._forward_gen.set_state(fresh_gen)
+        self.gdc_on.fill_(gdc)
+
+    def _apply_gdc(self, w_a: torch.Tensor, alpha: torch.Tensor, dtype: torch.dtype, *, own: bool) -> None:
+        """Cache the forward's weights from the analog weights ``w_a`` and the GDC factors ``alpha`` (``own``: w_a
+        may be scaled in place; otherwise it is copied first)."""
+        self.gdc_alpha = alpha
+        scale = self._digital_scale() * (alpha if self._gdc_columns else alpha[self.layout.col_tile_index(alpha.device)])
+        empty = torch.empty(0, device=w_a.device)
         if self.config.periphery.needs_matrix_path:
-            self.w_analog, s = _cache.to_cache(w_a, dtype)  # w_a is this call's own: scaled in place if needed
+            src = w_a if own or dtype != torch.float16 else w_a.clone()  # to_cache scales float16 in place only
+            self.w_analog, s = _cache.to_cache(src, dtype)
             self.out_scale = scale.to(_cache.cache_dtype(dtype, False)) * s
+            self.w_eff, self._w_eff_scale = empty, 1.0
         else:
+            src = w_a if own else w_a.clone()
             for k, (s, e) in enumerate(self.layout.row_bounds):  # in place, a row tile at a time: no (out, rows) copy
-                w_a[:, s:e].mul_(scale[:, k:k + 1])
-            self.w_eff, self._w_eff_scale = _cache.to_cache(w_a, dtype)
+                src[:, s:e].mul_(scale[:, k:k + 1])
+            self.w_eff, self._w_eff_scale = _cache.to_cache(src, dtype)
+            self.w_analog = self.out_scale = empty
+
+    def set_gdc(self, on: bool) -> None:
+        """Switch GDC on or off on the conductances of the last ``at_time(..., keep=True)``: the same weights,
+        factors and forward-noise stream as ``at_time`` with that ``gdc`` gives, without drawing them again."""
+        sw = getattr(self, "_switch", None)
+        if sw is None or not self.drifted:
+            raise StateError("set_gdc needs the state of at_time(..., keep=True); call that first.")
+        alpha, info, gen_state = sw[bool(on)]
+        self._apply_gdc(sw["w_a"], alpha, sw["dtype"], own=False)
+        self.gdc_info = info
+        self._forward_gen.set_state(gen_state)
+        self.gdc_on.fill_(bool(on))
 
     # ---- global drift compensation (aimc.nn.gdc) ----------------------------------------------------------------
     def _reads(self, w_a: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
