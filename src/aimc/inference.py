@@ -218,7 +218,8 @@ def calibrate_output_ranges(model: nn.Module, data: Iterable, *, n_batches: int 
     vector's abs-max over the tile for dynamic ranges) times the tile's analog weights in the config's output units
     (W / w_max clipped to ±1 for ``"normalized"``, w_max the mapping's scale with its outlier clipping; W for
     ``"weight"``). Each layer's bound is the value that a fraction 1 − ``quantile`` of those |outputs| (over all its
-    tiles, columns and vectors) exceed; the layer's matrices get their own config with that ``out_bound`` (saved by
+    tiles, columns and vectors) exceed (exact for batches of equal size; the largest values of each batch are
+    kept, not all); the layer's matrices get their own config with that ``out_bound`` (saved by
     ``aimc.save`` like any per-layer config). The ADC's 2^bits − 2 steps then span the outputs the layer produces
     instead of a range fixed for every layer.
 
@@ -282,7 +283,9 @@ def calibrate_output_ranges(model: nn.Module, data: Iterable, *, n_batches: int 
                     xk = xk / xk.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
                 ys.append((xk @ w[:, s:e].t()).abs_().flatten())
             y = torch.cat(ys)
-            k = min(y.numel(), math.ceil((1 - quantile) * y.numel()) + 1)
+            # the largest values this batch can hold among the k = ⌈(1 − q)·M⌉ largest of all M values: all of
+            # them when the ≤ n_batches batches have equal sizes (LM windows do), so the bound is exact then
+            k = min(y.numel(), math.ceil((1 - quantile) * y.numel() * n_batches) + 1)
             tops[name].append(y.topk(k).values)
             counts[name] += y.numel()
         hooks.append(layer.register_forward_hook(hook))
