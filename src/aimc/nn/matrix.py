@@ -22,7 +22,7 @@ from torch import nn
 
 from aimc.config import AnalogConfig
 from aimc.errors import StateError, UnsupportedLayerError
-from aimc.nn.layers import _check_input
+from aimc.nn.layers import _check_input, _row_major
 from aimc.nn import cache
 from aimc.nn.cache import in_dtype
 from aimc.nn.mvm import tiles_forward
@@ -66,8 +66,9 @@ def _tiles(x: torch.Tensor, mat: AnalogMatrix, name: str, bias: torch.Tensor | N
     """Matrix path of :func:`mvm`."""
     lead = x.shape[:-1]
     cols = x.reshape(-1, x.shape[-1]).t().unsqueeze(0)  # (1, in, N) view: no copy
-    y = mat.run_tiles(tiles_forward, mat, cols, name)[0].t().reshape(*lead, mat.layout.out_features)
-    return y if bias is None else y + bias
+    # row-major result (see AnalogLinear.forward), bias added in the same pass
+    y = mat.run_tiles(tiles_forward, mat, cols, name)[0].t()
+    return _row_major(y, bias).reshape(*lead, mat.layout.out_features)
 
 
 class MatrixOwner:
