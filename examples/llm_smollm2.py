@@ -36,7 +36,7 @@ from aimc.evaluation import evaluate_seed, score
 COLUMNS = ["model", "periphery", "compensation", "t_seconds", "seed", "perplexity"]
 TIMES = [25.0, 3600.0, 86_400.0, 30 * 86_400.0, 365 * 86_400.0]
 ETAS = [0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
-DACQ = 0.9999
+DACQ = 1.0
 """Quantile of |x| that sets each layer's static DAC range (``aimc.llm.calibrate``)."""
 ADCQ: float | None = 0.9999
 """Quantile of |tile output| that sets each layer's ADC range (``aimc.calibrate_output_ranges``)."""
@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--etas", type=float, nargs="+", default=ETAS, help="noise-sweep levels (fractions)")
     ap.add_argument("--noise-seeds", type=int, nargs="*", default=None,
                     help="seeds of the sweep (default --seeds; none given: no sweep)")
+    ap.add_argument("--order", choices=["seed", "preset"], default="seed",
+                    help="seed: all presets of a seed, then the next seed; preset: all seeds of a preset first")
     ap.add_argument("--stop-at", default=None, help="HH:MM local time: start no cell after it")
     ap.add_argument("--measure", action="store_true", help="time one program + one cell per preset, write nothing")
     ap.add_argument("--report", action="store_true", help="print markdown tables of --out, plot it, and exit")
@@ -214,18 +216,19 @@ def main(argv: list[str] | None = None) -> None:
             return True
         return False
 
-    def record(periphery: str, comp: str, t: float, seed: int, ppl: float, wall: float) -> None:
+    def record(periphery: str, comp: str, t: float, seed: int, ppl: float, wall: float, cpu: float = math.nan) -> None:
         row = {"model": tag, "periphery": periphery, "compensation": comp, "t_seconds": t, "seed": seed,
                "perplexity": f"{ppl:.6g}"}
         if not a.measure:
             _append(out, row)
-        print(f"{periphery:>18} {comp:>4} t={t:>10.0f} seed={seed} ppl={ppl:10.3f}  ({wall:.1f} s)", flush=True)
+        print(f"{periphery:>18} {comp:>4} t={t:>10.0f} seed={seed} ppl={ppl:10.3f}  ({wall:.1f} s, cpu {cpu:.1f} s)",
+              flush=True)
 
     if _key(tag, "digital", "none", 0.0, 0) not in done and not a.measure:
-        t1 = time.time()
+        t1, c1 = time.time(), time.process_time()
         nll = [score(digital, [b], "nll") for b in data]  # windows of equal length: ppl = exp(mean nll)
         print("digital per-window nll:", " ".join(f"{v:.4f}" for v in nll), flush=True)
-        record("digital", "none", 0.0, 0, math.exp(sum(nll) / len(nll)), time.time() - t1)
+        record("digital", "none", 0.0, 0, math.exp(sum(nll) / len(nll)), time.time() - t1, time.process_time() - c1)
 
     noise_seeds = a.noise_seeds if a.noise_seeds is not None else a.seeds
     for seed in noise_seeds:
@@ -235,32 +238,39 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             if eta == 0 and seed != noise_seeds[0]:
                 continue  # no noise: the digital model, the same for every seed
-            t1 = time.time()
+            t1, c1 = time.time(), time.process_time()
             record(per, "none", 0.0, seed, score(_noisy_copy(digital, eta, seed), data, "perplexity"),
-                   time.time() - t1)
+                   time.time() - t1, time.process_time() - c1)
 
-    for seed in a.seeds:
-        for preset in a.presets:
-            cells = [(t, c) for t in a.times for c in ("none", "gdc")
-                     if a.measure or _key(tag, preset, c, t, seed) not in done]
-            if a.measure:
-                cells = cells[:1]
-            if not cells or over():
-                continue
-            t1 = time.time()
+    # --order preset: one converted model at a time, every seed of a preset before the next preset; --order seed:
+    # every preset of a seed before the next seed (partial runs cover every preset; all converted models are kept)
+    order = ([(s, p) for p in a.presets for s in a.seeds] if a.order == "preset"
+             else [(s, p) for s in a.seeds for p in a.presets])
+    models: dict[str, torch.nn.Module] = {}
+    for seed, preset in order:
+        cells = [(t, c) for t in a.times for c in ("none", "gdc")
+                 if a.measure or _key(tag, preset, c, t, seed) not in done]
+        if a.measure:
+            cells = cells[:1]
+        if not cells or over():
+            continue
+        if preset not in models:
+            if a.order == "preset":
+                models.clear()
+            t1, c1 = time.time(), time.process_time()
             cfg, dacq, adcq = _config(preset)
-            analog = llm.convert_llm(digital, cfg)
-            llm.calibrate(analog, calib, n_batches=len(calib), quantile=dacq, adc_quantile=adcq)
-            print(f"{preset}: converted + calibrated in {time.time() - t1:.1f} s", flush=True)
-            t1 = time.time()
-            with contextlib.closing(evaluate_seed(analog, data, seed, cells, metric="perplexity")) as gen:
-                for row in gen:
-                    record(preset, row["compensation"], row["t_seconds"], seed, row["perplexity"],
-                           time.time() - t1)
-                    t1 = time.time()
-                    if over():
-                        break
-            del analog
+            models[preset] = llm.convert_llm(digital, cfg)
+            llm.calibrate(models[preset], calib, n_batches=len(calib), quantile=dacq, adc_quantile=adcq)
+            print(f"{preset}: converted + calibrated in {time.time() - t1:.1f} s (cpu {time.process_time() - c1:.1f} s)",
+                  flush=True)
+        t1, c1 = time.time(), time.process_time()
+        with contextlib.closing(evaluate_seed(models[preset], data, seed, cells, metric="perplexity")) as gen:
+            for row in gen:
+                record(preset, row["compensation"], row["t_seconds"], seed, row["perplexity"], time.time() - t1,
+                       time.process_time() - c1)
+                t1, c1 = time.time(), time.process_time()
+                if over():
+                    break
     print(f"finished in {time.time() - t0:.0f} s", flush=True)
 
 

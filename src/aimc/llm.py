@@ -111,10 +111,12 @@ def convert_llm(model: nn.Module, config: AnalogConfig, *, digital: Sequence[str
     return convert(model, config, exclude=[n for n in digital if n in names])
 
 
-def calibrate(model: nn.Module, data: Iterable, *, n_batches: int = 4, quantile: float = 0.9999,
+def calibrate(model: nn.Module, data: Iterable, *, n_batches: int = 4, quantile: float = 1.0,
               adc_quantile: float | None = 0.9999) -> dict[str, float]:
     """Static DAC input ranges, then one ADC range per layer, from LM batches (dicts with ``input_ids`` or id
-    tensors): :func:`aimc.calibrate_input_ranges` at ``quantile`` of |x|, then
+    tensors): :func:`aimc.calibrate_input_ranges` at ``quantile`` of |x| (default 1: the largest |x|; LLM
+    activations have outliers that a lower quantile clips — worse on the validation works, see
+    ``aimc.presets.llm_hermes``), then
     :func:`aimc.calibrate_output_ranges` at ``adc_quantile`` of |tile output| (``None``: keep the config's
     ``out_bound``). Calibrate on data the model is not evaluated on (e.g. validation windows), before
     ``aimc.program``. A no-op for configs without a static DAC or an ADC.

