@@ -123,6 +123,30 @@ def _noisy_copy(model: torch.nn.Module, eta: float, seed: int) -> torch.nn.Modul
     return noisy
 
 
+def _calibrate(model: torch.nn.Module, calib: list, dacq: float, adcq: float | None, cache: Path, key: str) -> None:
+    """``aimc.llm.calibrate``, or the ranges it found for ``key`` in an earlier run (JSON ``cache``: a restarted
+    run skips the calibration forwards; the result is the same, since calibration is deterministic)."""
+    import dataclasses as dc
+    import json
+
+    from aimc.nn.convert import analog_layers
+
+    store = json.loads(cache.read_text()) if cache.is_file() else {}
+    layers = list(analog_layers(model))
+    if key in store:
+        for name, layer in layers:
+            r, b = store[key][name]
+            mat = layer.analog
+            mat.input_range.fill_(r)
+            if b is not None:
+                mat.config = dc.replace(mat.config, periphery=dc.replace(mat.config.periphery, out_bound=b))
+        return
+    llm.calibrate(model, calib, n_batches=len(calib), quantile=dacq, adc_quantile=adcq)
+    store[key] = {name: [float(layer.analog.input_range), layer.analog.config.periphery.out_bound]
+                  for name, layer in layers}
+    cache.write_text(json.dumps(store, indent=0))
+
+
 def report(csv_path: Path, png: Path) -> str:
     """Markdown tables of the CSV and a plot of perplexity over time. Per cell: the mean perplexity over seeds and
     a 95 % Student-t CI over seeds computed on log-perplexity (mean NLL) and exponentiated, so it stays > 0."""
@@ -260,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
             t1, c1 = time.time(), time.process_time()
             cfg, dacq, adcq = _config(preset)
             models[preset] = llm.convert_llm(digital, cfg)
-            llm.calibrate(models[preset], calib, n_batches=len(calib), quantile=dacq, adc_quantile=adcq)
+            _calibrate(models[preset], calib, dacq, adcq, out.with_suffix(".calib.json"), f"{preset}|{a.calib_windows}")
             print(f"{preset}: converted + calibrated in {time.time() - t1:.1f} s (cpu {time.process_time() - c1:.1f} s)",
                   flush=True)
         t1, c1 = time.time(), time.process_time()
