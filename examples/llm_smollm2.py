@@ -234,9 +234,13 @@ def main(argv: list[str] | None = None) -> None:
     tag = f"smollm2-135m/{a.split}{len(windows)}"
     print(f"loaded in {time.time() - t0:.1f} s; {tag}: {windows.numel()} tokens", flush=True)
 
-    def over() -> bool:
+    said = []
+
+    def over(quiet: bool = False) -> bool:
         if time.time() >= stop:
-            print("stop time reached; exiting (rerun to continue)", flush=True)
+            if not said:
+                print("stop time reached; no more cells (rerun to continue)", flush=True)
+                said.append(True)
             return True
         return False
 
@@ -258,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in noise_seeds:
         for eta in a.etas:
             per = f"noise_channel_{eta:.3f}"
-            if a.measure or _key(tag, per, "none", 0.0, seed) in done or over():
+            if a.measure or _key(tag, per, "none", 0.0, seed) in done or over(quiet=True):
                 continue
             if eta == 0 and seed != noise_seeds[0]:
                 continue  # no noise: the digital model, the same for every seed
