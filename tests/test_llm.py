@@ -212,3 +212,26 @@ def test_example_noise_sweep_and_resume(tmp_path):
     cfg, dacq, adcq = ex._config("llm_hermes:clip=4,gdc=tile,adcq=0.999,dacq=1,dev=ideal")
     assert (cfg.mapping.clip_std, cfg.compensation.granularity, dacq, adcq) == (4.0, "tile", 1.0, 0.999)
     assert cfg.device.kind == "ideal"
+
+
+def test_example_calibration_cache(tmp_path, monkeypatch):
+    """A restarted grid reads the calibrated DAC/ADC ranges from its cache instead of calibrating again, and gets
+    the same ranges."""
+    ex = _example()
+    digital, data = _tiny_llama(), _data()
+    cache = tmp_path / "c.calib.json"
+    first = llm.convert_llm(digital, aimc.presets.llm_hermes())
+    ex._calibrate(first, data, 1.0, 0.9999, cache, "llm_hermes|3")
+    assert cache.is_file()
+
+    def no_calibration(*a, **k):
+        raise AssertionError("calibrated again instead of reading the cache")
+
+    monkeypatch.setattr(ex.llm, "calibrate", no_calibration)
+    second = llm.convert_llm(digital, aimc.presets.llm_hermes())
+    ex._calibrate(second, data, 1.0, 0.9999, cache, "llm_hermes|3")
+    layers = lambda m: list(aimc.nn.convert.analog_layers(m))  # noqa: E731
+    for (n1, l1), (n2, l2) in zip(layers(first), layers(second)):
+        assert n1 == n2 and float(l1.analog.input_range) == float(l2.analog.input_range)
+        assert l1.analog.config.periphery.out_bound == l2.analog.config.periphery.out_bound
+    assert len({l.analog.config.periphery.out_bound for _, l in layers(second)}) > 1  # per-layer ADC ranges
