@@ -164,6 +164,8 @@ def report(csv_path: Path, png: Path) -> str:
     for tag, d in df.groupby("model"):
         lines += [f"### {tag}", "", "| periphery | compensation | t | seeds | perplexity mean | 95 % CI (log scale) |",
                   "| --- | --- | --- | --- | --- | --- |"]
+        d = d.assign(_c=d["compensation"].map({"none": 0, "gdc": 1})).sort_values(
+            ["periphery", "t_seconds", "_c"], kind="stable")
         for (per, comp, t), g in d.groupby(["periphery", "compensation", "t_seconds"], sort=False):
             m = float(g["perplexity"].mean())
             _, lo, hi = llm.mean_ci([math.log(v) for v in g["perplexity"]])  # CI of the mean log-perplexity
