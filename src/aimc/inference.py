@@ -186,19 +186,7 @@ def calibrate_input_ranges(model: nn.Module, data: Iterable, *, n_batches: int =
                 x = x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:200_000]]
             samples[name].append(x.float().cpu())
         hooks.append(layer.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for i, batch in enumerate(data):
-                if i >= n_batches:
-                    break
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                _digital_forward(model, layers, x.to(model_device(model)))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    _run_digital(model, data, n_batches, hooks)
     if not any(samples.values()):
         raise DataError("calibrate_input_ranges got no batches; pass an iterable of (inputs, labels) batches.")
     for name, layer in layers:
@@ -289,19 +277,7 @@ def calibrate_output_ranges(model: nn.Module, data: Iterable, *, n_batches: int 
             tops[name].append(y.topk(k).values)
             counts[name] += y.numel()
         hooks.append(layer.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for i, batch in enumerate(data):
-                if i >= n_batches:
-                    break
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                _digital_forward(model, _layers(model), x.to(model_device(model)))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    _run_digital(model, data, n_batches, hooks)
     if not any(counts.values()):
         raise DataError("calibrate_output_ranges got no batches; pass an iterable of input batches.")
     bounds = {}
@@ -315,6 +291,25 @@ def calibrate_output_ranges(model: nn.Module, data: Iterable, *, n_batches: int 
             mat.config = dc.replace(mat.config, periphery=dc.replace(mat.config.periphery, out_bound=b))
         bounds[name] = b
     return bounds
+
+
+def _run_digital(model: nn.Module, data: Iterable, n_batches: int, hooks: list) -> None:
+    """The model's digital forward (eval mode, no grad) on the inputs of the first ``n_batches`` batches of ``data``
+    (tuples/lists: their first element), for the forward ``hooks`` that calibrate; the hooks are removed and the
+    training mode restored afterwards, also on error or interrupt."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(data):
+                if i >= n_batches:
+                    break
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                _digital_forward(model, _layers(model), x.to(model_device(model)))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
 
 
 def _digital_forward(model: nn.Module, layers: list, x: torch.Tensor) -> None:
