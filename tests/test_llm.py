@@ -270,6 +270,8 @@ def test_finetune_example_resumes_bit_for_bit(tmp_path, monkeypatch):
                            _tiny_llama().state_dict()["model.layers.0.mlp.down_proj.weight"])  # it trained
     log = lambda d: [r.split(",")[:3] for r in (tmp_path / d / "log.csv").read_text().splitlines()]  # noqa: E731
     assert log("a") == log("b") and len(log("a")) == 5  # header, step 0, steps 1-3
+    ft.main(["--out", str(tmp_path / "a"), "--plot", str(tmp_path / "a.png")])
+    assert (tmp_path / "a.png").stat().st_size > 1000
     # the validation loss: same value twice, RNG untouched
     teacher, student = _tiny_llama(), llm.convert_llm(_tiny_llama(), aimc.presets.llm_hermes())
     llm.calibrate(student, llm.lm_batches(ids[:2]))
