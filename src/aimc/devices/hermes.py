@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aimc.devices.pcm import DeviceState, drift_factor, program_devices, read_devices, read_time_factor
+from aimc.devices.pcm import (DeviceState, drift_factor, program_conductances, program_devices, read_devices,
+                              read_time_factor)
 from aimc.errors import ConfigError
 from aimc.rng import CounterStream
 
@@ -63,17 +64,21 @@ HERMES_VARIANTS: dict[int, dict] = {
 }
 
 
-def _branch(r: torch.Tensor, spec: _Branch) -> torch.Tensor:
-    """Piecewise statistic of ``r`` (any shape): clipped log-linear below ``split``, polynomial from it on.
+def _branch(r: torch.Tensor, spec: _Branch, log_r: torch.Tensor | None = None) -> torch.Tensor:
+    """Piecewise statistic of ``r`` (any shape, ≥ 0): clipped log-linear below ``split``, polynomial from it on
+    (``log_r``: ln r, when the caller has it).
 
     ``r = 0`` gives ln r = −∞, which the clip turns into ``hi`` (no NaN).
     """
     split, a, b, lo, hi, poly = spec
-    low = torch.clamp(a * torch.log(r) + b, lo, hi)
-    high = torch.zeros_like(r)
-    for c in poly:
-        high = high * r + c
-    return torch.where(r < split, low, high)
+    low = (torch.log(r) if log_r is None else log_r).mul(a).add_(b).clamp_(lo, hi)
+    high = torch.full_like(r, poly[0])  # Horner's scheme in place (the same operations as 0·r + c0, ...)
+    for c in poly[1:]:
+        high.mul_(r).add_(c)
+    # torch.where(r < split, low, high), as a linear interpolation with weights 0/1, which gives exactly one end
+    # (ATen's lerp: start + w·(end − start) for w < ½, else end − (end − start)·(1 − w); both ends are finite):
+    # a third of the cost of where's boolean mask on CPU
+    return high.lerp_(low, torch.lt(r, split, out=torch.empty_like(r)))
 
 
 def _positive(v: object) -> bool:
@@ -156,15 +161,17 @@ class Hermes:
     def prog_std(self, g_target: torch.Tensor) -> torch.Tensor:
         """σ of the programming noise in µS at target ``g_target`` (µS), before ``prog_noise_scale``."""
         x = g_target / self.g_max
-        s = torch.zeros_like(x)
-        for c in reversed(self.prog_coeffs):
-            s = s * x + c
-        return s * (self.g_max / self.prog_g_max_reference)
+        c = self.prog_coeffs
+        s = torch.full_like(x, c[-1])  # Horner's scheme in place (the same operations as 0·x + c3, ...)
+        for ci in reversed(c[:-1]):
+            s.mul_(x).add_(ci)
+        return s.mul_(self.g_max / self.prog_g_max_reference)
 
     def drift_stats(self, g_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(μ_ν, σ_ν) of the drift exponent before folding and ``drift_scale``, from the target conductance (µS)."""
         r = torch.clamp(g_target.abs() / self.g_max, min=1e-7)
-        return _branch(r, _DRIFT_MEAN), _branch(r, HERMES_VARIANTS[self.num_devices]["drift_std"])
+        log_r = torch.log(r)  # one logarithm for both statistics
+        return _branch(r, _DRIFT_MEAN, log_r), _branch(r, HERMES_VARIANTS[self.num_devices]["drift_std"], log_r)
 
     def read_q_s(self, g_prog: torch.Tensor) -> torch.Tensor:
         """Q_s, the relative 1/f read-noise coefficient, from the programmed conductance (µS); no floor on r_p."""
@@ -179,15 +186,22 @@ class Hermes:
         return read_time_factor(t_seconds, self.t0, self.t_read)
 
     # ---- sampling -------------------------------------------------------------------------------------------
-    def program(self, g_target: torch.Tensor, *, generator: torch.Generator | CounterStream) -> DeviceState:
+    def program(self, g_target: torch.Tensor, *, generator: torch.Generator | CounterStream,
+                drift_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> DeviceState:
         """Program devices to ``g_target`` (µS, any shape, values in [0, g_max]).
 
-        Samples programming noise and one drift exponent per conductance (per polarity), once.
+        Samples programming noise and one drift exponent per conductance (per polarity), once. ``drift_stats``:
+        this device's ``drift_stats(g_target)`` when the caller has it already (not computed again).
 
         Returns:
             A :class:`DeviceState` with tensors of ``g_target``'s shape.
         """
-        return program_devices(self, g_target, generator)
+        return program_devices(self, g_target, generator, drift_stats)
+
+    def program_conductance(self, g_target: torch.Tensor, *,
+                            generator: torch.Generator | CounterStream) -> torch.Tensor:
+        """Only the programmed conductances (µS) of :meth:`program` with the same generator (its first draw)."""
+        return program_conductances(self, g_target, generator)
 
     def read(self, state: DeviceState, t_seconds: float, *, generator: torch.Generator | CounterStream) -> torch.Tensor:
         """Conductance (µS) ``t_seconds`` after the first read t0: stored ν's drift plus fresh 1/f read noise."""

@@ -54,12 +54,16 @@ def _check_finite(name: str, x: torch.Tensor) -> None:
 
 
 def check_targets(g_target: torch.Tensor, g_max: float) -> None:
-    """Target conductances must be finite and within [0, g_max] µS."""
-    _check_finite("g_target", g_target)
-    if g_target.numel() and (g_target.min() < 0 or g_target.max() > g_max * (1 + 1e-6)):
+    """Target conductances must be finite and within [0, g_max] µS (one min/max pass; NaN and ±Inf show in it)."""
+    if not g_target.numel():
+        return
+    lo, hi = (float(v) for v in torch.aminmax(g_target))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        _check_finite("g_target", g_target)
+    if lo < 0 or hi > g_max * (1 + 1e-6):
         raise ShapeError(
-            f"g_target must lie in [0, g_max={g_max}] µS, found [{float(g_target.min()):.4g}, "
-            f"{float(g_target.max()):.4g}]; map weights with aimc.mapping first."
+            f"g_target must lie in [0, g_max={g_max}] µS, found [{lo:.4g}, {hi:.4g}]; map weights with aimc.mapping "
+            "first."
         )
 
 
@@ -89,17 +93,30 @@ def read_time_factor(t_seconds: float, t0: float, t_read: float) -> float:
     return math.sqrt(math.log((t + t_read) / (2.0 * t_read)))
 
 
-def program_devices(dev, g_target: torch.Tensor, generator: torch.Generator | CounterStream) -> DeviceState:  # noqa: ANN001
+def program_devices(dev, g_target: torch.Tensor, generator: torch.Generator | CounterStream,  # noqa: ANN001
+                    drift_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> DeviceState:
     """Programming shared by the statistical device models (PCM, HERMES): g_prog = max(g_T + s_p·σ_p(g_T)·N, 0)
     and ν = |μ_ν(g_T) + σ_ν(g_T)·N|·drift_scale, with ``dev``'s ``prog_std``, ``drift_stats``, ``prog_noise_scale``
-    and ``drift_scale``; ``g_target`` in µS, checked against ``dev.g_max``."""
+    and ``drift_scale``; ``g_target`` in µS, checked against ``dev.g_max``. ``drift_stats``: ``dev.drift_stats
+    (g_target)`` when the caller has computed it already."""
     check_targets(g_target, dev.g_max)
-    n1 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
+    g_prog = _programmed(dev, g_target, generator)
     n2 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
-    g_prog = torch.clamp(g_target + dev.prog_noise_scale * dev.prog_std(g_target) * n1, min=0.0)
-    mu, sig = dev.drift_stats(g_target)
+    mu, sig = dev.drift_stats(g_target) if drift_stats is None else drift_stats
     nu = (mu + sig * n2).abs() * dev.drift_scale
     return DeviceState(g_target=g_target, g_prog=g_prog, nu=nu)
+
+
+def program_conductances(dev, g_target: torch.Tensor, generator: torch.Generator | CounterStream) -> torch.Tensor:  # noqa: ANN001
+    """g_prog of :func:`program_devices` alone (its first draw; no drift exponents): what the programmed weights
+    and the GDC baseline need. ``g_target`` in µS, checked against ``dev.g_max``."""
+    check_targets(g_target, dev.g_max)
+    return _programmed(dev, g_target, generator)
+
+
+def _programmed(dev, g_target: torch.Tensor, generator: torch.Generator | CounterStream) -> torch.Tensor:  # noqa: ANN001
+    n1 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
+    return torch.clamp(g_target + dev.prog_noise_scale * dev.prog_std(g_target) * n1, min=0.0)
 
 
 def read_devices(dev, state: DeviceState, t_seconds: float,  # noqa: ANN001
@@ -200,15 +217,22 @@ class PCM:
         return read_time_factor(t_seconds, self.t0, self.t_read)
 
     # ---- sampling -------------------------------------------------------------------------------------------
-    def program(self, g_target: torch.Tensor, *, generator: torch.Generator | CounterStream) -> DeviceState:
+    def program(self, g_target: torch.Tensor, *, generator: torch.Generator | CounterStream,
+                drift_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> DeviceState:
         """Program devices to ``g_target`` (µS, any shape, values in [0, g_max]).
 
-        Samples programming noise and one drift exponent per device, once.
+        Samples programming noise and one drift exponent per device, once. ``drift_stats``: this device's
+        ``drift_stats(g_target)`` when the caller has it already (not computed again).
 
         Returns:
             A :class:`DeviceState` with tensors of ``g_target``'s shape.
         """
-        return program_devices(self, g_target, generator)
+        return program_devices(self, g_target, generator, drift_stats)
+
+    def program_conductance(self, g_target: torch.Tensor, *,
+                            generator: torch.Generator | CounterStream) -> torch.Tensor:
+        """Only the programmed conductances (µS) of :meth:`program` with the same generator (its first draw)."""
+        return program_conductances(self, g_target, generator)
 
     def read(self, state: DeviceState, t_seconds: float, *, generator: torch.Generator | CounterStream) -> torch.Tensor:
         """Conductance (µS) ``t_seconds`` after programming: drift with the stored ν plus fresh 1/f read noise.

@@ -121,19 +121,21 @@ def group_mean(ys: list[torch.Tensor], layout, granularity: str) -> tuple[torch.
     return per_column_mean(ys, layout) if granularity == "column" else per_tile_mean(ys, layout)
 
 
-def physical_bounds(device, g_target: torch.Tensor, t_seconds: float) -> tuple[float, float]:  # noqa: ANN001
+def physical_bounds(device, g_target: torch.Tensor, t_seconds: float,  # noqa: ANN001
+                    drift_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[float, float]:
     """(smallest, largest) GDC factor the device model allows at ``t_seconds`` after programming.
 
     The factor undoes a drift gain ((t + t0)/t0)^(−ν): α = ((t + t0)/t0)^ν for ν between the smallest and largest
     exponents of the model (μ_ν ± ``NU_SIGMAS`` σ_ν over the targets; ν ≥ 0 when the model folds it, as PCM and
     HERMES do: drift only lowers conductance, so α ≥ 1). A device without drift allows only 1; one whose drift the
-    model does not describe (measured tables) is not bounded.
+    model does not describe (measured tables) is not bounded. ``drift_stats``: ``device.drift_stats(g_target)``
+    when the caller has it already.
     """
     if getattr(device, "kind", "") == "ideal":
         return 1.0, 1.0
     if not hasattr(device, "drift_stats") or not g_target.numel():
         return 0.0, math.inf
-    mu, sig = device.drift_stats(g_target)
+    mu, sig = device.drift_stats(g_target) if drift_stats is None else drift_stats
     scale = float(getattr(device, "drift_scale", 1.0))
     hi = float((mu + NU_SIGMAS * sig).max()) * scale
     folded = getattr(device, "kind", "") in ("pcm", "hermes") or bool(getattr(device, "fold_drift", False))

@@ -53,7 +53,10 @@ __all__ = ["AnalogMatrix", "derive_seed"]
 
 _EMPTY = ("g_target", "g_prog", "nu", "w_max", "gdc_base", "gdc_noise", "gdc_ref", "gdc_alpha", "gdc_amp",
           "prog_check")
-_BLOCK = 1 << 19  # weights regenerated at once by at_time (transient: about 100 B each, so ~50 MB)
+# weights regenerated at once by program/at_time on CPU (transient: about 100 B each, ~13 MB): the device physics'
+# elementwise passes stay closer to the cores (2^17 was 1.2x faster than 2^19 at one and at two threads); fixed, so
+# that the numbers do not depend on the thread count
+_BLOCK = 1 << 17
 _CHECK_BLOCK = 1 << 20  # weights per block of the checksum (a float64 copy of 8 MB)
 
 
@@ -238,16 +241,23 @@ class AnalogMatrix(GdcReadout, nn.Module):
         scales ``w_max`` (default: this matrix's) and the stored ``prog_seed``; bit-identical when ``weight`` is
         the weight that was programmed. ``cols=(c0, c1)``: only output columns c0:c1, ``(2, c1 - c0, rows)``, the
         same numbers they have in the whole (counter-based streams, ``aimc.rng``)."""
+        g_t, stream = self._targets(weight, w_max, cols)
+        return self.config.device.program(g_t, generator=stream)
+
+    def _targets(self, weight: torch.Tensor, w_max: torch.Tensor | None,
+                 cols: tuple[int, int] | None) -> tuple[torch.Tensor, CounterStream]:
+        """Target conductances ``(2, c1 - c0, rows)`` (µS) of output columns ``cols`` and the programming stream
+        their devices draw from (:meth:`regenerate`)."""
         if int(self.prog_seed) < 0:
             raise StateError("this matrix was not programmed with a counter-based seed (not programmed, or state "
                              "saved by an older aimc); call aimc.program(model, seed=...).")
-        dev = self.config.device
         w_max = self.w_max if w_max is None else w_max
         out, rows = weight.shape
         c0, c1 = (0, out) if cols is None else cols
-        g_t = mapping.weights_to_conductances(_master(weight[c0:c1]), w_max[c0:c1], self.layout, dev.g_max)
+        g_t = mapping.weights_to_conductances(_master(weight[c0:c1]), w_max[c0:c1], self.layout,
+                                              self.config.device.g_max)
         index = None if cols is None else _flat_index(out, rows, cols, g_t.device)
-        return dev.program(g_t, generator=CounterStream(int(self.prog_seed), index=index, size=2 * out * rows))
+        return g_t, CounterStream(int(self.prog_seed), index=index, size=2 * out * rows)
 
     def _blocks(self, weight: torch.Tensor | None, t: float | None, name: str,
                 read_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
@@ -267,17 +277,22 @@ class AnalogMatrix(GdcReadout, nn.Module):
             raise StateError(f"layer {name!r}: its devices are regenerated from the master weight; pass it "
                              "(aimc.at_time does).")
         out, rows = weight.shape
-        step = max(1, _BLOCK // max(rows, 1))
+        step = max(1, (_BLOCK if weight.device.type == "cpu" else 1 << 19) // max(rows, 1))  # GPUs: larger
         w_a = torch.empty(out, rows, dtype=torch.promote_types(weight.dtype, torch.float32), device=weight.device)
+        # the statistical devices (PCM, HERMES) program only the conductances when no drift is needed, and share
+        # the drift statistics of the targets between the drift exponents and the GDC bounds (same numbers)
+        fast = hasattr(dev, "program_conductance") and hasattr(dev, "drift_stats")
         for c0 in range(0, out, step):
             c1 = min(out, c0 + step)
-            st = self.regenerate(weight, cols=(c0, c1))
+            g_t, stream = self._targets(weight, None, (c0, c1))
             if t is None:
-                g = st.g_prog
+                g = dev.program_conductance(g_t, generator=stream) if fast else dev.program(g_t, generator=stream).g_prog
             else:
-                idx = _flat_index(out, rows, (c0, c1), st.g_prog.device)  # each device's counter in the whole
+                stats = dev.drift_stats(g_t) if fast else None
+                st = dev.program(g_t, generator=stream, drift_stats=stats) if fast else dev.program(g_t, generator=stream)
+                idx = stream.index  # each device's counter in the whole
                 g = dev.read(st, t, generator=CounterStream(read_seed, index=idx, size=2 * out * rows))
-                b = _gdc.physical_bounds(dev, st.g_target, t)
+                b = _gdc.physical_bounds(dev, g_t, t, drift_stats=stats)
                 lo, hi = min(lo, b[0]), max(hi, b[1])
             w_a[c0:c1] = self._analog_weights(g, cols=(c0, c1))
         return w_a, _checksum(weight.detach()), (lo, hi)
