@@ -108,10 +108,13 @@ def _check_draw(draw: int) -> None:
         raise ValueError(f"draw={draw} must lie in [0, 65536)")
 
 
-def _words(key: tuple[int, int], draw: int, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _words(key: tuple[int, int], draw: int, c: torch.Tensor, *, low: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The generator's two int32 words for int64 counters ``c`` (element numbers < 2⁴⁸) of draw ``draw``:
-    counter = (c low word, draw · 2¹⁶ + c high word)."""
+    counter = (c low word, draw · 2¹⁶ + c high word). ``low``: the caller knows every c < 2³² (high word 0)."""
     # int64 -> int32 keeps the low 32 bits (two's complement; tests/test_rng.py checks this torch behaviour)
+    if low:
+        return _rounds(c.to(torch.int32), torch.full(c.shape, _s32(draw << 16), dtype=torch.int32, device=c.device),
+                       key)
     return _rounds(c.to(torch.int32), ((c >> 32) + (draw << 16)).to(torch.int32), key)
 
 
@@ -125,13 +128,25 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return (x.to(torch.float64) + (2.0**31 + 0.5)).mul_(2.0**-32)
 
 
-def _box_muller(x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _box_muller(x0: torch.Tensor, x1: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Both Box–Muller normals (r·cos θ, r·sin θ), float32, from two int32 words: r = sqrt(−2 ln u) with u from all
     32 bits of ``x0`` in float64 (tails to |z| ≤ 6.66), θ = 2π·(top 24 bits of ``x1`` + ½)/2²⁴ in float32 (exact
-    up to the product with 2π)."""
+    up to the product with 2π). ``out``: two float32 tensors of ``x0``'s shape to write them into."""
     r = _unit(x0).log_().mul_(-2.0).sqrt_().to(torch.float32)
     theta = (x1 >> 8).to(torch.float32).add_(2.0**23 + 0.5).mul_(2.0 * math.pi * 2.0**-24)
-    return torch.cos(theta).mul_(r), torch.sin(theta).mul_(r)
+    if out is None:
+        return torch.cos(theta).mul_(r), torch.sin(theta).mul_(r)
+    return torch.cos(theta, out=out[0]).mul_(r), torch.sin(theta, out=out[1]).mul_(r)
+
+
+def _pairs(idx: torch.Tensor, half: int) -> torch.Tensor | None:
+    """The first half of ``idx`` when ``idx`` is two halves, the second the first + ``half`` and the first below
+    ``half`` (the two devices of a block of differential pairs: one counter for both), else ``None``."""
+    m = idx.numel()
+    if m and m % 2 == 0 and torch.equal(idx[m // 2:], idx[:m // 2] + half) and bool(idx[:m // 2].max() < half):
+        return idx[:m // 2]
+    return None
 
 
 def uniform(key: int, draw: int, n: int | None = None, *, index: torch.Tensor | None = None,
@@ -149,7 +164,8 @@ def uniform(key: int, draw: int, n: int | None = None, *, index: torch.Tensor | 
 
 
 def normal(key: int, draw: int, n: int | None = None, *, index: torch.Tensor | None = None,
-           size: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+           size: int | None = None, device: torch.device | str | None = None,
+           _first: torch.Tensor | None | bool = False) -> torch.Tensor:
     """float32 standard normals for the elements ``arange(n)`` of a draw of ``n`` elements, or for the elements
     ``index`` (int64 flat indices) of a draw of ``size`` elements.
 
@@ -157,7 +173,8 @@ def normal(key: int, draw: int, n: int | None = None, *, index: torch.Tensor | N
     of counter e and element e ≥ H the sine of counter e − H. So a draw of ``size`` elements costs ⌈size/2⌉
     counters, and any subset of it (``index``) gets exactly the numbers it has in the whole. An ``index`` made of
     two halves, the second the first + H (the two devices of a block of differential pairs), computes each
-    counter once; any other index computes one counter per element.
+    counter once; any other index computes one counter per element. (``_first``: :func:`_pairs` of ``index``,
+    when the caller has it: :class:`CounterStream` analyses its index once for all its draws.)
     """
     _check_draw(draw)
     k = split_key(key)
@@ -169,7 +186,8 @@ def normal(key: int, draw: int, n: int | None = None, *, index: torch.Tensor | N
         step = _step(dev)
         for s in range(0, half, step):
             e = min(half, s + step)
-            out[s:e], out[half + s:half + e] = _box_muller(*_words(k, draw, torch.arange(s, e, device=dev)))
+            _box_muller(*_words(k, draw, torch.arange(s, e, device=dev), low=half <= 1 << 32),
+                        out=(out[s:e], out[half + s:half + e]))
         return out[:size]
     if size is None:
         raise ValueError("normal(index=...) needs size=, the number of elements of the whole draw")
@@ -177,12 +195,12 @@ def normal(key: int, draw: int, n: int | None = None, *, index: torch.Tensor | N
     half = (int(size) + 1) // 2
     m = idx.numel()
     step = _step(idx.device)
-    if m and m % 2 == 0 and torch.equal(idx[m // 2:], idx[:m // 2] + half) and bool(idx[:m // 2].max() < half):
+    first = _pairs(idx, half) if _first is False else _first
+    if first is not None:
         out = torch.empty(m, dtype=torch.float32, device=idx.device)
-        first = idx[:m // 2]
         for s in range(0, m // 2, step):
             e = min(m // 2, s + step)
-            out[s:e], out[m // 2 + s:m // 2 + e] = _box_muller(*_words(k, draw, first[s:e]))
+            _box_muller(*_words(k, draw, first[s:e], low=half <= 1 << 32), out=(out[s:e], out[m // 2 + s:m // 2 + e]))
         return out
     out = torch.empty(m, dtype=torch.float32, device=idx.device)
     for s in range(0, m, step):
@@ -216,6 +234,14 @@ class CounterStream:
         self.index = index
         self.size = None if size is None else int(size)
         self.draw = int(first_draw)
+        self._first: torch.Tensor | None | bool = False  # not analysed yet
+
+    def with_key(self, key: int, *, first_draw: int = 0) -> "CounterStream":
+        """A stream of another key over the same elements (``index``, ``size``), sharing this one's analysis of
+        the index."""
+        s = CounterStream(key, index=self.index, size=self.size, first_draw=first_draw)
+        s._first = self._first
+        return s
 
     def normal(self, shape: torch.Size | tuple[int, ...], *, device: torch.device | str | None,
                dtype: torch.dtype) -> torch.Tensor:
@@ -226,7 +252,10 @@ class CounterStream:
         if self.index is None:
             z = normal(self.key, self.draw, shape.numel(), device=device)
         else:
-            z = normal(self.key, self.draw, index=self.index, size=self.size, device=device)
+            if self._first is False:  # the index's analysis, once for all draws (and for with_key's streams)
+                idx = _index(None, self.index, device)
+                self._first = _pairs(idx, (self.size + 1) // 2)
+            z = normal(self.key, self.draw, index=self.index, size=self.size, device=device, _first=self._first)
         self.draw += 1
         return z.to(dtype).reshape(shape)
 

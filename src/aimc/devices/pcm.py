@@ -83,7 +83,7 @@ def _check_time(t_seconds: float) -> float:
 def drift_factor(nu: torch.Tensor, t_seconds: float, t0: float) -> torch.Tensor:
     """Drift (t/t0)^(−ν) with t = t_seconds + t0 seconds (1 at t_seconds = 0); shared by every device model."""
     t = _check_time(t_seconds) + t0
-    return torch.exp(-nu * math.log(t / t0))
+    return torch.mul(nu, -math.log(t / t0)).exp_()  # (−ν)·ln(t/t0), the same product
 
 
 def read_time_factor(t_seconds: float, t0: float, t_read: float) -> float:
@@ -103,8 +103,9 @@ def program_devices(dev, g_target: torch.Tensor, generator: torch.Generator | Co
     g_prog = _programmed(dev, g_target, generator)
     n2 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
     mu, sig = dev.drift_stats(g_target) if drift_stats is None else drift_stats
-    nu = (mu + sig * n2).abs() * dev.drift_scale
-    return DeviceState(g_target=g_target, g_prog=g_prog, nu=nu)
+    # |μ + σ·N|·drift_scale, in place on σ·N (a factor 1 is left out: x·1 = x)
+    nu = n2.mul_(sig).add_(mu).abs_()
+    return DeviceState(g_target=g_target, g_prog=g_prog, nu=nu if dev.drift_scale == 1 else nu.mul_(dev.drift_scale))
 
 
 def program_conductances(dev, g_target: torch.Tensor, generator: torch.Generator | CounterStream) -> torch.Tensor:  # noqa: ANN001
@@ -116,17 +117,23 @@ def program_conductances(dev, g_target: torch.Tensor, generator: torch.Generator
 
 def _programmed(dev, g_target: torch.Tensor, generator: torch.Generator | CounterStream) -> torch.Tensor:  # noqa: ANN001
     n1 = standard_normal(generator, g_target.shape, device=g_target.device, dtype=g_target.dtype)
-    return torch.clamp(g_target + dev.prog_noise_scale * dev.prog_std(g_target) * n1, min=0.0)
+    # max(g_T + s_p·σ_p·N, 0) in place on σ_p (same operations in the same order; a factor 1 is left out)
+    s = dev.prog_std(g_target)
+    if dev.prog_noise_scale != 1:
+        s.mul_(dev.prog_noise_scale)
+    return s.mul_(n1).add_(g_target).clamp_(min=0.0)
 
 
 def read_devices(dev, state: DeviceState, t_seconds: float,  # noqa: ANN001
                  generator: torch.Generator | CounterStream) -> torch.Tensor:
     """A read shared by the statistical device models: drift g_prog·drift_factor(ν, t) plus fresh 1/f noise of std
     |g_d|·Q_s(g_prog)·read_time_factor(t)·read_noise_scale, clamped ≥ 0 (µS)."""
-    g_drift = state.g_prog * dev.drift_factor(state.nu, t_seconds)
-    sigma = g_drift.abs() * dev.read_q_s(state.g_prog) * dev.read_time_factor(t_seconds) * dev.read_noise_scale
+    g_drift = dev.drift_factor(state.nu, t_seconds).mul_(state.g_prog)
+    sigma = g_drift.abs().mul_(dev.read_q_s(state.g_prog)).mul_(dev.read_time_factor(t_seconds))
+    if dev.read_noise_scale != 1:  # a factor 1 is left out (x·1 = x)
+        sigma.mul_(dev.read_noise_scale)
     n = standard_normal(generator, g_drift.shape, device=g_drift.device, dtype=g_drift.dtype)
-    return torch.clamp(g_drift + sigma * n, min=0.0)
+    return sigma.mul_(n).add_(g_drift).clamp_(min=0.0)
 
 
 @dataclass(frozen=True)

@@ -290,8 +290,8 @@ class AnalogMatrix(GdcReadout, nn.Module):
             else:
                 stats = dev.drift_stats(g_t) if fast else None
                 st = dev.program(g_t, generator=stream, drift_stats=stats) if fast else dev.program(g_t, generator=stream)
-                idx = stream.index  # each device's counter in the whole
-                g = dev.read(st, t, generator=CounterStream(read_seed, index=idx, size=2 * out * rows))
+                # the read noise: each device's counter in the whole, under the read key
+                g = dev.read(st, t, generator=stream.with_key(read_seed))
                 b = _gdc.physical_bounds(dev, g_t, t, drift_stats=stats)
                 lo, hi = min(lo, b[0]), max(hi, b[1])
             w_a[c0:c1] = self._analog_weights(g, cols=(c0, c1))
