@@ -84,11 +84,21 @@ def tile_reads(w_a: torch.Tensor, layout, p, gen: torch.Generator,  # noqa: ANN0
     and ``x_of`` gives fewer vectors for the smaller ones (the identity read-out), the missing outputs are NaN;
     :func:`per_tile_mean` skips them."""
     out = []
+    # without output noise and bound management a tile's read is elementwise per output after the product (no
+    # draws from gen, nothing shared between columns): the column tiles of a row band are read as one block
+    whole = layout.groups == 1 and not p.out_noise > 0 and not (p.bound_management == "iterative"
+                                                                 and p.out_bound is not None)
     for k in range(layout.n_row_tiles):
-        parts = []
+        if whole:
+            s, e = layout.row_bounds[k]
+            out.append(block_mvm(x_of(k, e - s), w_a[:, s:e], p, gen))
+            continue
+        parts, xs = [], {}
         for j in range(layout.n_col_tiles):
             r0, r1 = layout.in_bounds(j, k)
-            parts.append(block_mvm(x_of(k, r1 - r0), layout.tile_weights(w_a, j, k), p, gen))
+            if r1 - r0 not in xs:  # the same inputs for every tile of the band with as many lines
+                xs[r1 - r0] = x_of(k, r1 - r0)
+            parts.append(block_mvm(xs[r1 - r0], layout.tile_weights(w_a, j, k), p, gen))
         n = max(y.shape[0] for y in parts)
         out.append(torch.cat([y if y.shape[0] == n else torch.cat([y, y.new_full((n - y.shape[0], y.shape[1]),
                                                                                   math.nan)]) for y in parts], dim=1))
