@@ -28,7 +28,7 @@ from torch import nn
 from aimc.config import AnalogConfig
 from aimc.errors import ConfigError, FileFormatError, StateError
 from aimc.nn.convert import analog_layers, convert
-from aimc.nn.tile import _EMPTY, _checksum, _master
+from aimc.nn.tile import _EMPTY, same_weight
 
 __all__ = ["save", "load", "read_metadata", "FORMAT"]
 
@@ -74,8 +74,7 @@ def save(model: nn.Module, path: str | os.PathLike, *, arch: str | None = None,
             tensors[k] = v.clone()
         seen.add(v.data_ptr()) if v.numel() else None
     for prefix, mat, weight in _matrices(model):
-        if mat.programmed and not mat.stores_devices and not torch.equal(_checksum(_master(weight)).cpu(),
-                                                                          mat.prog_check.cpu()):
+        if mat.programmed and not mat.stores_devices and not same_weight(weight, mat.prog_check):
             raise StateError(f"{prefix[:-1]!r}: the master weight changed since aimc.program, so the file could "
                              "not regenerate the programmed chip; call aimc.program(model, seed=...) before saving.")
     meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()),

@@ -85,7 +85,29 @@ def _checksum(w: torch.Tensor) -> torch.Tensor:
 
     Summed over blocks of output rows of about 1 M weights (torch casts the whole operand to float64 first: a
     block at a time keeps that copy small); the block sums are then added, so a matrix of one block has the
-    checksum it had before blocks existed."""
+    checksum it had before blocks existed. Summed on one thread on CPU: a parallel sum adds in another order, and
+    a chip programmed at one thread count must be drifted, saved and loaded at any other."""
+    if w.device.type != "cpu" or torch.get_num_threads() == 1:
+        return _block_sums(w)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _block_sums(w)
+    finally:
+        torch.set_num_threads(n)
+
+
+def same_weight(weight: torch.Tensor, check: torch.Tensor) -> bool:
+    """Whether the master ``weight`` ``(out, rows)`` is the one whose :func:`_checksum` is ``check``; also accepts
+    the parallel sum of the current thread count (states programmed before the checksum was summed on one
+    thread)."""
+    w = _master(weight)
+    if torch.equal(_checksum(w).to(check.device), check):
+        return True
+    return w.device.type == "cpu" and torch.get_num_threads() > 1 and torch.equal(_block_sums(w), check.cpu())
+
+
+def _block_sums(w: torch.Tensor) -> torch.Tensor:
     w = w.detach()
     step = max(1, _CHECK_BLOCK // max(w[0].numel(), 1)) if w.dim() else 1
     parts = [torch.stack([b.sum(dtype=torch.float64), torch.linalg.vector_norm(b, 1, dtype=torch.float64)])
@@ -347,7 +369,8 @@ class AnalogMatrix(GdcReadout, nn.Module):
     def _drift(self, t: float, read_seed: int, gdc: bool, weight: torch.Tensor | None = None,
                name: str = "", *, keep: bool = False) -> None:
         w_a, check, bounds = self._blocks(weight, t, name, read_seed)
-        if not self.stores_devices and not torch.equal(check, self.prog_check):
+        if not self.stores_devices and not torch.equal(check, self.prog_check) and not same_weight(weight,
+                                                                                                  self.prog_check):
             raise StateError(f"layer {name!r}: the master weight changed since aimc.program (the devices are "
                              "regenerated from it); call aimc.program(model, seed=...) again after changing weights.")
         self._forward_gen = _generator(read_seed ^ 0x1F2E3D, w_a.device)
