@@ -181,6 +181,7 @@ def report(csv_path: Path, png: Path) -> str:
             ci = f"{math.exp(lo):.4g} – {math.exp(hi):.4g}" if len(g) > 1 else "(1 seed)"
             lines.append(f"| {per} | {comp} | {_fmt_t(t)} | {len(g)} | {m:.4g} | {ci} |")
         lines.append("")
+        lines += _recovery(d)
     d = df[~df["periphery"].str.startswith(("digital", "noise_"))]
     if len(d):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -199,6 +200,37 @@ def report(csv_path: Path, png: Path) -> str:
         fig.savefig(png, dpi=110)
         plt.close(fig)
     return "\n".join(lines)
+
+
+def _recovery(d, base: str = "llm_hermes", tuned: str = "llm_hermes_afm") -> list[str]:  # noqa: ANN001
+    """Markdown table: how much of the perplexity increase of ``base`` (off the shelf) over the digital model the
+    fine-tuned ``tuned`` wins back, per time and compensation, from the seeds both have. Recovered =
+    (P_base − P_tuned) / (P_base − P_digital) on the mean perplexities; "log" = the same on mean log-perplexity
+    (geometric means). The CIs are 95 % Student-t over seeds on log-perplexity; "apart" = they do not overlap."""
+    dig = d[d["periphery"] == "digital"]["perplexity"]
+    if not len(dig) or not {base, tuned} <= set(d["periphery"]):
+        return []
+    p_d = float(dig.iloc[0])
+    out = [f"Recovery of `{tuned}` over `{base}` (digital {p_d:.4g}):", "",
+           "| compensation | t | seeds | off the shelf: mean (95 % CI, log scale) | fine-tuned: mean (95 % CI) | recovered "
+           "| recovered (log) "
+           "| CIs apart |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (comp, t), g in d[d["periphery"].isin([base, tuned])].groupby(["compensation", "t_seconds"]):
+        a, b = g[g["periphery"] == base], g[g["periphery"] == tuned]
+        if not len(a) or not len(b):
+            continue
+        cis = []
+        for x in (a, b):
+            m, lo, hi = llm.mean_ci([math.log(v) for v in x["perplexity"]])
+            cis.append((float(x["perplexity"].mean()), m, lo, hi))
+        (pa, la, loa, hia), (pb, lb, lob, hib) = cis
+        rec = (pa - pb) / (pa - p_d)
+        rec_log = (la - lb) / (la - math.log(p_d))
+        apart = "yes" if (hib < loa or hia < lob) and min(len(a), len(b)) > 1 else "no"
+        out.append(f"| {comp} | {_fmt_t(t)} | {len(a)} / {len(b)} | {pa:.4g} ({math.exp(loa):.4g} – "
+                   f"{math.exp(hia):.4g}) | {pb:.4g} ({math.exp(lob):.4g} – {math.exp(hib):.4g}) | {rec:.0%} | "
+                   f"{rec_log:.0%} | {apart} |")
+    return out + [""]
 
 
 def _fmt_t(t: float) -> str:

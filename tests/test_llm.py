@@ -292,3 +292,23 @@ def test_example_student_keeps_learned_dac_ranges(tmp_path):
     ex._calibrate(student, data, None, 0.9999, tmp_path / "c.json", "afm")
     assert [float(l.analog.input_range) for _, l in layers] == [0.5 + i for i in range(len(layers))]
     assert len({l.analog.config.periphery.out_bound for _, l in layers}) > 1
+
+
+def test_example_recovery_table():
+    """The recovered fraction is (P_base − P_tuned) / (P_base − P_digital) on mean perplexities (and on mean
+    log-perplexities), from the seeds each has; CIs apart only with ≥ 2 seeds on both sides."""
+    import pandas as pd
+
+    ex = _example()
+    rows = [("digital", "none", 0, 0, 10.0)]
+    rows += [("llm_hermes", "gdc", 86400, s, p) for s, p in enumerate([100.0, 110.0, 105.0])]
+    rows += [("llm_hermes_afm", "gdc", 86400, s, p) for s, p in enumerate([20.0, 22.0])]
+    rows += [("llm_hermes", "none", 25, 0, 50.0), ("llm_hermes_afm", "none", 25, 0, 30.0)]
+    df = pd.DataFrame(rows, columns=["periphery", "compensation", "t_seconds", "seed", "perplexity"])
+    text = "\n".join(ex._recovery(df)).rstrip()
+    rec = (105 - 21) / (105 - 10)
+    lg = lambda v: sum(math.log(x) for x in v) / len(v)  # noqa: E731
+    rec_log = (lg([100, 110, 105]) - lg([20, 22])) / (lg([100, 110, 105]) - math.log(10))
+    assert f"| gdc | 1 d | 3 / 2 | 105 (" in text and f"| {rec:.0%} | {rec_log:.0%} | yes |" in text
+    assert f"| none | 25 s | 1 / 1 | 50 (50 – 50) | 30 (30 – 30) | {20 / 40:.0%} |" in text and text.endswith("| no |")
+    assert ex._recovery(df[df["periphery"] != "llm_hermes_afm"]) == []
