@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--student", default=None,
                     help="file of the fine-tuned student (examples/llm_afm_finetune.py) for the preset llm_hermes_afm")
     ap.add_argument("--times", type=float, nargs="+", default=TIMES)
+    ap.add_argument("--compensations", nargs="+", default=["none", "gdc"], choices=["none", "gdc"],
+                    help="compensations per time (e.g. only gdc for the headline cells on all windows)")
     ap.add_argument("--etas", type=float, nargs="+", default=ETAS, help="noise-sweep levels (fractions)")
     ap.add_argument("--noise-seeds", type=int, nargs="*", default=None,
                     help="seeds of the sweep (default --seeds; none given: no sweep)")
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
              else [(s, p) for s in a.seeds for p in a.presets])
     models: dict[str, torch.nn.Module] = {}
     for seed, preset in order:
-        cells = [(t, c) for t in a.times for c in ("none", "gdc")
+        cells = [(t, c) for t in a.times for c in a.compensations
                  if a.measure or _key(tag, preset, c, t, seed) not in done]
         if a.measure:
             cells = cells[:1]
