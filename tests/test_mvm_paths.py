@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import aimc
-from aimc.nn import layers
+from aimc.nn import layers, unfold
 from aimc.periphery import block_mvm, tiled_mvm
 
 
@@ -139,7 +139,7 @@ def test_window_max_equals_torch_max_pool(k, stride, dil):
     """The per-patch abs-max of the dynamic input range: elementwise maxima of strided views == F.max_pool2d."""
     a = torch.randn(3, 2, 19, 23).abs()
     ref = F.max_pool2d(a, k, stride=stride, dilation=dil)
-    ours = layers._window_max(a, k, dil, stride, *ref.shape[-2:])
+    ours = unfold.window_max(a, k, dil, stride, *ref.shape[-2:])
     assert torch.equal(ours, ref)
 
 
@@ -349,14 +349,24 @@ def test_packed_equals_per_group_tiles_where_a_tile_shares_nothing(unfolded, mon
 @pytest.mark.parametrize("kw", [dict(out_bound=0.3), dict(input_range="static", input_bound=6.0, out_bound=0.3)])
 @pytest.mark.parametrize("chunk_bytes", [None, 1])
 @pytest.mark.parametrize("out_channels", [20, 30])
-def test_whole_batch_periphery_retries_like_the_reference(kw, chunk_bytes, out_channels, monkeypatch):
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_whole_batch_periphery_retries_like_the_reference(kw, chunk_bytes, out_channels, n_threads, monkeypatch):
     """``aimc.nn.unfold.batched_forward`` (ungrouped; two row tiles of 40 and 32 lines, one or two column tiles of
     24 outputs): with a tiny out_bound vectors of several images clip on every tile; their re-reads (one block_mvm
     call per tile for the whole batch, on inputs unfolded again from the zero-padded input; a vector is re-read on
-    the tile where it clipped) give the reference's numbers, the columns built one image at a time or all at once."""
+    the tile where it clipped, and its value is written over the one its chunk's periphery made) give the
+    reference's numbers, the columns built one image at a time or all at once, the chunks on one or two lanes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        _retries_like_the_reference(kw, chunk_bytes, out_channels, monkeypatch)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _retries_like_the_reference(kw, chunk_bytes, out_channels, monkeypatch):
     if chunk_bytes is not None:
         monkeypatch.setattr(layers, "_CHUNK_BYTES", chunk_bytes)
-    from aimc.nn import unfold
 
     retried = []
     monkeypatch.setattr(unfold, "block_mvm", lambda xs, *args, **kw_: retried.append(len(xs)) or block_mvm(xs, *args,

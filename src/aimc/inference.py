@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from aimc.errors import ConfigError, DataError, StateError
-from aimc.nn import checks
+from aimc.nn import checks, threads
 from aimc.nn.cache import half_choice
 from aimc.nn.convert import analog_layers
 
@@ -62,10 +62,12 @@ def program(model: nn.Module, *, seed: int) -> None:
     """Program every analog layer: map weights to conductances and sample programming noise and drift exponents.
 
     In place. Call again (with any seed) to re-program from the current master weights. Also adds the NaN/Inf
-    checks of ``model``'s input and output (one per batch, ``aimc.nn.checks``).
+    checks of ``model``'s input and output (one per batch, ``aimc.nn.checks``) and the hooks that hand torch's
+    threads to aimc's worker lanes during its forward (``aimc.nn.threads``).
     """
     check_seed(seed)
     checks.install(model)
+    threads.install(model)
     mats = _matrices(model)
     for _, mat, _ in mats:  # the cached weights of a previous at_time go first: not held next to the transients
         mat._clear_cache()

@@ -24,7 +24,7 @@ from aimc.nn import cache
 from aimc.nn.bands import bands_apply, bands_forward
 from aimc.nn.cache import in_dtype
 from aimc.nn.mvm import grouped_forward, static_conv_forward, tile_max, tile_to_groups, tiles_forward
-from aimc.nn.unfold import _patches, _unfold, batched_forward
+from aimc.nn.unfold import _patches, _unfold, batched_forward, patch_absmax, window_max
 from aimc.nn.tile import AnalogMatrix
 from aimc.nn.weight import plain, same_geometry
 from aimc.periphery import dac_step
@@ -43,24 +43,6 @@ _RANGE_WARMUP = 10
 # Changing it changes the order of output-noise draws in layers with several row tiles (same statistics, other
 # numbers); 3-5 MB measured within the benchmark's noise of 2 MB, so it stays.
 _CHUNK_BYTES = 2 << 20
-
-
-def _window_max(a: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple[int, int], ho: int,
-                wo: int) -> torch.Tensor:
-    """``F.max_pool2d(a, k, stride=st, dilation=dil)`` of ``(B, C, H, W)`` as elementwise maxima of strided views.
-
-    Exactly the same values (a max is exact); kh + kw - 2 elementwise passes over small tensors cost a fraction of
-    ATen's CPU max-pool, which also computes the argmax indices.
-    """
-    def along(t: torch.Tensor, dim: int, n: int, d: int, s: int, size: int) -> torch.Tensor:
-        out = t.narrow(dim, 0, (size - 1) * s + 1)
-        out = out[:, :, ::s] if dim == 2 else out[:, :, :, ::s]
-        for j in range(1, n):
-            v = t.narrow(dim, j * d, (size - 1) * s + 1)
-            out = torch.maximum(out, v[:, :, ::s] if dim == 2 else v[:, :, :, ::s])
-        return out
-
-    return along(along(a, 3, k[1], dil[1], st[1], wo), 2, k[0], dil[0], st[0], ho)
 
 
 def _check_input(x: torch.Tensor, name: str) -> None:
@@ -263,6 +245,14 @@ class _AnalogConvNd(AnalogLayer):
                                   row_unit=k)
         return new
 
+    def aimc_uses_lanes(self) -> bool:
+        """Whether this layer's forward runs on aimc's worker lanes (``aimc.nn.unfold``; ``aimc.nn.threads`` hands
+        them torch's threads): ungrouped, programmed, in eval mode, on the matrix path with dynamic input ranges (a
+        static range keeps the convolution a torch convolution, ``aimc.nn.mvm.static_conv_forward``)."""
+        p = self.analog.config.periphery
+        return (self.groups == 1 and not self.training and self.analog.programmed and p.needs_matrix_path
+                and p.input_range == "dynamic")
+
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` padded as the convolution pads it (zeros or its ``padding_mode``)."""
         pad = self._reversed_padding_repeated_twice
@@ -316,12 +306,8 @@ class _AnalogConvNd(AnalogLayer):
             if (tile, g) not in scales:
                 s, e = lay.row_bounds[tile]
                 xs = x[:, g * c_pg + s // kk: g * c_pg + e // kk]
-                # max |x| over the channels as max(max x, −min x): two reductions, no |x| copy of the input
-                a = torch.maximum(xs.amax(dim=1, keepdim=True), xs.amin(dim=1, keepdim=True).neg_())
-                if pl or pr or pt or pb:  # zero padding: |0| never raises a max of values ≥ 0
-                    a = F.pad(a, (pl, pr, pt, pb))
-                pooled = _window_max(a, k, dil, st, ho, wo).reshape(b, 1, ho * wo)
-                scales[tile, g] = pooled.clamp_min_(1e-30)  # an all-zero patch gets a tiny scale, not 0/0
+                # an all-zero patch gets a tiny scale, not 0/0
+                scales[tile, g] = patch_absmax(xs, (pl, pr, pt, pb), k, dil, st, ho, wo).clamp_min_(1e-30)
             return scales[tile, g]
 
         grouped = self.groups > 1 and lay.whole_groups  # all tiles at once (aimc.nn.mvm.grouped_forward)
@@ -339,12 +325,11 @@ class _AnalogConvNd(AnalogLayer):
                 a = tile_max(a, lay.groups_per_tile)
                 if pl or pr or pt or pb:
                     a = F.pad(a, (pl, pr, pt, pb))
-                tile_scales.append(_window_max(a, k, dil, st, ho, wo).flatten(2).clamp_min_(1e-30))
+                tile_scales.append(window_max(a, k, dil, st, ho, wo).flatten(2).clamp_min_(1e-30))
             return tile_scales[0]
 
         if reuse and self.groups == 1:  # periphery on the whole batch, chunks on all cores (aimc.nn.unfold)
-            y = batched_forward(self, x, (pl, pr, pt, pb), k, dil, st, ho, wo, step,
-                                (lambda t: batch_scale(t, 0)) if dynamic else None)
+            y = batched_forward(self, x, (pl, pr, pt, pb), k, dil, st, ho, wo, step, dynamic)
             return self._finish(y, b, ho, wo, one_d)
         padded = x.new_zeros(step, c, hp, wp) if (pl or pr or pt or pb) else None  # borders stay zero
         cols_buf = x.new_empty(step, c * kk, ho * wo) if reuse else None

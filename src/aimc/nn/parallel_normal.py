@@ -6,7 +6,7 @@ element, about a quarter of the forward's time at one thread and its largest ser
 
 :func:`normal_` splits a large tensor into :data:`PARTS` fixed contiguous parts. The first part is drawn from the
 layer's generator; the others from generators seeded by draws of that generator (one 62-bit seed each, taken
-before any part is drawn). The parts are drawn on ``min(PARTS, torch.get_num_threads())`` threads (the caller's
+before any part is drawn). The parts are drawn on ``min(PARTS, lane_count())`` threads (``aimc.nn.threads``: the caller's
 plus a small pool; ``normal_`` releases the GIL). Which numbers land where depends only on the tensor's size and
 the generator's state, never on the thread count: the same seed gives the same forward at 1 and at 16 threads.
 Tensors below :data:`MIN_SPLIT` elements are drawn in one call from the layer's generator, as ``Tensor.normal_``.
@@ -19,6 +19,8 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
+
+from aimc.nn.threads import lane_count
 
 __all__ = ["normal_", "worker_pool", "PARTS", "MIN_SPLIT"]
 
@@ -78,7 +80,7 @@ def normal_(t: torch.Tensor, std: float, generator: torch.Generator | None) -> t
     gens = [generator]
     for g, s in zip(_generators(PARTS - 1), seeds):
         gens.append(g.manual_seed(s))
-    lanes = min(PARTS, torch.get_num_threads())
+    lanes = min(PARTS, lane_count())
     if lanes == 1:
         for part, g in zip(parts, gens):
             part.normal_(0.0, std, generator=g)

@@ -1,18 +1,20 @@
-"""Unfolded columns of a convolution, and its matrix path with the output periphery run once on the whole batch.
+"""Unfolded columns of a convolution, and its matrix path run chunk by chunk on all the worker lanes.
 
 :func:`batched_forward` is the matrix path of an ungrouped convolution (any number of row and column tiles)
 without an autograd graph. Same semantics as
 :func:`aimc.nn.mvm.tiles_forward` (and the reference :func:`aimc.periphery.tiled_mvm`), in another order:
 
 1. the output noise of every row tile is drawn for the whole batch (:func:`aimc.nn.parallel_normal.normal_`);
-2. the batch runs a few images at a time (their columns stay in the CPU cache): unfold and divide by the DAC
-   divisor in one pass, round, and add the product of all column tiles (they share the row tile's inputs) onto the
-   chunk's slice of the noise. With several torch threads
-   the chunks run on that many threads at once, each on one core: their work is independent (no random numbers,
-   no host reads), so no thread waits at a barrier and the numbers do not depend on the thread count;
-3. per row tile, on the whole batch: bound-management check per column tile, re-reads of the clipped vectors
-   (one :func:`aimc.periphery.block_mvm` call per tile for all of them, so the random numbers do not depend on the chunk size
-   either), ADC rounding, × input range × ADC step × digital scale, sum over row tiles.
+2. the batch runs a few images at a time (their columns and outputs stay in the CPU cache): per row tile, the
+   per-patch input range (a max over the chunk's images), unfold and divide by the DAC divisor in one pass, round,
+   add the product of all column tiles (they share the row tile's inputs) onto the chunk's slice of the noise;
+   then the chunk's output periphery: which vectors clip (bound management), ADC rounding, × input range × ADC
+   step × digital scale, sum over row tiles. With several lanes (:func:`aimc.nn.threads.lane_count`) the chunks run on
+   that many threads at once, each on one core: their work is independent (no random numbers, no host reads but
+   a clip test), so no thread waits at a barrier and the numbers do not depend on the lane count;
+3. bound management: the clipped vectors of the whole batch are read again, one
+   :func:`aimc.periphery.block_mvm` call per tile (so the random numbers do not depend on the chunk size either),
+   and written over the chunks' values in the same output units; with several row tiles the sum over them follows.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import torch.nn.functional as F
 
 from aimc.nn.mvm import _clips, _dac_codes, _mvm_noisy, adc_unit, out_noise_std
 from aimc.nn.parallel_normal import normal_, worker_pool
+from aimc.nn.threads import lane_count
 from aimc.periphery import block_mvm, bm_may_retry, dac_step
 
-__all__ = ["batched_forward"]
+__all__ = ["batched_forward", "patch_absmax", "window_max"]
 
 def _patches(x: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple[int, int], ho: int,
              wo: int) -> torch.Tensor:
@@ -62,18 +65,20 @@ def _run_lanes(lane: Callable[[int, int], None], lanes: int) -> None:
 
     threads = torch.get_num_threads()
     futures = [worker_pool().submit(task, j) for j in range(1, lanes)]
-    torch.set_num_threads(1)
+    if threads != 1:
+        torch.set_num_threads(1)
     try:
         lane(0, lanes)
     finally:
-        torch.set_num_threads(threads)
+        if threads != 1:
+            torch.set_num_threads(threads)
         for f in futures:
             f.result()
 
 
 def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: tuple[int, int],  # noqa: ANN001
                     dil: tuple[int, int], st: tuple[int, int], ho: int, wo: int, step: int,
-                    scale: Callable[[int], torch.Tensor] | None) -> torch.Tensor:
+                    dynamic: bool) -> torch.Tensor:
     """The matrix path of an ungrouped convolution (see the module docstring).
 
     Args:
@@ -83,8 +88,7 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
         k, dil, st: kernel size, dilation and stride (2-d; a Conv1d has height 1).
         ho, wo: output size.
         step: images per chunk.
-        scale: dynamic ranges: ``row tile -> (B, 1, ho·wo)`` per-patch abs-max of the tile's inputs (positive);
-            ``None`` for a static range.
+        dynamic: per-patch (dynamic) input ranges, the abs-max of each row tile's inputs; else the static range.
 
     Returns:
         ``(B, out_channels, ho·wo)`` without the bias.
@@ -95,11 +99,14 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
     pl, pr, pt, pb = pads
     padded_shape = (c, h + pt + pb, w + pl + pr)
     kk, n_l, n_rt = k[0] * k[1], ho * wo, len(lay.row_bounds)
-    static = mat.static_range(layer.aimc_name) if scale is None else None
+    static = None if dynamic else mat.static_range(layer.aimc_name)
     dac = dac_step(p.dac_bits) if p.dac_bits is not None else None
     levels = (2**p.dac_bits - 2) // 2 if p.dac_bits is not None and static is not None else None
     unit, std = adc_unit(p), out_noise_std(p)
     alpha = (dac if dac is not None else 1.0) / unit
+    bm = p.bound_management == "iterative" and p.out_bound is not None and bm_may_retry(1.0, p)
+    bound = p.out_bound / unit if p.out_bound is not None else None
+    adc_levels = (2**p.adc_bits - 2) // 2 if p.adc_bits is not None else None
     # 1. each row tile's output (in ADC steps) starts as its noise
     y = x.new_empty(b, lay.out_features, n_l)
     extra = x.new_empty(n_rt - 1, b, lay.out_features, n_l) if n_rt > 1 else None
@@ -108,9 +115,12 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
         if extra is not None:
             normal_(extra, std, gen)
     parts = [y] + (list(extra) if extra is not None else [])
-    divisors = [scale(t) * dac if dac is not None else scale(t) for t in range(n_rt)] if scale is not None else None
+    scales = x.new_empty(n_rt, b, 1, n_l) if dynamic else None  # per-patch input ranges, filled chunk by chunk
+    # (row tile, column tile) -> (B, L): vectors with an output at the bound, filled by the chunks that clip
+    clipped = torch.zeros(n_rt, len(lay.col_bounds), b, n_l, dtype=torch.bool, device=x.device) if bm else None
+    sum_in_lanes = n_rt > 1 and not bm  # with re-reads the row tiles are summed after them (step 3)
 
-    # 2. DAC and products, chunk by chunk
+    # 2. per chunk: input ranges, DAC, products, output periphery
     def lane(j: int, lanes: int) -> None:
         padded = x.new_zeros(step, *padded_shape) if any(pads) else None  # borders stay zero
         cols_buf = x.new_empty(step, c * kk, n_l)
@@ -123,51 +133,94 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
                 xc = x[i:i + n]
             cols = cols_buf[:n]
             src, dst = _patches(xc, k, dil, st, ho, wo), cols.view(n, c, k[0], k[1], ho, wo)
-            if divisors is None:
+            if not dynamic:
                 dst.copy_(src)
             for t, (s, e) in enumerate(lay.row_bounds):
-                if divisors is not None:  # unfold and divide in one pass
-                    c0, c1 = s // kk, e // kk
-                    torch.div(src[:, c0:c1], divisors[t][i:i + n].view(n, 1, 1, 1, ho, wo), out=dst[:, c0:c1])
-                q = _dac_codes(cols[:, s:e], static, dac, levels, prescaled=divisors is not None, inplace=True)
-                _mvm_noisy(mat.w_analog[:, s:e], q, alpha, std, None, out=parts[t][i:i + n], noised=True)
+                c0, c1 = s // kk, e // kk
+                if dynamic:  # the range, then unfold and divide in one pass
+                    sc = scales[t, i:i + n]
+                    torch.clamp_min(patch_absmax(x[i:i + n, c0:c1], pads, k, dil, st, ho, wo), 1e-30, out=sc)
+                    torch.div(src[:, c0:c1], (sc * dac if dac is not None else sc).view(n, 1, 1, 1, ho, wo),
+                              out=dst[:, c0:c1])
+                q = _dac_codes(cols[:, s:e], static, dac, levels, prescaled=dynamic, inplace=True)
+                part = parts[t][i:i + n]
+                _mvm_noisy(mat.w_analog[:, s:e], q, alpha, std, None, out=part, noised=True)
+                for ci, (cs, ce) in enumerate(lay.col_bounds if bm else ()):
+                    blk = part[:, cs:ce]
+                    if _clips(blk, bound):  # (n, L) vectors with a clipped output on this tile
+                        torch.logical_or(blk.amax(dim=1) >= bound, blk.amin(dim=1) <= -bound,
+                                         out=clipped[t, ci, i:i + n])
+                _periphery_(part, scales[t, i:i + n] if dynamic else None, static, unit, bm, adc_levels, bound,
+                            mat.out_scale[:, t].view(1, -1, 1))
+                if sum_in_lanes and t > 0:
+                    y[i:i + n].add_(part)
 
-    n_chunks = -(-b // step)
-    _run_lanes(lane, max(1, min(torch.get_num_threads(), n_chunks)) if x.device.type == "cpu" else 1)
+    _run_lanes(lane, max(1, min(lane_count(), -(-b // step))) if x.device.type == "cpu" else 1)
+    if not bm:
+        return y
 
-    # 3. output periphery per row tile on the whole batch
-    bm = p.bound_management == "iterative" and p.out_bound is not None and bm_may_retry(1.0, p)
-    bound = p.out_bound / unit if p.out_bound is not None else None
-    adc_levels = (2**p.adc_bits - 2) // 2 if p.adc_bits is not None else None
+    # 3. re-reads of the clipped vectors, tile by tile, in the chunks' output units; then the sum over row tiles
     for t, (s, e) in enumerate(lay.row_bounds):
-        part = parts[t]
-        sc = static if static is not None else scale(t)
-        retries = []
-        for cs, ce in lay.col_bounds if bm else ():  # a vector is read again on a tile where one of its outputs clips
-            blk = part[:, cs:ce]
-            if _clips(blk, bound):
-                clipped = (blk.amax(dim=1) >= bound) | (blk.amin(dim=1) <= -bound)  # (B, L)
-                idx = clipped.nonzero(as_tuple=True)
-                xs = _rebuild(x, pads, (s // kk, e // kk), k, dil, st, ho, wo, step, idx)
-                scs = sc if static is not None else sc.permute(0, 2, 1)[idx]
-                retries.append((cs, ce, idx, block_mvm(xs / scs, mat.w_analog[cs:ce, s:e], p, gen,
-                                                       start_factor=2.0).div_(unit)))
-        if adc_levels is not None:  # the ADC in its own steps (with bound management no kept |y| reaches the bound)
-            part.round_()
-            if not bm:
-                part.clamp_(-adc_levels, adc_levels)
-        elif bound is not None and not bm:
-            part.clamp_(-bound, bound)
-        for cs, ce, idx, values in retries:
-            part[:, cs:ce].permute(0, 2, 1)[idx] = values
-        if static is None:
-            part.mul_(sc * unit if unit != 1.0 else sc)
-        elif static * unit != 1.0:
-            part.mul_(static * unit)
-        part.mul_(mat.out_scale[:, t].view(1, -1, 1))
-        if t > 0:
-            y.add_(part)
+        for ci, (cs, ce) in enumerate(lay.col_bounds):
+            if not bool(clipped[t, ci].any()):
+                continue
+            idx = clipped[t, ci].nonzero(as_tuple=True)
+            xs = _rebuild(x, pads, (s // kk, e // kk), k, dil, st, ho, wo, step, idx)
+            scs = static if not dynamic else scales[t].permute(0, 2, 1)[idx]  # (n, 1)
+            values = block_mvm(xs / scs, mat.w_analog[cs:ce, s:e], p, gen, start_factor=2.0).div_(unit)
+            _periphery_(values.unsqueeze(2), scs.unsqueeze(2) if dynamic else None, static, unit, True, None, bound,
+                        mat.out_scale[cs:ce, t].view(1, -1, 1))
+            parts[t][:, cs:ce].permute(0, 2, 1)[idx] = values
+    for part in parts[1:]:
+        y.add_(part)
     return y
+
+
+def _periphery_(part: torch.Tensor, sc: torch.Tensor | None, static: torch.Tensor | float | None, unit: float,
+                bm: bool, adc_levels: int | None, bound: float | None, out_scale: torch.Tensor) -> torch.Tensor:
+    """In place, on outputs in ADC steps: the ADC (rounding; clipping unless bound management re-reads every vector
+    that reaches the bound), then × input range (``sc`` per vector, or ``static``) × ADC step × digital scale.
+    ``adc_levels`` ``None`` and ``bm``: outputs of :func:`aimc.periphery.block_mvm`, which has applied the ADC."""
+    if adc_levels is not None:
+        part.round_()
+        if not bm:
+            part.clamp_(-adc_levels, adc_levels)
+    elif bound is not None and not bm:
+        part.clamp_(-bound, bound)
+    if sc is not None:
+        part.mul_(sc * unit if unit != 1.0 else sc)
+    elif static * unit != 1.0:
+        part.mul_(static * unit)
+    return part.mul_(out_scale)
+
+
+def patch_absmax(xs: torch.Tensor, pads: tuple[int, int, int, int], k: tuple[int, int], dil: tuple[int, int],
+                 st: tuple[int, int], ho: int, wo: int) -> torch.Tensor:
+    """Per-patch abs-max over the channels of ``xs`` ``(n, c, H, W)`` (unpadded when ``pads``, zero padding left,
+    right, top, bottom, are given): ``(n, 1, ho·wo)``, a max-pool of max |x| over the channels (not clamped)."""
+    # max |x| over the channels as max(max x, −min x): two reductions, no |x| copy of the input
+    a = torch.maximum(xs.amax(dim=1, keepdim=True), xs.amin(dim=1, keepdim=True).neg_())
+    if any(pads):  # zero padding: |0| never raises a max of values ≥ 0
+        a = F.pad(a, pads)
+    return window_max(a, k, dil, st, ho, wo).reshape(xs.shape[0], 1, ho * wo)
+
+
+def window_max(a: torch.Tensor, k: tuple[int, int], dil: tuple[int, int], st: tuple[int, int], ho: int,
+               wo: int) -> torch.Tensor:
+    """``F.max_pool2d(a, k, stride=st, dilation=dil)`` of ``(B, C, H, W)`` as elementwise maxima of strided views.
+
+    Exactly the same values (a max is exact); kh + kw - 2 elementwise passes over small tensors cost a fraction of
+    ATen's CPU max-pool, which also computes the argmax indices.
+    """
+    def along(t: torch.Tensor, dim: int, n: int, d: int, s: int, size: int) -> torch.Tensor:
+        out = t.narrow(dim, 0, (size - 1) * s + 1)
+        out = out[:, :, ::s] if dim == 2 else out[:, :, :, ::s]
+        for j in range(1, n):
+            v = t.narrow(dim, j * d, (size - 1) * s + 1)
+            out = torch.maximum(out, v[:, :, ::s] if dim == 2 else v[:, :, :, ::s])
+        return out
+
+    return along(along(a, 3, k[1], dil[1], st[1], wo), 2, k[0], dil[0], st[0], ho)
 
 
 def _rebuild(x: torch.Tensor, pads: tuple[int, int, int, int], channels: tuple[int, int], k: tuple[int, int],

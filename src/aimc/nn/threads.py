@@ -1,0 +1,73 @@
+"""Both cores in a model's forward: torch's threads handed over to aimc's worker lanes while the model runs.
+
+aimc runs the parallel parts of the analog forward on its own threads, one torch thread each ("lanes"): the output
+noise in fixed streams (:mod:`aimc.nn.parallel_normal`) and an ungrouped convolution's chunks
+(:mod:`aimc.nn.unfold`). torch's own OpenMP threads busy-wait after every parallel region before they sleep (4–10 ms
+measured here with torch's bundled libgomp; ``OMP_WAIT_POLICY=PASSIVE`` turns it off). With two cores, the thread
+left spinning by a digital op (batch norm, ReLU, the convolution's own whole-batch steps) took one core from the
+lanes of the next analog step, and the analog forward at 2 threads was little faster than at 1.
+
+So for the forward of a model that has such layers (an analog ``Conv1d``/``Conv2d`` with ``groups=1`` on the matrix
+path, in ``eval()`` mode, CPU input), :func:`install`'s hooks hand torch's threads over: torch runs on one thread
+(nothing left spinning) and :func:`lane_count` gives the caller's thread count to aimc's lanes; the thread count
+is restored when the forward returns or raises. The digital layers between them then run on one core. Which numbers
+a forward draws depends on neither, so the results are the same at any thread count. Calling a layer on its own
+(not through the model) leaves torch's threads as they are.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+
+import torch
+from torch import nn
+
+__all__ = ["lane_count", "install"]
+
+_HANDED = contextvars.ContextVar("aimc_lanes", default=0)
+_stack = threading.local()
+
+
+def lane_count() -> int:
+    """Threads aimc's parallel parts may use: the thread count handed over by the model's forward, else torch's."""
+    return _HANDED.get() or torch.get_num_threads()
+
+
+def _uses_lanes(model: nn.Module) -> bool:
+    """``model`` has a layer whose forward runs on aimc's lanes (its ``aimc_uses_lanes()`` says so)."""
+    return any(getattr(m, "aimc_uses_lanes", None) is not None and m.aimc_uses_lanes() for m in model.modules())
+
+
+def _on_cpu(args: tuple) -> bool:
+    return any(isinstance(a, torch.Tensor) and a.device.type == "cpu" for a in args)
+
+
+def _hand_over(module: nn.Module, args: tuple) -> None:
+    stack = getattr(_stack, "items", None)
+    if stack is None:
+        stack = _stack.items = []
+    n = torch.get_num_threads()
+    if n == 1 or _HANDED.get() or torch.compiler.is_compiling() or not _on_cpu(args) or not _uses_lanes(module):
+        stack.append(None)
+        return
+    stack.append((_HANDED.set(n), n))
+    torch.set_num_threads(1)
+
+
+def _give_back(module: nn.Module, args: tuple, out: object) -> None:
+    stack = getattr(_stack, "items", None)
+    item = stack.pop() if stack else None
+    if item is not None:
+        token, n = item
+        _HANDED.reset(token)
+        torch.set_num_threads(n)
+
+
+def install(model: nn.Module) -> None:
+    """Add the hand-over hooks to ``model`` (once; first among its hooks, the restoring one called even when the
+    forward raises)."""
+    if _hand_over not in model._forward_pre_hooks.values():
+        model.register_forward_pre_hook(_hand_over, prepend=True)
+    if _give_back not in model._forward_hooks.values():
+        model.register_forward_hook(_give_back, prepend=True, always_call=True)

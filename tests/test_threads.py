@@ -1,0 +1,110 @@
+"""torch's threads handed to aimc's worker lanes during a model's forward (``aimc.nn.threads``): who runs on how many
+threads inside the forward, the thread count restored afterwards (also when the forward raises), and the same numbers
+whether or not the threads were handed over."""
+
+import pytest
+import torch
+from torch import nn
+
+import aimc
+from aimc.nn.threads import lane_count
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+class Probe(nn.Module):
+    """Records (torch threads, aimc lanes) when called; raises when asked to."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        self.fail = False
+
+    def forward(self, x):
+        self.seen.append((torch.get_num_threads(), lane_count()))
+        if self.fail:
+            raise RuntimeError("probe failure")
+        return x
+
+
+def _model(make_layer, preset="aihwkit_default"):
+    """(converted Sequential(layer, ReLU, Probe), its probe); ``convert`` copies the model, so the probe is read
+    from the copy."""
+    torch.manual_seed(0)
+    a = aimc.convert(nn.Sequential(make_layer(), nn.ReLU(), Probe()), aimc.presets.get(preset)).eval()
+    aimc.program(a, seed=0)
+    aimc.at_time(a, 3600.0, seed=0)
+    return a, a[2]
+
+
+def test_forward_hands_torch_threads_to_the_lanes(two_threads):
+    """A model with an ungrouped analog convolution (dynamic ranges): inside its forward torch runs on 1 thread and
+    aimc's lanes get the 2; afterwards torch has 2 again. A model without one (a Linear, or a static-range preset
+    whose convolutions stay torch convolutions) keeps torch's threads."""
+    a, probe = _model(lambda: nn.Conv2d(3, 8, 3, padding=1))
+    with torch.inference_mode():
+        a(torch.randn(2, 3, 8, 8))
+    assert probe.seen == [(1, 2)]
+    assert torch.get_num_threads() == 2 and lane_count() == 2
+    for make, preset in [(lambda: nn.Linear(8, 8), "aihwkit_default"),
+                         (lambda: nn.Conv2d(3, 8, 3, padding=1), "joshi2020")]:
+        b, probe = _model(make, preset)
+        with torch.inference_mode():
+            b(torch.randn(2, 3, 8, 8) if preset == "joshi2020" else torch.randn(2, 8))
+        assert probe.seen == [(2, 2)]
+
+
+def test_train_mode_keeps_torch_threads(two_threads):
+    a, probe = _model(lambda: nn.Conv2d(3, 8, 3, padding=1))
+    a.train()
+    a(torch.randn(2, 3, 8, 8))
+    assert probe.seen == [(2, 2)]
+
+
+def test_thread_count_restored_when_the_forward_raises(two_threads):
+    a, probe = _model(lambda: nn.Conv2d(3, 8, 3, padding=1))
+    probe.fail = True
+    with pytest.raises(RuntimeError, match="probe failure"), torch.inference_mode():
+        a(torch.randn(2, 3, 8, 8))
+    assert probe.seen == [(1, 2)]
+    assert torch.get_num_threads() == 2 and lane_count() == 2
+    probe.fail = False
+    with torch.inference_mode():
+        a(torch.randn(2, 3, 8, 8))  # and the next forward hands over again
+    assert probe.seen[-1] == (1, 2)
+
+
+def test_same_numbers_with_and_without_the_hand_over(two_threads):
+    """The model's forward (threads handed over: torch on 1 thread, 2 lanes) and its layers called one by one
+    (torch on 2 threads, 2 lanes) and the model at 1 thread give bit-identical outputs: a ResNet-like stack with
+    output noise, bound management and a convolution of two row tiles (576 rows > 512), on outputs large enough
+    for the noise to be split."""
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                         nn.Conv2d(64, 32, 3, padding=1), nn.ReLU()).eval()
+    a = aimc.convert(base, aimc.presets.aihwkit_default()).eval()
+    assert len(a[3].analog.layout.row_bounds) == 2
+    x = torch.randn(24, 16, 12, 12, generator=torch.Generator().manual_seed(1))
+
+    def run(fn, n):
+        torch.set_num_threads(n)
+        aimc.program(a, seed=0)
+        aimc.at_time(a, 86400.0, seed=0)  # resets the forward's noise generators
+        with torch.inference_mode():
+            return fn(x)
+
+    def one_by_one(x):
+        for m in a:
+            x = m(x)
+        return x
+
+    handed = run(a, 2)
+    assert torch.equal(handed, run(one_by_one, 2))
+    assert torch.equal(handed, run(a, 1))
+    assert not torch.equal(handed, run(lambda x: a(x * 1.01), 2))
