@@ -25,6 +25,7 @@ from aimc.nn.bands import bands_apply, bands_forward
 from aimc.nn.cache import in_dtype
 from aimc.nn.mvm import grouped_forward, static_conv_forward, tile_max, tile_to_groups, tiles_forward
 from aimc.nn.unfold import _patches, _unfold, batched_forward, patch_absmax, window_max
+from aimc.nn.threads import torch_threads
 from aimc.nn.tile import AnalogMatrix
 from aimc.nn.weight import plain, same_geometry
 from aimc.periphery import dac_step
@@ -328,52 +329,55 @@ class _AnalogConvNd(AnalogLayer):
                 tile_scales.append(window_max(a, k, dil, st, ho, wo).flatten(2).clamp_min_(1e-30))
             return tile_scales[0]
 
-        if reuse and self.groups == 1:  # periphery on the whole batch, chunks on all cores (aimc.nn.unfold)
+        if reuse and self.groups == 1:  # chunks and their periphery on the lanes (aimc.nn.unfold)
             y = batched_forward(self, x, (pl, pr, pt, pb), k, dil, st, ho, wo, step, dynamic)
             return self._finish(y, b, ho, wo, one_d)
-        padded = x.new_zeros(step, c, hp, wp) if (pl or pr or pt or pb) else None  # borders stay zero
-        cols_buf = x.new_empty(step, c * kk, ho * wo) if reuse else None
-        y = x.new_empty(b, self.out_channels, ho * wo)
-        for i in range(0, b, step):
-            n = min(step, b - i)
-            if padded is not None:
-                padded[:n, :, pt:pt + h, pl:pl + w] = x[i:i + n]
-                xc = padded[:n]
-            else:
-                xc = x[i:i + n].contiguous()
-            scale_fn = None
-            if dynamic:
-                def scale_fn(tile: int, g: int, i: int = i, n: int = n) -> torch.Tensor:
-                    return batch_scale(tile, g)[i:i + n]
+        # grouped layouts and autograd: torch's threads (given back for this layer if the model's forward handed
+        # them to the lanes, aimc.nn.threads)
+        with torch_threads():
+            padded = x.new_zeros(step, c, hp, wp) if (pl or pr or pt or pb) else None  # borders stay zero
+            cols_buf = x.new_empty(step, c * kk, ho * wo) if reuse else None
+            y = x.new_empty(b, self.out_channels, ho * wo)
+            for i in range(0, b, step):
+                n = min(step, b - i)
+                if padded is not None:
+                    padded[:n, :, pt:pt + h, pl:pl + w] = x[i:i + n]
+                    xc = padded[:n]
+                else:
+                    xc = x[i:i + n].contiguous()
+                scale_fn = None
+                if dynamic:
+                    def scale_fn(tile: int, g: int, i: int = i, n: int = n) -> torch.Tensor:
+                        return batch_scale(tile, g)[i:i + n]
 
-            prescaled = dynamic and reuse
-            if not reuse:
-                cols = _unfold(xc, k, dil, st, ho, wo)  # (n, C·kh·kw, L)
-            else:
-                cols = cols_buf[:n]
-                src, dst = _patches(xc, k, dil, st, ho, wo), cols.view(n, c, k[0], k[1], ho, wo)
-            if prescaled and grouped:  # one division: every channel's patches by its tile's DAC divisor
-                d = batch_tile_scale()[i:i + n]
-                d = tile_to_groups(d * dac if dac is not None else d, per_c, c)  # (n, C, L)
-                torch.div(src, d.view(n, c, 1, 1, ho, wo), out=dst)
-            elif prescaled:  # unfold and scale in one pass: each row tile's patches divided by their DAC divisor
-                for tile, (s, e) in enumerate(lay.row_bounds):
-                    for g in range(self.groups):
-                        d = scale_fn(tile, g)
-                        d = d * dac if dac is not None else d
-                        c0, c1 = g * c_pg + s // kk, g * c_pg + e // kk
-                        torch.div(src[:, c0:c1], d.view(n, 1, 1, 1, ho, wo), out=dst[:, c0:c1])
-            elif reuse:
-                dst.copy_(src)
-            # bound-management retries (rare) rebuild the unquantised columns of this chunk into a new tensor
-            if grouped:
-                grouped_forward(self.analog, cols, self.aimc_name, owned=True, prescaled=prescaled,
-                                tile_scale=batch_tile_scale()[i:i + n] if dynamic else None,
-                                rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
-                continue
-            tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn, prescaled=prescaled,
-                          rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
-        return self._finish(y, b, ho, wo, one_d)
+                prescaled = dynamic and reuse
+                if not reuse:
+                    cols = _unfold(xc, k, dil, st, ho, wo)  # (n, C·kh·kw, L)
+                else:
+                    cols = cols_buf[:n]
+                    src, dst = _patches(xc, k, dil, st, ho, wo), cols.view(n, c, k[0], k[1], ho, wo)
+                if prescaled and grouped:  # one division: every channel's patches by its tile's DAC divisor
+                    d = batch_tile_scale()[i:i + n]
+                    d = tile_to_groups(d * dac if dac is not None else d, per_c, c)  # (n, C, L)
+                    torch.div(src, d.view(n, c, 1, 1, ho, wo), out=dst)
+                elif prescaled:  # unfold and scale in one pass: each row tile's patches divided by their DAC divisor
+                    for tile, (s, e) in enumerate(lay.row_bounds):
+                        for g in range(self.groups):
+                            d = scale_fn(tile, g)
+                            d = d * dac if dac is not None else d
+                            c0, c1 = g * c_pg + s // kk, g * c_pg + e // kk
+                            torch.div(src[:, c0:c1], d.view(n, 1, 1, 1, ho, wo), out=dst[:, c0:c1])
+                elif reuse:
+                    dst.copy_(src)
+                # bound-management retries (rare) rebuild the unquantised columns of this chunk into a new tensor
+                if grouped:
+                    grouped_forward(self.analog, cols, self.aimc_name, owned=True, prescaled=prescaled,
+                                    tile_scale=batch_tile_scale()[i:i + n] if dynamic else None,
+                                    rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
+                    continue
+                tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn, prescaled=prescaled,
+                              rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
+            return self._finish(y, b, ho, wo, one_d)
 
     def _finish(self, y: torch.Tensor, b: int, ho: int, wo: int, one_d: bool) -> torch.Tensor:
         """``(B, C_out, ho·wo)`` matrix-path output as the convolution's output, plus the bias."""

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-__all__ = ["lane_count", "install"]
+__all__ = ["lane_count", "torch_threads", "install"]
 
 _HANDED = contextvars.ContextVar("aimc_lanes", default=0)
 _stack = threading.local()
@@ -32,6 +34,21 @@ _stack = threading.local()
 def lane_count() -> int:
     """Threads aimc's parallel parts may use: the thread count handed over by the model's forward, else torch's."""
     return _HANDED.get() or torch.get_num_threads()
+
+
+@contextmanager
+def torch_threads() -> Iterator[None]:
+    """Within the block torch runs on the thread count handed over to the lanes (for a step that parallelises
+    through torch's own threads, such as a grouped convolution's chunks); nothing changes when none was."""
+    n = _HANDED.get()
+    if not n or torch.get_num_threads() == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(1)
 
 
 def _uses_lanes(model: nn.Module) -> bool:

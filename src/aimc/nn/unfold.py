@@ -120,12 +120,27 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
     clipped = torch.zeros(n_rt, len(lay.col_bounds), b, n_l, dtype=torch.bool, device=x.device) if bm else None
     sum_in_lanes = n_rt > 1 and not bm  # with re-reads the row tiles are summed after them (step 3)
 
-    # 2. per chunk: input ranges, DAC, products, output periphery
+    # 2. per chunk: DAC, products, output periphery. Each lane takes a contiguous run of chunks and first computes
+    # its images' input ranges per row tile (a few ops for the run instead of a few per chunk)
+    n_chunks = -(-b // step)
+    n_lanes = max(1, min(lane_count(), n_chunks)) if x.device.type == "cpu" else 1
+    channels = [(s // kk, e // kk) for s, e in lay.row_bounds]
+    w_tiles = [mat.w_analog[:, s:e] for s, e in lay.row_bounds]
+    out_scales = [mat.out_scale[:, t].view(1, -1, 1) for t in range(n_rt)]
+    static_factor = static * unit if static is not None and static * unit != 1.0 else None
+
     def lane(j: int, lanes: int) -> None:
+        lo, hi = n_chunks * j // lanes * step, min(b, n_chunks * (j + 1) // lanes * step)
+        divisors, factors = [], []
+        for t, (c0, c1) in enumerate(channels if dynamic else ()):
+            sc = scales[t, lo:hi]
+            torch.clamp_min(patch_absmax(x[lo:hi, c0:c1], pads, k, dil, st, ho, wo), 1e-30, out=sc)
+            divisors.append((sc * dac if dac is not None else sc).view(hi - lo, 1, 1, 1, ho, wo))
+            factors.append(sc * unit if unit != 1.0 else sc)
         padded = x.new_zeros(step, *padded_shape) if any(pads) else None  # borders stay zero
         cols_buf = x.new_empty(step, c * kk, n_l)
-        for i in range(j * step, b, lanes * step):
-            n = min(step, b - i)
+        for i in range(lo, hi, step):
+            n, r = min(step, hi - i), i - lo
             if padded is not None:
                 padded[:n, :, pt:pt + h, pl:pl + w] = x[i:i + n]
                 xc = padded[:n]
@@ -136,26 +151,23 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
             if not dynamic:
                 dst.copy_(src)
             for t, (s, e) in enumerate(lay.row_bounds):
-                c0, c1 = s // kk, e // kk
-                if dynamic:  # the range, then unfold and divide in one pass
-                    sc = scales[t, i:i + n]
-                    torch.clamp_min(patch_absmax(x[i:i + n, c0:c1], pads, k, dil, st, ho, wo), 1e-30, out=sc)
-                    torch.div(src[:, c0:c1], (sc * dac if dac is not None else sc).view(n, 1, 1, 1, ho, wo),
-                              out=dst[:, c0:c1])
+                if dynamic:  # unfold and divide in one pass
+                    c0, c1 = channels[t]
+                    torch.div(src[:, c0:c1], divisors[t][r:r + n], out=dst[:, c0:c1])
                 q = _dac_codes(cols[:, s:e], static, dac, levels, prescaled=dynamic, inplace=True)
                 part = parts[t][i:i + n]
-                _mvm_noisy(mat.w_analog[:, s:e], q, alpha, std, None, out=part, noised=True)
+                _mvm_noisy(w_tiles[t], q, alpha, std, None, out=part, noised=True)
                 for ci, (cs, ce) in enumerate(lay.col_bounds if bm else ()):
                     blk = part[:, cs:ce]
                     if _clips(blk, bound):  # (n, L) vectors with a clipped output on this tile
                         torch.logical_or(blk.amax(dim=1) >= bound, blk.amin(dim=1) <= -bound,
                                          out=clipped[t, ci, i:i + n])
-                _periphery_(part, scales[t, i:i + n] if dynamic else None, static, unit, bm, adc_levels, bound,
-                            mat.out_scale[:, t].view(1, -1, 1))
+                _periphery_(part, factors[t][r:r + n] if dynamic else static_factor, bm, adc_levels, bound,
+                            out_scales[t])
                 if sum_in_lanes and t > 0:
                     y[i:i + n].add_(part)
 
-    _run_lanes(lane, max(1, min(lane_count(), -(-b // step))) if x.device.type == "cpu" else 1)
+    _run_lanes(lane, n_lanes)
     if not bm:
         return y
 
@@ -168,29 +180,28 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
             xs = _rebuild(x, pads, (s // kk, e // kk), k, dil, st, ho, wo, step, idx)
             scs = static if not dynamic else scales[t].permute(0, 2, 1)[idx]  # (n, 1)
             values = block_mvm(xs / scs, mat.w_analog[cs:ce, s:e], p, gen, start_factor=2.0).div_(unit)
-            _periphery_(values.unsqueeze(2), scs.unsqueeze(2) if dynamic else None, static, unit, True, None, bound,
-                        mat.out_scale[cs:ce, t].view(1, -1, 1))
+            factor = (scs * unit if unit != 1.0 else scs).unsqueeze(2) if dynamic else static_factor
+            _periphery_(values.unsqueeze(2), factor, True, None, bound, mat.out_scale[cs:ce, t].view(1, -1, 1))
             parts[t][:, cs:ce].permute(0, 2, 1)[idx] = values
     for part in parts[1:]:
         y.add_(part)
     return y
 
 
-def _periphery_(part: torch.Tensor, sc: torch.Tensor | None, static: torch.Tensor | float | None, unit: float,
-                bm: bool, adc_levels: int | None, bound: float | None, out_scale: torch.Tensor) -> torch.Tensor:
+def _periphery_(part: torch.Tensor, factor: torch.Tensor | float | None, bm: bool, adc_levels: int | None,
+                bound: float | None, out_scale: torch.Tensor) -> torch.Tensor:
     """In place, on outputs in ADC steps: the ADC (rounding; clipping unless bound management re-reads every vector
-    that reaches the bound), then × input range (``sc`` per vector, or ``static``) × ADC step × digital scale.
-    ``adc_levels`` ``None`` and ``bm``: outputs of :func:`aimc.periphery.block_mvm`, which has applied the ADC."""
+    that reaches the bound), then × ``factor`` (input range × ADC step: per vector, or one number; ``None`` for 1)
+    × digital scale. ``adc_levels`` ``None`` and ``bm``: outputs of :func:`aimc.periphery.block_mvm`, which has
+    applied the ADC."""
     if adc_levels is not None:
         part.round_()
         if not bm:
             part.clamp_(-adc_levels, adc_levels)
     elif bound is not None and not bm:
         part.clamp_(-bound, bound)
-    if sc is not None:
-        part.mul_(sc * unit if unit != 1.0 else sc)
-    elif static * unit != 1.0:
-        part.mul_(static * unit)
+    if factor is not None:
+        part.mul_(factor)
     return part.mul_(out_scale)
 
 
