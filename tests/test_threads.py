@@ -108,3 +108,75 @@ def test_same_numbers_with_and_without_the_hand_over(two_threads):
     assert torch.equal(handed, run(one_by_one, 2))
     assert torch.equal(handed, run(a, 1))
     assert not torch.equal(handed, run(lambda x: a(x * 1.01), 2))
+
+
+class Branchy(nn.Module):
+    """Three convolutions (the middle one of two row tiles: 576 rows > 512); ``skip`` leaves the middle one out, so
+    the order of the analog layers changes between forwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(8, 64, 3, padding=1)
+        self.b = nn.Conv2d(64, 64, 3, padding=1)
+        self.c = nn.Conv2d(64, 16, 3, padding=1)
+        self.skip = False
+
+    def forward(self, x):
+        x = torch.relu(self.a(x))
+        if not self.skip:
+            x = torch.relu(self.b(x))
+        return self.c(x)
+
+
+def _branchy():
+    torch.manual_seed(0)
+    a = aimc.convert(Branchy(), aimc.presets.aihwkit_default()).eval()
+    aimc.program(a, seed=0)
+    return a
+
+
+def _forward(a, x, n_threads, skip=False):
+    """One forward at ``n_threads`` right after ``at_time`` (which resets the noise generators), and the layers'
+    generator states afterwards."""
+    torch.set_num_threads(1)
+    aimc.at_time(a, 86400.0, seed=0)
+    torch.set_num_threads(n_threads)
+    a.skip = skip
+    with torch.inference_mode():
+        y = a(x)
+    return y, [m.analog._forward_gen.get_state() for m in (a.a, a.b, a.c)]
+
+
+def test_noise_drawn_ahead_gives_the_same_numbers(two_threads, monkeypatch):
+    """At 2 threads a forward draws each convolution's noise ahead on a worker thread in the order the previous
+    forward recorded (used here: counted). Outputs and generator states afterwards are bit-identical to one thread,
+    also when the plan does not hold: another batch size, or a layer left out (its draw under way is discarded and its
+    generator put back)."""
+    from aimc.nn import noise_ahead
+
+    used = []
+    take = noise_ahead.take
+    monkeypatch.setattr(noise_ahead, "take", lambda *args: _count(take, used, *args))
+    a = _branchy()
+    x = torch.randn(6, 8, 24, 24, generator=torch.Generator().manual_seed(1))  # outputs ≥ MIN_SPLIT: split noise
+    ref, ref_states = _forward(a, x, 1)
+    assert not any(used)
+    for _ in range(2):  # the first forward records the order, the second draws ahead
+        out, states = _forward(a, x, 2)
+        assert torch.equal(out, ref) and all(torch.equal(s, r) for s, r in zip(states, ref_states))
+    assert sum(used) == 3  # a, b, c in the second forward
+    small, small_states = _forward(a, x[:2], 1)
+    out, states = _forward(a, x[:2], 2)  # another shape: every draw ahead discarded
+    assert torch.equal(out, small) and all(torch.equal(s, r) for s, r in zip(states, small_states))
+    _forward(a, x, 2)
+    skipped, skipped_states = _forward(a, x, 1, skip=True)
+    used.clear()
+    out, states = _forward(a, x, 2, skip=True)  # b's draw (planned after a) is discarded when c runs
+    assert torch.equal(out, skipped) and all(torch.equal(s, r) for s, r in zip(states, skipped_states))
+    assert used == [True, False]
+
+
+def _count(take, used, *args):
+    r = take(*args)
+    used.append(r is not None)
+    return r

@@ -18,17 +18,20 @@ import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import contextvars
+
 import torch
 
-from aimc.nn.threads import lane_count
-
-__all__ = ["normal_", "worker_pool", "PARTS", "MIN_SPLIT"]
+__all__ = ["normal_", "split", "worker_pool", "lane_count", "PARTS", "MIN_SPLIT"]
 
 PARTS = 4
 """Streams a large noise tensor is split into (fixed: the numbers must not depend on the thread count)."""
 
 MIN_SPLIT = 1 << 16
 """Smallest tensor (elements) that is split: below it one draw costs less than handing parts to other threads."""
+
+HANDED = contextvars.ContextVar("aimc_lanes", default=0)
+"""Thread count a model's forward handed over to aimc's lanes (``aimc.nn.threads``); 0 when none."""
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 _lock = threading.Lock()
@@ -47,6 +50,12 @@ def worker_pool() -> ThreadPoolExecutor:
         return _pool[1]
 
 
+def lane_count() -> int:
+    """Threads aimc's parallel parts may use: the thread count a model's forward handed over
+    (``aimc.nn.threads``), else torch's."""
+    return HANDED.get() or torch.get_num_threads()
+
+
 def _generators(n: int) -> list[torch.Generator]:
     """``n`` CPU generators of the calling thread, reused between calls (they are re-seeded every time)."""
     gens = getattr(_local, "gens", None)
@@ -59,6 +68,18 @@ def _bounds(numel: int) -> list[tuple[int, int]]:
     """Part boundaries: equal parts, multiples of 16 elements (ATen draws normals 16 at a time), the last the rest."""
     size = numel // PARTS // 16 * 16
     return [(i * size, (i + 1) * size if i < PARTS - 1 else numel) for i in range(PARTS)]
+
+
+def split(t: torch.Tensor, generator: torch.Generator, *, own: bool = False
+          ) -> tuple[list[torch.Tensor], list[torch.Generator]]:
+    """The :data:`PARTS` parts of a contiguous CPU tensor of ≥ :data:`MIN_SPLIT` elements (flat views) and the
+    generator of each: ``generator`` itself for the first, the others seeded by one draw of it (made here). ``own``:
+    new generators for the others (to be used after this thread's next call), else this thread's reused ones."""
+    seeds = torch.randint(2**62, (PARTS - 1,), generator=generator).tolist()
+    flat = t.view(-1)
+    parts = [flat[s:e] for s, e in _bounds(flat.numel())]
+    others = [torch.Generator() for _ in seeds] if own else _generators(PARTS - 1)
+    return parts, [generator] + [g.manual_seed(s) for g, s in zip(others, seeds)]
 
 
 def normal_(t: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -74,12 +95,7 @@ def normal_(t: torch.Tensor, std: float, generator: torch.Generator | None) -> t
     """
     if generator is None or t.numel() < MIN_SPLIT or t.device.type != "cpu" or not t.is_contiguous():
         return t.normal_(0.0, std, generator=generator)
-    seeds = torch.randint(2**62, (PARTS - 1,), generator=generator).tolist()
-    flat = t.view(-1)
-    parts = [flat[s:e] for s, e in _bounds(flat.numel())]
-    gens = [generator]
-    for g, s in zip(_generators(PARTS - 1), seeds):
-        gens.append(g.manual_seed(s))
+    parts, gens = split(t, generator)
     lanes = min(PARTS, lane_count())
     if lanes == 1:
         for part, g in zip(parts, gens):

@@ -17,7 +17,6 @@ a forward draws depends on neither, so the results are the same at any thread co
 
 from __future__ import annotations
 
-import contextvars
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,15 +24,13 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from aimc.nn import noise_ahead
+from aimc.nn.parallel_normal import HANDED, lane_count
+
 __all__ = ["lane_count", "torch_threads", "install"]
 
-_HANDED = contextvars.ContextVar("aimc_lanes", default=0)
+_HANDED = HANDED
 _stack = threading.local()
-
-
-def lane_count() -> int:
-    """Threads aimc's parallel parts may use: the thread count handed over by the model's forward, else torch's."""
-    return _HANDED.get() or torch.get_num_threads()
 
 
 @contextmanager
@@ -68,7 +65,7 @@ def _hand_over(module: nn.Module, args: tuple) -> None:
     if n == 1 or _HANDED.get() or torch.compiler.is_compiling() or not _on_cpu(args) or not _uses_lanes(module):
         stack.append(None)
         return
-    stack.append((_HANDED.set(n), n))
+    stack.append((_HANDED.set(n), n, noise_ahead.start(module)))
     torch.set_num_threads(1)
 
 
@@ -76,9 +73,12 @@ def _give_back(module: nn.Module, args: tuple, out: object) -> None:
     stack = getattr(_stack, "items", None)
     item = stack.pop() if stack else None
     if item is not None:
-        token, n = item
-        _HANDED.reset(token)
-        torch.set_num_threads(n)
+        token, n, plan = item
+        try:
+            noise_ahead.finish(plan)
+        finally:
+            _HANDED.reset(token)
+            torch.set_num_threads(n)
 
 
 def install(model: nn.Module) -> None:

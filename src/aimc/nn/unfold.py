@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from aimc.nn.mvm import _clips, _dac_codes, _mvm_noisy, adc_unit, out_noise_std
-from aimc.nn.parallel_normal import normal_, worker_pool
-from aimc.nn.threads import lane_count
+from aimc.nn import noise_ahead
+from aimc.nn.parallel_normal import lane_count, normal_, worker_pool
 from aimc.periphery import block_mvm, bm_may_retry, dac_step
 
 __all__ = ["batched_forward", "patch_absmax", "window_max"]
@@ -107,13 +107,19 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
     bm = p.bound_management == "iterative" and p.out_bound is not None and bm_may_retry(1.0, p)
     bound = p.out_bound / unit if p.out_bound is not None else None
     adc_levels = (2**p.adc_bits - 2) // 2 if p.adc_bits is not None else None
-    # 1. each row tile's output (in ADC steps) starts as its noise
-    y = x.new_empty(b, lay.out_features, n_l)
-    extra = x.new_empty(n_rt - 1, b, lay.out_features, n_l) if n_rt > 1 else None
-    if std > 0:
-        normal_(y, std, gen)
-        if extra is not None:
-            normal_(extra, std, gen)
+    # 1. each row tile's output (in ADC steps) starts as its noise (drawn ahead while the layers before ran, when
+    # the model's forward planned it: aimc.nn.noise_ahead)
+    shapes = [(b, lay.out_features, n_l)] + ([(n_rt - 1, b, lay.out_features, n_l)] if n_rt > 1 else [])
+    ahead = noise_ahead.take(layer, shapes, std, gen, x.dtype) if std > 0 else None
+    if ahead is not None:
+        y, extra = ahead[0], ahead[1] if n_rt > 1 else None
+    else:
+        y = x.new_empty(shapes[0])
+        extra = x.new_empty(shapes[1]) if n_rt > 1 else None
+        if std > 0:
+            normal_(y, std, gen)
+            if extra is not None:
+                normal_(extra, std, gen)
     parts = [y] + (list(extra) if extra is not None else [])
     scales = x.new_empty(n_rt, b, 1, n_l) if dynamic else None  # per-patch input ranges, filled chunk by chunk
     # (row tile, column tile) -> (B, L): vectors with an output at the bound, filled by the chunks that clip
@@ -168,6 +174,7 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
                     y[i:i + n].add_(part)
 
     _run_lanes(lane, n_lanes)
+    noise_ahead.done(layer, shapes, std, x.dtype)  # the next layer's noise may start on a worker thread
     if not bm:
         return y
 
