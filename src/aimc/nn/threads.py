@@ -10,9 +10,11 @@ lanes of the next analog step, and the analog forward at 2 threads was little fa
 So for the forward of a model that has such layers (an analog ``Conv1d``/``Conv2d`` with ``groups=1`` on the matrix
 path, in ``eval()`` mode, CPU input), :func:`install`'s hooks hand torch's threads over: torch runs on one thread
 (nothing left spinning) and :func:`lane_count` gives the caller's thread count to aimc's lanes; the thread count
-is restored when the forward returns or raises. The digital layers between them then run on one core. Which numbers
-a forward draws depends on neither, so the results are the same at any thread count. Calling a layer on its own
-(not through the model) leaves torch's threads as they are.
+is restored when the forward returns or raises. The digital layers between them then run on one core, while a
+worker thread draws the next convolution's output noise (:mod:`aimc.nn.noise_ahead`). Which numbers a forward draws
+depends on none of this, so the results are the same at any thread count. Calling a layer on its own (not through
+the model) leaves torch's threads as they are. Grouped convolutions take torch's threads back for their chunks
+(:func:`torch_threads`).
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ def _on_cpu(args: tuple) -> bool:
 
 
 def _hand_over(module: nn.Module, args: tuple) -> None:
+    if torch.compiler.is_compiling():  # a compiled graph: nothing recorded (_give_back returns alike)
+        return
     stack = getattr(_stack, "items", None)
     if stack is None:
         stack = _stack.items = []
     n = torch.get_num_threads()
-    if n == 1 or _HANDED.get() or torch.compiler.is_compiling() or not _on_cpu(args) or not _uses_lanes(module):
+    if n == 1 or _HANDED.get() or not _on_cpu(args) or not _uses_lanes(module):
         stack.append(None)
         return
     stack.append((_HANDED.set(n), n, noise_ahead.start(module)))
@@ -70,6 +74,8 @@ def _hand_over(module: nn.Module, args: tuple) -> None:
 
 
 def _give_back(module: nn.Module, args: tuple, out: object) -> None:
+    if torch.compiler.is_compiling():
+        return
     stack = getattr(_stack, "items", None)
     item = stack.pop() if stack else None
     if item is not None:
