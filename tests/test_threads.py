@@ -46,17 +46,19 @@ def _model(make_layer, preset="aihwkit_default"):
 def test_forward_hands_torch_threads_to_the_lanes(two_threads):
     """A model with an ungrouped analog convolution (dynamic ranges): inside its forward torch runs on 1 thread and
     aimc's lanes get the 2; afterwards torch has 2 again. A model without one (a Linear, or a static-range preset
-    whose convolutions stay torch convolutions) keeps torch's threads."""
+    whose convolutions stay torch convolutions) or with a grouped convolution on the matrix path keeps torch's
+    threads."""
     a, probe = _model(lambda: nn.Conv2d(3, 8, 3, padding=1))
     with torch.inference_mode():
         a(torch.randn(2, 3, 8, 8))
     assert probe.seen == [(1, 2)]
     assert torch.get_num_threads() == 2 and lane_count() == 2
     for make, preset in [(lambda: nn.Linear(8, 8), "aihwkit_default"),
-                         (lambda: nn.Conv2d(3, 8, 3, padding=1), "joshi2020")]:
+                         (lambda: nn.Conv2d(3, 8, 3, padding=1), "joshi2020"),
+                         (lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=4)), "aihwkit_default")]:
         b, probe = _model(make, preset)
         with torch.inference_mode():
-            b(torch.randn(2, 3, 8, 8) if preset == "joshi2020" else torch.randn(2, 8))
+            b(torch.randn(2, 8) if isinstance(make(), nn.Linear) else torch.randn(2, 3, 8, 8))
         assert probe.seen == [(2, 2)]
 
 

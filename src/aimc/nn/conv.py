@@ -32,9 +32,9 @@ __all__ = ["AnalogConv3d", "AnalogConvTranspose1d", "AnalogConvTranspose2d", "sa
 class AnalogConv3d(_AnalogConvNd, nn.Conv3d):
     """``nn.Conv3d`` on analog crossbars. Input ``(N, C_in, D, H, W)``, output ``(N, C_out, D_out, H_out, W_out)``."""
 
-    def aimc_uses_lanes(self) -> bool:
-        """No: its matrix path is :func:`aimc.nn.mvm.tiles_forward` (see ``aimc.nn.threads``)."""
-        return False
+    def aimc_uses_lanes(self) -> None:
+        """No preference: its matrix path is :func:`aimc.nn.mvm.tiles_forward` (see ``aimc.nn.threads``)."""
+        return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_shape(x, 3)

@@ -246,13 +246,15 @@ class _AnalogConvNd(AnalogLayer):
                                   row_unit=k)
         return new
 
-    def aimc_uses_lanes(self) -> bool:
-        """Whether this layer's forward runs on aimc's worker lanes (``aimc.nn.unfold``; ``aimc.nn.threads`` hands
-        them torch's threads): ungrouped, programmed, in eval mode, on the matrix path with dynamic input ranges (a
-        static range keeps the convolution a torch convolution, ``aimc.nn.mvm.static_conv_forward``)."""
+    def aimc_uses_lanes(self) -> bool | None:
+        """Whether this layer's forward runs on aimc's worker lanes (``aimc.nn.threads`` hands them torch's threads
+        during a model's forward): ``True`` for an ungrouped convolution on the matrix path with dynamic input ranges
+        (``aimc.nn.unfold``), ``False`` for a grouped one (its chunks run on torch's threads), ``None`` otherwise
+        (not programmed, training, or a static range, which keeps the convolution a torch convolution)."""
         p = self.analog.config.periphery
-        return (self.groups == 1 and not self.training and self.analog.programmed and p.needs_matrix_path
-                and p.input_range == "dynamic")
+        if self.training or not self.analog.programmed or not p.needs_matrix_path or p.input_range != "dynamic":
+            return None
+        return self.groups == 1
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` padded as the convolution pads it (zeros or its ``padding_mode``)."""

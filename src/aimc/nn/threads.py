@@ -8,13 +8,13 @@ left spinning by a digital op (batch norm, ReLU, the convolution's own whole-bat
 lanes of the next analog step, and the analog forward at 2 threads was little faster than at 1.
 
 So for the forward of a model that has such layers (an analog ``Conv1d``/``Conv2d`` with ``groups=1`` on the matrix
-path, in ``eval()`` mode, CPU input), :func:`install`'s hooks hand torch's threads over: torch runs on one thread
+path with dynamic input ranges, in ``eval()`` mode, CPU input) and no grouped one on the matrix path,
+:func:`install`'s hooks hand torch's threads over: torch runs on one thread
 (nothing left spinning) and :func:`lane_count` gives the caller's thread count to aimc's lanes; the thread count
 is restored when the forward returns or raises. The digital layers between them then run on one core, while a
 worker thread draws the next convolution's output noise (:mod:`aimc.nn.noise_ahead`). Which numbers a forward draws
 depends on none of this, so the results are the same at any thread count. Calling a layer on its own (not through
-the model) leaves torch's threads as they are. Grouped convolutions take torch's threads back for their chunks
-(:func:`torch_threads`).
+the model) leaves torch's threads as they are; so does a model with grouped convolutions on the matrix path.
 """
 
 from __future__ import annotations
@@ -51,8 +51,12 @@ def torch_threads() -> Iterator[None]:
 
 
 def _uses_lanes(model: nn.Module) -> bool:
-    """``model`` has a layer whose forward runs on aimc's lanes (its ``aimc_uses_lanes()`` says so)."""
-    return any(getattr(m, "aimc_uses_lanes", None) is not None and m.aimc_uses_lanes() for m in model.modules())
+    """``model`` has a layer whose forward runs on aimc's lanes and none that runs on torch's threads (their
+    ``aimc_uses_lanes()`` says ``True`` / ``False``). A model with grouped convolutions keeps torch's threads: handing
+    them over and back at every grouped layer measured slower (MobileNetV3-small and EfficientNet-B0 shapes,
+    ``benchmarks/bench_grouped.py``)."""
+    votes = {m.aimc_uses_lanes() for m in model.modules() if getattr(m, "aimc_uses_lanes", None) is not None}
+    return True in votes and False not in votes
 
 
 def _on_cpu(args: tuple) -> bool:
