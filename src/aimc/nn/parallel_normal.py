@@ -6,8 +6,9 @@ element, about a quarter of the forward's time at one thread and its largest ser
 
 :func:`normal_` splits a large tensor into :data:`PARTS` fixed contiguous parts. The first part is drawn from the
 layer's generator; the others from generators seeded by draws of that generator (one 62-bit seed each, taken
-before any part is drawn). The parts are drawn on ``min(PARTS, lane_count())`` threads (``aimc.nn.threads``: the caller's
-plus a small pool; ``normal_`` releases the GIL). Which numbers land where depends only on the tensor's size and
+before any part is drawn). The parts are drawn on ``min(PARTS, lane_count())`` threads (the caller's plus a small
+pool; ``normal_`` releases the GIL; :func:`lane_count` is torch's thread count, or the count a model's forward
+handed over, ``aimc.nn.threads``). Which numbers land where depends only on the tensor's size and
 the generator's state, never on the thread count: the same seed gives the same forward at 1 and at 16 threads.
 Tensors below :data:`MIN_SPLIT` elements are drawn in one call from the layer's generator, as ``Tensor.normal_``.
 """

@@ -4,14 +4,16 @@
 without an autograd graph. Same semantics as
 :func:`aimc.nn.mvm.tiles_forward` (and the reference :func:`aimc.periphery.tiled_mvm`), in another order:
 
-1. the output noise of every row tile is drawn for the whole batch (:func:`aimc.nn.parallel_normal.normal_`);
-2. the batch runs a few images at a time (their columns and outputs stay in the CPU cache): per row tile, the
-   per-patch input range (a max over the chunk's images), unfold and divide by the DAC divisor in one pass, round,
+1. the output noise of every row tile is drawn for the whole batch (:func:`aimc.nn.parallel_normal.normal_`), or
+   was drawn ahead while the layers before ran (:mod:`aimc.nn.noise_ahead`);
+2. the batch runs a few images at a time (their columns and outputs stay in the CPU cache): per row tile, unfold
+   and divide by the DAC divisor (the per-patch input range, computed once per lane) in one pass, round,
    add the product of all column tiles (they share the row tile's inputs) onto the chunk's slice of the noise;
    then the chunk's output periphery: which vectors clip (bound management), ADC rounding, × input range × ADC
-   step × digital scale, sum over row tiles. With several lanes (:func:`aimc.nn.threads.lane_count`) the chunks run on
-   that many threads at once, each on one core: their work is independent (no random numbers, no host reads but
-   a clip test), so no thread waits at a barrier and the numbers do not depend on the lane count;
+   step × digital scale, sum over row tiles. With several lanes (:func:`aimc.nn.parallel_normal.lane_count`) each
+   lane takes a contiguous run of chunks on its own thread, one core each: their work is independent (no random
+   numbers, no host reads but a clip test), so no thread waits at a barrier and the numbers do not depend on the
+   lane count;
 3. bound management: the clipped vectors of the whole batch are read again, one
    :func:`aimc.periphery.block_mvm` call per tile (so the random numbers do not depend on the chunk size either),
    and written over the chunks' values in the same output units; with several row tiles the sum over them follows.
