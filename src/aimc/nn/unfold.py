@@ -12,11 +12,10 @@ without an autograd graph. Same semantics as
    then the chunk's output periphery: which vectors clip (bound management), ADC rounding, × input range × ADC
    step × digital scale, sum over row tiles. With several lanes (:func:`aimc.nn.parallel_normal.lane_count`) each
    lane takes a contiguous run of chunks on its own thread, one core each: their work is independent (no random
-   numbers, no host reads but a clip test), so no thread waits at a barrier and the numbers do not depend on the
-   lane count;
-3. bound management: the clipped vectors of the whole batch are read again, one
-   :func:`aimc.periphery.block_mvm` call per tile (so the random numbers do not depend on the chunk size either),
-   and written over the chunks' values in the same output units; with several row tiles the sum over them follows.
+   numbers, no host reads), so no thread waits at a barrier and the numbers do not depend on the lane count;
+3. bound management (one host read per tile: does any vector clip?): the clipped vectors of the whole batch are
+   read again, one :func:`aimc.periphery.block_mvm` call per tile (so the random numbers do not depend on the chunk
+   size either), and written over the chunks' values in the same output units; then the sum over row tiles.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from aimc.nn.mvm import _clips, _dac_codes, _mvm_noisy, adc_unit, out_noise_std
+from aimc.nn.mvm import _dac_codes, _mvm_noisy, adc_unit, out_noise_std
 from aimc.nn import noise_ahead
 from aimc.nn.parallel_normal import lane_count, normal_, worker_pool
 from aimc.periphery import block_mvm, bm_may_retry, dac_step
@@ -124,8 +123,8 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
                 normal_(extra, std, gen)
     parts = [y] + (list(extra) if extra is not None else [])
     scales = x.new_empty(n_rt, b, 1, n_l) if dynamic else None  # per-patch input ranges, filled chunk by chunk
-    # (row tile, column tile) -> (B, L): vectors with an output at the bound, filled by the chunks that clip
-    clipped = torch.zeros(n_rt, len(lay.col_bounds), b, n_l, dtype=torch.bool, device=x.device) if bm else None
+    # (row tile, column tile) -> (B, L): vectors with an output at the bound, filled by the chunks
+    clipped = torch.empty(n_rt, len(lay.col_bounds), b, n_l, dtype=torch.bool, device=x.device) if bm else None
     sum_in_lanes = n_rt > 1 and not bm  # with re-reads the row tiles are summed after them (step 3)
 
     # 2. per chunk: DAC, products, output periphery. Each lane takes a contiguous run of chunks and first computes
@@ -166,10 +165,9 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
                 part = parts[t][i:i + n]
                 _mvm_noisy(w_tiles[t], q, alpha, std, None, out=part, noised=True)
                 for ci, (cs, ce) in enumerate(lay.col_bounds if bm else ()):
+                    # (n, L) vectors with a clipped output on this tile; no host read here (one per tile, step 3)
                     blk = part[:, cs:ce]
-                    if _clips(blk, bound):  # (n, L) vectors with a clipped output on this tile
-                        torch.logical_or(blk.amax(dim=1) >= bound, blk.amin(dim=1) <= -bound,
-                                         out=clipped[t, ci, i:i + n])
+                    torch.logical_or(blk.amax(dim=1) >= bound, blk.amin(dim=1) <= -bound, out=clipped[t, ci, i:i + n])
                 _periphery_(part, factors[t][r:r + n] if dynamic else static_factor, bm, adc_levels, bound,
                             out_scales[t])
                 if sum_in_lanes and t > 0:
