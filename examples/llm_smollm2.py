@@ -182,10 +182,11 @@ def report(csv_path: Path, png: Path) -> str:
             lines.append(f"| {per} | {comp} | {_fmt_t(t)} | {len(g)} | {m:.4g} | {ci} |")
         lines.append("")
         lines += _recovery(d)
-    d = df[~df["periphery"].str.startswith(("digital", "noise_"))]
+    grid = df[df["model"] == df["model"].value_counts().idxmax()]  # the plot shows the sample with most cells
+    d = grid[~grid["periphery"].str.startswith(("digital", "noise_"))]
     if len(d):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        ref = df[df["periphery"] == "digital"]["perplexity"]
+        ref = grid[grid["periphery"] == "digital"]["perplexity"]
         for ax, comp in zip(axes, ("none", "gdc")):
             for per, g in d[d["compensation"] == comp].groupby("periphery"):
                 s = g.groupby("t_seconds")["perplexity"].agg(["mean", "min", "max"])
@@ -194,8 +195,9 @@ def report(csv_path: Path, png: Path) -> str:
             if len(ref):
                 ax.axhline(float(ref.iloc[0]), color="k", ls="--", lw=1, label="digital")
             ax.set(xscale="log", yscale="log", xlabel="time after programming (s)", ylabel="perplexity",
-                   title=f"SmolLM2-135M, compensation {comp} (bars: min–max over seeds)")
+                   title=f"compensation {comp}")
             ax.legend(fontsize=8)
+        fig.suptitle(f"SmolLM2-135M on PCM, {grid['model'].iloc[0]} (bars: min–max over seeds)")
         fig.tight_layout()
         fig.savefig(png, dpi=110)
         plt.close(fig)
