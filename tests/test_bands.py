@@ -11,7 +11,7 @@ from torch import nn
 
 import aimc
 from aimc.nn import bands, layers
-from aimc.nn.matrix import _tiles
+from aimc.nn.layers import linear_tiles
 from aimc.nn.mvm import tiles_forward
 from aimc.periphery import tiled_mvm
 
@@ -87,7 +87,7 @@ def test_matrix_mvm_takes_the_row_bands():
     layer = _layer(_cfg())
     x = torch.randn(2, 9, 70, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        y = _tiles(x, layer.analog, layer.aimc_name, layer.bias)
+        y = linear_tiles(x, layer.analog, layer.aimc_name, layer.bias)
     assert torch.equal(y, _per_tile(layer, x))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from aimc.nn.mvm import adc_unit
+from aimc.nn.mvm import _dac_codes, _periphery_, adc_unit
 from aimc.periphery import dac_step
 
 __all__ = ["bands_apply", "bands_forward"]
@@ -41,14 +41,13 @@ def bands_forward(mat, x: torch.Tensor, name: str, bias: torch.Tensor | None = N
     static = mat.static_range(name)
     step = dac_step(p.dac_bits) if p.dac_bits is not None else None
     # the DAC codes of all input lines at once (the same numbers tiles_forward computes per row band)
-    if step is None:
-        q = x / static
-    else:
-        levels = (2**p.dac_bits - 2) // 2
-        q = (x / (static * step)).round_().clamp_(-levels, levels)
+    levels = (2**p.dac_bits - 2) // 2 if step is not None else None
+    q = _dac_codes(x, static, step, levels, prescaled=False, inplace=False)
     unit = adc_unit(p)
     alpha = (step if step is not None else 1.0) / unit  # outputs in ADC steps, as in tiles_forward
     adc_levels = (2**p.adc_bits - 2) // 2 if p.adc_bits is not None else None
+    bound = p.out_bound / unit if p.out_bound is not None else None  # in ADC steps (unit 1 without an ADC)
+    static_factor = static * unit if static * unit != 1.0 else None
     graph = torch.is_grad_enabled() and x.requires_grad  # out= and the reused buffer record no autograd
     y = part = None
     for k, (s, e) in enumerate(lay.row_bounds):
@@ -56,13 +55,7 @@ def bands_forward(mat, x: torch.Tensor, name: str, bias: torch.Tensor | None = N
         yk = torch.mm(q[:, s:e], w_t) if part is None else torch.mm(q[:, s:e], w_t, out=part)
         if alpha != 1.0:
             yk.mul_(alpha)
-        if adc_levels is not None:
-            yk.round_().clamp_(-adc_levels, adc_levels)
-        elif p.out_bound is not None:
-            yk.clamp_(-p.out_bound, p.out_bound)
-        if static * unit != 1.0:
-            yk.mul_(static * unit)
-        yk.mul_(mat.out_scale[:, k])
+        _periphery_(yk, static_factor, False, adc_levels, bound, mat.out_scale[:, k])
         if y is None:
             y = yk
         elif graph:

@@ -193,25 +193,27 @@ class AnalogLinear(AnalogLayer, nn.Linear):
         # analog products in the matrix's compute dtype (float32 for a bfloat16 model: aimc.nn.cache)
         if not self.analog.config.periphery.needs_matrix_path:
             return cache.linear(self.analog, x, bias, self.aimc_name)
-        return in_dtype(self.analog.compute_dtype, self._tiles_forward, x, bias)
-
-    def _tiles_forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        lead = x.shape[:-1]
-        if bands_apply(self.analog):  # static range, no output noise: one GEMM per row band, row-major result
-            y = self.analog.run_tiles(bands_forward, self.analog, x.reshape(-1, self.in_features), self.aimc_name,
-                                      bias)
-            return y.reshape(*lead, self.out_features)
-        cols = x.reshape(-1, self.in_features).t().unsqueeze(0)  # (1, in, N) view: no copy
-        # run_tiles gives (1, out, N): its transpose is column-major, so the result is laid out row-major once here
-        # (a copy of the output, ~0.5 % of the product's time at 576 x 1536 x 512); a column-major result made
-        # every later op on it slower and sent attention to SDPA's math path instead of the flash kernel
-        y = self.analog.run_tiles(tiles_forward, self.analog, cols, self.aimc_name)
-        return _row_major(y[0].t(), bias).reshape(*lead, self.out_features)
+        return in_dtype(self.analog.compute_dtype, linear_tiles, x, self.analog, self.aimc_name, bias)
 
     def aimc_product(self, key: str, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """A product on ``self.weight`` performed elsewhere (``F.linear(x, layer.weight, bias)`` in a parent, a
         fused fast path): the module call, so forward hooks (``aimc.calibrate_input_ranges``) see it too."""
         return self(x, aimc_bias=bias)
+
+
+def linear_tiles(x: torch.Tensor, mat: AnalogMatrix, name: str, bias: torch.Tensor | None) -> torch.Tensor:
+    """Matrix path of a linear product on ``mat`` (drifted): ``x`` ``(*, in)`` → ``(*, out)`` row-major, plus
+    ``bias``; ``x`` in ``mat.compute_dtype`` (the callers cast, :func:`aimc.nn.cache.in_dtype`)."""
+    lead = x.shape[:-1]
+    if bands_apply(mat):  # static range, no output noise: one GEMM per row band, row-major result
+        y = mat.run_tiles(bands_forward, mat, x.reshape(-1, x.shape[-1]), name, bias)
+        return y.reshape(*lead, mat.layout.out_features)
+    cols = x.reshape(-1, x.shape[-1]).t().unsqueeze(0)  # (1, in, N) view: no copy
+    # run_tiles gives (1, out, N): its transpose is column-major, so the result is laid out row-major once here
+    # (a copy of the output, ~0.5 % of the product's time at 576 x 1536 x 512); a column-major result made
+    # every later op on it slower and sent attention to SDPA's math path instead of the flash kernel
+    y = mat.run_tiles(tiles_forward, mat, cols, name)
+    return _row_major(y[0].t(), bias).reshape(*lead, mat.layout.out_features)
 
 
 def _row_major(y_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

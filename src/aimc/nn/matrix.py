@@ -22,11 +22,9 @@ from torch import nn
 
 from aimc.config import AnalogConfig
 from aimc.errors import StateError, UnsupportedLayerError
-from aimc.nn.layers import _check_input, _row_major
+from aimc.nn.layers import _check_input, linear_tiles
 from aimc.nn import cache
 from aimc.nn.cache import in_dtype
-from aimc.nn.bands import bands_apply, bands_forward
-from aimc.nn.mvm import tiles_forward
 from aimc.nn.tile import AnalogMatrix
 from aimc.nn.weight import plain
 
@@ -60,19 +58,7 @@ def mvm(layer: nn.Module, key: str, x: torch.Tensor, w: torch.Tensor, bias: torc
     # in the matrix's compute dtype (float32 for a bfloat16 model: aimc.nn.cache)
     if not mat.config.periphery.needs_matrix_path:
         return cache.linear(mat, x, bias, name)
-    return in_dtype(mat.compute_dtype, _tiles, x, mat, name, bias)
-
-
-def _tiles(x: torch.Tensor, mat: AnalogMatrix, name: str, bias: torch.Tensor | None) -> torch.Tensor:
-    """Matrix path of :func:`mvm`."""
-    lead = x.shape[:-1]
-    if bands_apply(mat):  # static range, no output noise: one GEMM per row band, row-major result
-        y = mat.run_tiles(bands_forward, mat, x.reshape(-1, x.shape[-1]), name, bias)
-        return y.reshape(*lead, mat.layout.out_features)
-    cols = x.reshape(-1, x.shape[-1]).t().unsqueeze(0)  # (1, in, N) view: no copy
-    # row-major result (see AnalogLinear.forward), bias added in the same pass
-    y = mat.run_tiles(tiles_forward, mat, cols, name)[0].t()
-    return _row_major(y, bias).reshape(*lead, mat.layout.out_features)
+    return in_dtype(mat.compute_dtype, linear_tiles, x, mat, name, bias)
 
 
 class MatrixOwner:

@@ -80,6 +80,23 @@ def _dac_codes(x: torch.Tensor, sc: torch.Tensor | float, step: float | None, cl
     return q
 
 
+def _periphery_(part: torch.Tensor, factor: torch.Tensor | float | None, bm: bool, adc_levels: int | None,
+                bound: float | None, out_scale: torch.Tensor) -> torch.Tensor:
+    """In place, on outputs in ADC steps: the ADC (rounding; clipping unless bound management re-reads every vector
+    that reaches the bound), then × ``factor`` (input range × ADC step: per vector, or one number; ``None`` for 1)
+    × digital scale. ``adc_levels`` ``None`` and ``bm``: outputs of :func:`aimc.periphery.block_mvm`, which has
+    applied the ADC."""
+    if adc_levels is not None:
+        part.round_()
+        if not bm:
+            part.clamp_(-adc_levels, adc_levels)
+    elif bound is not None and not bm:
+        part.clamp_(-bound, bound)
+    if factor is not None:
+        part.mul_(factor)
+    return part.mul_(out_scale)
+
+
 def tiles_forward(mat, cols: torch.Tensor, name: str, *, owned: bool = False,  # noqa: ANN001
                   scale_fn: Callable[[int, int], torch.Tensor] | None = None,
                   rebuild: Callable[[], torch.Tensor] | None = None,

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from aimc.nn.mvm import _dac_codes, _mvm_noisy, adc_unit, out_noise_std
+from aimc.nn.mvm import _dac_codes, _mvm_noisy, _periphery_, adc_unit, out_noise_std
 from aimc.nn import noise_ahead
 from aimc.nn.parallel_normal import lane_count, normal_, worker_pool
 from aimc.periphery import block_mvm, bm_may_retry, dac_step
@@ -193,23 +193,6 @@ def batched_forward(layer, x: torch.Tensor, pads: tuple[int, int, int, int], k: 
     for part in parts[1:]:
         y.add_(part)
     return y
-
-
-def _periphery_(part: torch.Tensor, factor: torch.Tensor | float | None, bm: bool, adc_levels: int | None,
-                bound: float | None, out_scale: torch.Tensor) -> torch.Tensor:
-    """In place, on outputs in ADC steps: the ADC (rounding; clipping unless bound management re-reads every vector
-    that reaches the bound), then × ``factor`` (input range × ADC step: per vector, or one number; ``None`` for 1)
-    × digital scale. ``adc_levels`` ``None`` and ``bm``: outputs of :func:`aimc.periphery.block_mvm`, which has
-    applied the ADC."""
-    if adc_levels is not None:
-        part.round_()
-        if not bm:
-            part.clamp_(-adc_levels, adc_levels)
-    elif bound is not None and not bm:
-        part.clamp_(-bound, bound)
-    if factor is not None:
-        part.mul_(factor)
-    return part.mul_(out_scale)
 
 
 def patch_absmax(xs: torch.Tensor, pads: tuple[int, int, int, int], k: tuple[int, int], dil: tuple[int, int],
