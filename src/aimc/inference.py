@@ -19,8 +19,8 @@ from aimc.nn import checks, threads
 from aimc.nn.cache import half_choice
 from aimc.nn.convert import analog_layers
 
-__all__ = ["program", "at_time", "set_gdc", "calibrate_input_ranges", "calibrate_output_ranges", "check_seed", "check_time", "device_state_bytes",
-           "model_device", "gdc_report"]
+__all__ = ["program", "at_time", "set_gdc", "calibrate_input_ranges", "calibrate_output_ranges", "check_seed",
+           "check_time", "device_state_bytes", "model_device", "gdc_report"]
 
 log = logging.getLogger("aimc")
 _SOURCES = ("measured", "pooled", "model")
@@ -103,7 +103,8 @@ def at_time(model: nn.Module, t_seconds: float, *, seed: int, gdc: bool | None =
     # largest matrices first: each matrix's transient (its float32 analog weights, about 1.5x its size with a
     # float16 cache) then coincides with the fewest finished caches; every matrix has its own seeds, so the order
     # changes no number
-    mats = sorted(_matrices(model), key=lambda m: -m[2].numel())
+    in_order = _matrices(model)
+    mats = sorted(in_order, key=lambda m: -m[2].numel())
     with torch.no_grad():
         for name, mat, w in mats:
             use = mat.config.compensation.gdc if gdc is None else bool(gdc)
@@ -111,7 +112,7 @@ def at_time(model: nn.Module, t_seconds: float, *, seed: int, gdc: bool | None =
             info = mat.gdc_info
             if info is not None and (bool(info["source"].any()) or bool(info["bounded"].any())):
                 fallback.append(name)
-    order = {name: i for i, (name, _, _) in enumerate(_matrices(model))}
+    order = {name: i for i, (name, _, _) in enumerate(in_order)}
     fallback.sort(key=order.__getitem__)
     if fallback:
         log.info("aimc.at_time(t=%g s): the correlation GDC read-out of %d matrices (%s) was too noisy or out of "
@@ -135,9 +136,8 @@ def set_gdc(model: nn.Module, on: bool) -> None:
         StateError: the last ``at_time`` was not called with ``keep=True``.
     """
     with torch.no_grad():
-        for _, layer in _layers(model):
-            for mat, _ in layer.analog_matrices().values():
-                mat.set_gdc(bool(on))
+        for _, mat, _ in _matrices(model):
+            mat.set_gdc(bool(on))
 
 
 def gdc_report(model: nn.Module) -> list[dict]:
@@ -301,13 +301,14 @@ def _run_digital(model: nn.Module, data: Iterable, n_batches: int, hooks: list) 
     training mode restored afterwards, also on error or interrupt."""
     was_training = model.training
     model.eval()
+    layers, device = _layers(model), model_device(model)
     try:
         with torch.no_grad():
             for i, batch in enumerate(data):
                 if i >= n_batches:
                     break
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                _digital_forward(model, _layers(model), x.to(model_device(model)))
+                _digital_forward(model, layers, x.to(device))
     finally:
         for h in hooks:
             h.remove()
