@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> None:
 
     digital, tok = llm.load_smollm2(a.model)
     data = llm.lm_batches(llm.sample_windows(llm.corpus_windows(tok, a.corpus, "test"), a.windows))
-    val = llm.corpus_windows(tok, a.corpus, "validation")
-    calib = llm.lm_batches(val[[(2 * i + 1) * val.shape[0] // 8 for i in range(4)]])
+    calib = grid.calibration_batches(tok, a.corpus, 4)
     cache = Path(tempfile.mkdtemp()) / "calib.json"
     print(f"digital: {score(digital, data, 'perplexity'):.2f}", flush=True)
 

@@ -128,6 +128,13 @@ def _noisy_copy(model: torch.nn.Module, eta: float, seed: int) -> torch.nn.Modul
     return noisy
 
 
+def calibration_batches(tok, corpus: str | Path, n: int) -> list[dict[str, torch.Tensor]]:  # noqa: ANN001
+    """The ``n`` validation windows the static DAC and ADC ranges are calibrated on: the midpoints between the rows
+    of the evenly spaced sample ``sample_windows(validation, n)``, so never a window a validation run evaluates."""
+    val = llm.corpus_windows(tok, corpus, "validation")
+    return llm.lm_batches(val[[(2 * i + 1) * val.shape[0] // (2 * n) for i in range(n)]])
+
+
 def _calibrate(model: torch.nn.Module, calib: list, dacq: float | None, adcq: float | None, cache: Path,
                key: str) -> None:
     """``aimc.llm.calibrate``, or the ranges it found for ``key`` in an earlier run (JSON ``cache``: a restarted
@@ -149,9 +156,7 @@ def _calibrate(model: torch.nn.Module, calib: list, dacq: float | None, adcq: fl
                 mat.config = dc.replace(mat.config, periphery=dc.replace(mat.config.periphery, out_bound=b))
         return
     if dacq is None:
-        from aimc.inference import calibrate_output_ranges
-
-        calibrate_output_ranges(model, [b["input_ids"] for b in calib], n_batches=len(calib), quantile=adcq)
+        aimc.calibrate_output_ranges(model, [b["input_ids"] for b in calib], n_batches=len(calib), quantile=adcq)
     else:
         llm.calibrate(model, calib, n_batches=len(calib), quantile=dacq, adc_quantile=adcq)
     store[key] = {name: [float(layer.analog.input_range), layer.analog.config.periphery.out_bound]
@@ -280,9 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     digital, tok = llm.load_smollm2(a.model)
     windows = llm.sample_windows(llm.corpus_windows(tok, a.corpus, a.split), a.windows)
     data = llm.lm_batches(windows)
-    val = llm.corpus_windows(tok, a.corpus, "validation")
-    n_val = val.shape[0]  # midpoints between the evenly spaced sample's rows: never a window that is evaluated
-    calib = llm.lm_batches(val[[(2 * i + 1) * n_val // (2 * a.calib_windows) for i in range(a.calib_windows)]])
+    calib = calibration_batches(tok, a.corpus, a.calib_windows)
     tag = f"smollm2-135m/{a.split}{len(windows)}"
     print(f"loaded in {time.time() - t0:.1f} s; {tag}: {windows.numel()} tokens", flush=True)
 
