@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import torch
 
-from aimc.periphery import block_mvm
+from aimc.periphery import block_mvm, dac_step
 
 __all__ = ["MAX_REL_ERROR", "NU_SIGMAS", "correlation_inputs", "readout_amplitude", "tile_reads", "per_tile_mean",
            "per_column_mean", "group_mean", "estimate", "physical_bounds", "model_factor"]
@@ -69,7 +69,7 @@ def readout_amplitude(w_a: torch.Tensor, layout, p) -> torch.Tensor:  # noqa: AN
         norm = float(torch.linalg.vector_norm(w_a[:, s:e].double(), dim=1).max()) if w_a.numel() else 0.0
         a = 1.0 if norm <= 0 else min(1.0, p.out_bound / (4.0 * norm))
         if p.dac_bits is not None:
-            step = 2.0 / (2**p.dac_bits - 2)
+            step = dac_step(p.dac_bits)
             a = max(1, math.floor(a / step + 1e-9)) * step
         amp[k] = a
     return amp
