@@ -158,6 +158,20 @@ def test_closed_form_statistics_match_the_sheet_everywhere(nd: int) -> None:
         assert float(ps[k]) == pytest.approx(sigma_prog_closed(x, nd), abs=1e-12), ("prog", x)
 
 
+@pytest.mark.parametrize("nd", VARIANTS)
+def test_read_q_s_at_zero_and_subnormal_conductances(nd: int) -> None:
+    """Q_s of g_prog = 0, of subnormal float32 values and around the log floor (aimc.devices.hermes._LOG_FLOOR:
+    the logarithm is taken of max(r, 1e-30) for speed) equals the sheet's form in float32; r = 0.01, on the clipped
+    log-linear branch but below the clip, fails if the floor were set above ~0.009."""
+    d = Hermes(num_devices=nd)
+    rs = [0.0, 1e-45, 1e-40, 1e-38, 1e-31, 1e-30, 1e-29, 1e-20, 1e-7, 0.01]
+    q = d.read_q_s(torch.tensor(rs, dtype=torch.float32) * d.g_max)
+    r32 = (torch.tensor(rs, dtype=torch.float32) * d.g_max) / d.g_max
+    for k, r in enumerate(r32.tolist()):
+        assert float(q[k]) == pytest.approx(q_s_closed(r, nd), rel=1e-6), r
+    assert torch.equal(q[:7], torch.full((7,), 0.04, dtype=torch.float32))  # the clip's upper end, as at r = 0
+
+
 def test_root_factor_matches_the_sheet() -> None:
     """Reference §1 [D] (t0 = 300 s): 4.42 at t = 0, 4.70 at 1 h, 5.02 at 1 day, 5.57 at 1 year."""
     d = Hermes(num_devices=2)
