@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 __all__ = ["threefry2x32", "uniform", "normal", "CounterStream", "standard_normal", "split_key"]
@@ -151,19 +152,49 @@ def _step(device: torch.device) -> int:
 def _unit(x: torch.Tensor) -> torch.Tensor:
     """float64 uniforms in (0, 1) from int32 words: (x + 2³¹ + ½) / 2³², i.e. the word's unsigned value with its
     top bit flipped, plus ½, over 2³² (a bijection of the 2³² words onto the cell centres)."""
-    return (x.to(torch.float64) + (2.0**31 + 0.5)).mul_(2.0**-32)
+    c = _bm_constants(x.device)
+    return x.to(torch.float64).add_(c[0]).mul_(c[1])
 
 
 def _box_muller(x0: torch.Tensor, x1: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor] | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Both Box–Muller normals (r·cos θ, r·sin θ), float32, from two int32 words: r = sqrt(−2 ln u) with u from all
     32 bits of ``x0`` in float64 (tails to |z| ≤ 6.66), θ = 2π·(top 24 bits of ``x1`` + ½)/2²⁴ in float32 (exact
-    up to the product with 2π). ``out``: two float32 tensors of ``x0``'s shape to write them into."""
-    r = _unit(x0).log_().mul_(-2.0).sqrt_().to(torch.float32)
-    theta = (x1 >> 8).to(torch.float32).add_(2.0**23 + 0.5).mul_(2.0 * math.pi * 2.0**-24)
+    up to the product with 2π). ``out``: two float32 tensors of ``x0``'s shape to write them into.
+
+    On CPU the float64 logarithm and square root are numpy's (in place on the tensor's memory): 2.5x faster than
+    torch's vectorised float64 ones here, and the square root is correctly rounded. The radius is rounded to float32
+    afterwards, so the libraries' last-bit differences in float64 (0.2 % of logarithms, 1.3 % of roots) change it
+    only when they cross a float32 rounding boundary, with probability about 2⁻²⁹ each: none of 2²⁸ normals
+    differed from torch's, nor the SmolLM2 chips' weights."""
+    u, (a_unit, m_unit, m2, sh, a_theta, m_theta) = _unit(x0), _bm_constants(x0.device)
+    if u.device.type == "cpu":
+        a = u.numpy()
+        np.log(a, out=a)
+        u.mul_(m2)
+        np.sqrt(a, out=a)
+    else:
+        u.log_().mul_(m2).sqrt_()
+    r = u.to(torch.float32)
+    theta = torch.bitwise_right_shift(x1, sh).to(torch.float32).add_(a_theta).mul_(m_theta)
     if out is None:
         return torch.cos(theta).mul_(r), torch.sin(theta).mul_(r)
     return torch.cos(theta, out=out[0]).mul_(r), torch.sin(theta, out=out[1]).mul_(r)
+
+
+_BM_CONSTANTS: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+
+def _bm_constants(device: torch.device) -> tuple[torch.Tensor, ...]:
+    """0-d tensors of :func:`_unit`'s and :func:`_box_muller`'s constants (float64: 2³¹ + ½, 2⁻³², −2; int32: 8;
+    float32: 2²³ + ½, 2π·2⁻²⁴), the values torch would use for the Python numbers, without its slower scalar path."""
+    found = _BM_CONSTANTS.get(device)
+    if found is None:
+        f64 = [torch.tensor(v, dtype=torch.float64, device=device) for v in (2.0**31 + 0.5, 2.0**-32, -2.0)]
+        f32 = [torch.tensor(v, dtype=torch.float32, device=device) for v in (2.0**23 + 0.5, 2.0 * math.pi * 2.0**-24)]
+        found = (*f64, torch.tensor(8, dtype=torch.int32, device=device), *f32)
+        _BM_CONSTANTS[device] = found
+    return found
 
 
 def _pairs(idx: torch.Tensor, half: int) -> torch.Tensor | None:
