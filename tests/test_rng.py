@@ -152,3 +152,51 @@ def test_cpu_and_cuda_give_the_same_numbers():
     gpu = rng.normal(123, 4, 100_000, device="cuda").cpu()
     assert torch.equal(rng.uniform(123, 4, 100_000), rng.uniform(123, 4, 100_000, device="cuda").cpu())
     assert torch.allclose(cpu, gpu, rtol=0, atol=1e-5)  # same bits in; float32 cos/sin may differ in the last ulp
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("counter,key,expected", KAT)
+def test_numpy_rounds_give_the_known_answers(counter, key, expected):
+    """The numpy uint32 rounds (CPU at one torch thread) against Random123's vectors."""
+    np = pytest.importorskip("numpy")
+    x0, x1 = rng._rounds_numpy(np.array([counter[0]], np.uint32), np.array([counter[1]], np.uint32), key)
+    assert (int(x0[0]), int(x1[0])) == expected
+
+
+def test_numpy_and_torch_rounds_give_the_same_words(one_thread):
+    """The two implementations of the rounds on 2^18 counters (high words past 2^31 included) and 5 keys, and
+    normal() of the same draw at 1 thread (numpy rounds) and 2 threads (torch rounds): identical."""
+    far = torch.randint(0, 1 << 47, (1 << 17,), generator=torch.Generator().manual_seed(3))
+    c = torch.cat([torch.arange(1 << 17), far])
+    for seed in (0, 1, 2**32 + 5, -7, 0x9E3779B97F4A7C15):
+        k = rng.split_key(seed)
+        a0, a1 = rng._words(k, 3, c)  # numpy
+        torch.set_num_threads(2)
+        b0, b1 = rng._words(k, 3, c)  # torch
+        torch.set_num_threads(1)
+        assert torch.equal(a0, b0) and torch.equal(a1, b1)
+    z1 = rng.normal(11, 2, 300_001)
+    torch.set_num_threads(2)
+    assert torch.equal(z1, rng.normal(11, 2, 300_001))
+
+
+def test_box_muller_radius_equals_torchs_float64_computation():
+    """The radius's float64 log and sqrt come from numpy on CPU; the float32 normals equal those of torch's own
+    float64 log and sqrt on 2^20 counters (a last-bit float64 difference reaches float32 with probability ~2^-29:
+    the expected number of differing normals here is ~3e-5), and a wrong factor (−2) or a float32 log would fail."""
+    x0, x1 = rng.threefry2x32(torch.arange(1 << 20), 0, (21, 4))
+    x0, x1 = rng._to_i32(x0), rng._to_i32(x1)
+    cos, sin = rng._box_muller(x0, x1)
+    u = (x0.to(torch.float64) + (2.0**31 + 0.5)) * 2.0**-32
+    r = torch.sqrt(-2.0 * torch.log(u)).to(torch.float32)
+    theta = (x1 >> 8).to(torch.float32).add_(2.0**23 + 0.5).mul_(2.0 * math.pi * 2.0**-24)
+    assert torch.equal(cos, torch.cos(theta) * r) and torch.equal(sin, torch.sin(theta) * r)
