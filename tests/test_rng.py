@@ -200,3 +200,25 @@ def test_box_muller_radius_equals_torchs_float64_computation():
     r = torch.sqrt(-2.0 * torch.log(u)).to(torch.float32)
     theta = (x1 >> 8).to(torch.float32).add_(2.0**23 + 0.5).mul_(2.0 * math.pi * 2.0**-24)
     assert torch.equal(cos, torch.cos(theta) * r) and torch.equal(sin, torch.sin(theta) * r)
+
+
+def test_pairs_stream_equals_the_index_stream():
+    """CounterStream.pairs (a block of differential pairs' columns c0:c1 in a (2, out, rows) tensor) draws what the
+    explicit flat index draws, over several draws and with with_key; bad ranges are refused."""
+    out, rows, (c0, c1) = 7, 5, (2, 6)
+    index = (torch.arange(2).view(2, 1, 1) * (out * rows) + torch.arange(c0, c1).view(1, -1, 1) * rows
+             + torch.arange(rows).view(1, 1, -1)).flatten()
+    a = rng.CounterStream(9, index=index, size=2 * out * rows)
+    b = rng.CounterStream.pairs(9, c0 * rows, c1 * rows, 2 * out * rows)
+    for _ in range(3):
+        assert torch.equal(a.normal((2, c1 - c0, rows), device=None, dtype=torch.float32),
+                           b.normal((2, c1 - c0, rows), device=None, dtype=torch.float32))
+    assert torch.equal(a.with_key(4).normal((index.numel(),), device=None, dtype=torch.float32),
+                       b.with_key(4).normal((index.numel(),), device=None, dtype=torch.float32))
+    whole = rng.normal(9, 0, 2 * out * rows)
+    assert torch.equal(rng.CounterStream.pairs(9, c0 * rows, c1 * rows, 2 * out * rows).normal(
+        (index.numel(),), device=None, dtype=torch.float32), whole[index])
+    with pytest.raises(ValueError, match="elements"):
+        b.normal((3,), device=None, dtype=torch.float32)
+    with pytest.raises(ValueError, match="start"):
+        rng.CounterStream.pairs(9, 0, out * rows + 1, 2 * out * rows)

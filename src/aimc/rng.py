@@ -298,17 +298,25 @@ def normal(key: int, draw: int, n: int | None = None, *, index: torch.Tensor | N
     step = _step(idx.device)
     first = _pairs(idx, half) if _first is False else _first
     if first is not None:
-        out = torch.empty(m, dtype=torch.float32, device=idx.device)
-        for s in range(0, m // 2, step):
-            e = min(m // 2, s + step)
-            _box_muller(*_words(k, draw, first[s:e], low=half <= 1 << 32), out=(out[s:e], out[m // 2 + s:m // 2 + e]))
-        return out
+        return _paired(k, draw, first, half)
     out = torch.empty(m, dtype=torch.float32, device=idx.device)
     for s in range(0, m, step):
         i = idx[s:s + step]
         second = i >= half
         cos, sin = _box_muller(*_words(k, draw, torch.where(second, i - half, i)))
         out[s:s + step] = torch.where(second, sin, cos)
+    return out
+
+
+def _paired(k: tuple[int, int], draw: int, first: torch.Tensor, half: int) -> torch.Tensor:
+    """The normals of counters ``first`` (int64, each < ``half``): their cosines, then their sines (elements
+    ``first`` and ``first`` + ``half`` of the draw)."""
+    m = 2 * first.numel()
+    out = torch.empty(m, dtype=torch.float32, device=first.device)
+    step = _step(first.device)
+    for s in range(0, m // 2, step):
+        e = min(m // 2, s + step)
+        _box_muller(*_words(k, draw, first[s:e], low=half <= 1 << 32), out=(out[s:e], out[m // 2 + s:m // 2 + e]))
     return out
 
 
@@ -337,6 +345,20 @@ class CounterStream:
         self.draw = int(first_draw)
         self._first: torch.Tensor | None | bool = False  # not analysed yet
 
+    @classmethod
+    def pairs(cls, key: int, start: int, stop: int, size: int, *, device: torch.device | str | None = None,
+              first_draw: int = 0) -> "CounterStream":
+        """A stream over the elements ``start … stop − 1`` and ``H + start … H + stop − 1`` (in that order) of a
+        tensor of ``size`` elements, H = ⌈size/2⌉: the two devices of a block of differential pairs, which share
+        counters ``start … stop − 1``. The same numbers as ``CounterStream(key, index=..., size=size)`` with that
+        index, without building and analysing the index."""
+        half = (int(size) + 1) // 2
+        if not 0 <= start <= stop <= half:
+            raise ValueError(f"CounterStream.pairs: need 0 ≤ start ≤ stop ≤ ⌈size/2⌉ = {half}, got {start}, {stop}")
+        s = cls(key, size=size, first_draw=first_draw)
+        s._first = torch.arange(int(start), int(stop), device=device)
+        return s
+
     def with_key(self, key: int, *, first_draw: int = 0) -> "CounterStream":
         """A stream of another key over the same elements (``index``, ``size``), sharing this one's analysis of
         the index."""
@@ -347,10 +369,16 @@ class CounterStream:
     def normal(self, shape: torch.Size | tuple[int, ...], *, device: torch.device | str | None,
                dtype: torch.dtype) -> torch.Tensor:
         shape = torch.Size(shape)
-        if self.index is not None and self.index.numel() != shape.numel():
-            raise ValueError(f"CounterStream index has {self.index.numel()} elements, the draw asks for "
+        pairs = self.index is None and isinstance(self._first, torch.Tensor)  # CounterStream.pairs
+        count = 2 * self._first.numel() if pairs else None if self.index is None else self.index.numel()
+        if count is not None and count != shape.numel():
+            raise ValueError(f"CounterStream index has {count} elements, the draw asks for "
                              f"{shape.numel()} ({tuple(shape)})")
-        if self.index is None:
+        if pairs:
+            _check_draw(self.draw)
+            first = self._first if device is None else self._first.to(device)
+            z = _paired(split_key(self.key), self.draw, first, (self.size + 1) // 2)
+        elif self.index is None:
             z = normal(self.key, self.draw, shape.numel(), device=device)
         else:
             if self._first is False:  # the index's analysis, once for all draws (and for with_key's streams)

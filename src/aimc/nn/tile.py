@@ -115,14 +115,6 @@ def _block_sums(w: torch.Tensor) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
 
 
-def _flat_index(out: int, rows: int, cols: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """Flat indices in a ``(2, out, rows)`` tensor of its output columns c0:c1 (counters of their devices)."""
-    c0, c1 = cols
-    return (torch.arange(2, device=device).view(2, 1, 1) * (out * rows)
-            + torch.arange(c0, c1, device=device).view(1, -1, 1) * rows
-            + torch.arange(rows, device=device).view(1, 1, -1)).flatten()
-
-
 def _generator(seed: int, device: torch.device) -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed)
@@ -278,8 +270,10 @@ class AnalogMatrix(GdcReadout, nn.Module):
         c0, c1 = (0, out) if cols is None else cols
         g_t = mapping.weights_to_conductances(_master(weight[c0:c1]), w_max[c0:c1], self.layout,
                                               self.config.device.g_max)
-        index = None if cols is None else _flat_index(out, rows, cols, g_t.device)
-        return g_t, CounterStream(int(self.prog_seed), index=index, size=2 * out * rows)
+        if cols is None:
+            return g_t, CounterStream(int(self.prog_seed), size=2 * out * rows)
+        # the devices of columns c0:c1 in the (2, out, rows) whole: elements c0·rows … c1·rows − 1 of each half
+        return g_t, CounterStream.pairs(int(self.prog_seed), c0 * rows, c1 * rows, 2 * out * rows, device=g_t.device)
 
     def _blocks(self, weight: torch.Tensor | None, t: float | None, name: str,
                 read_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
