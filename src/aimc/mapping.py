@@ -248,4 +248,5 @@ def weights_to_conductances(weight: torch.Tensor, w_max: torch.Tensor, layout: T
 
 def conductances_to_weights(g: torch.Tensor, w_max: torch.Tensor, layout: TileLayout, g_max: float) -> torch.Tensor:
     """Weights ``(out, rows)`` from conductances ``(2, out, rows)`` (µS): (g+ − g−)·w_max/g_max."""
-    return (g[0] - g[1]) * (expand_rows(w_max, layout) / g_max)
+    # w_max/g_max per (column, row tile), then expanded: the same factors without an (out, rows) division
+    return (g[0] - g[1]) * expand_rows(w_max / g_max, layout)

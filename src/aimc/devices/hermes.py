@@ -92,10 +92,12 @@ def _branch(r: torch.Tensor, spec: _Branch, log_r: torch.Tensor | None = None) -
         # ln of r ≥ _LOG_FLOOR only: at r = 0 (a device programmed to 0 µS) torch's vectorised log takes a slow path
         # (5x slower on CPU); every r ≤ _LOG_FLOOR clips to the same end as ln 0 = −∞ (_check_floor), so the
         # statistic is the same number
-        log_r = torch.clamp(r, min=_LOG_FLOOR).log_()
-    low = log_r.mul(a).add_(b).clamp_(lo, hi)
-    high = torch.full_like(r, poly[0])  # Horner's scheme in place (the same operations as 0·r + c0, ...)
-    for c in poly[1:]:
+        low = torch.clamp(r, min=_LOG_FLOOR).log_().mul_(a)
+    else:
+        low = log_r.mul(a)  # the caller's ln r is shared by two statistics: not overwritten
+    low.add_(b).clamp_(lo, hi)
+    high = torch.mul(r, poly[0]).add_(poly[1])  # Horner's scheme (c0·r + c1)·r + ..., the same operations in place
+    for c in poly[2:]:
         high.mul_(r).add_(c)
     # torch.where(r < split, low, high), as a linear interpolation with weights 0/1, which gives exactly one end
     # (ATen's lerp: start + w·(end − start) for w < ½, else end − (end − start)·(1 − w); both ends are finite):
@@ -184,20 +186,20 @@ class Hermes:
         """σ of the programming noise in µS at target ``g_target`` (µS), before ``prog_noise_scale``."""
         x = g_target / self.g_max
         c = self.prog_coeffs
-        s = torch.full_like(x, c[-1])  # Horner's scheme in place (the same operations as 0·x + c3, ...)
-        for ci in reversed(c[:-1]):
+        s = torch.mul(x, c[-1]).add_(c[-2])  # Horner's scheme ((c3·x + c2)·x + c1)·x + c0, in place
+        for ci in reversed(c[:-2]):
             s.mul_(x).add_(ci)
         return s.mul_(self.g_max / self.prog_g_max_reference)
 
     def drift_stats(self, g_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(μ_ν, σ_ν) of the drift exponent before folding and ``drift_scale``, from the target conductance (µS)."""
-        r = torch.clamp(g_target.abs() / self.g_max, min=1e-7)
+        r = g_target.abs().div_(self.g_max).clamp_(min=1e-7)
         log_r = torch.log(r)  # one logarithm for both statistics
         return _branch(r, _DRIFT_MEAN, log_r), _branch(r, HERMES_VARIANTS[self.num_devices]["drift_std"], log_r)
 
     def read_q_s(self, g_prog: torch.Tensor) -> torch.Tensor:
         """Q_s, the relative 1/f read-noise coefficient, from the programmed conductance (µS); no floor on r_p."""
-        return _branch(g_prog.abs() / self.g_max, HERMES_VARIANTS[self.num_devices]["read_q"])
+        return _branch(g_prog.abs().div_(self.g_max), HERMES_VARIANTS[self.num_devices]["read_q"])
 
     def drift_factor(self, nu: torch.Tensor, t_seconds: float) -> torch.Tensor:
         """(t/t0)^(−ν) with t = t_seconds + t0 (1 at t_seconds = 0)."""
