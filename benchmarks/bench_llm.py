@@ -25,6 +25,7 @@ from bench_core import footer, fmt_t, header, med, paired, timed, verdict  # noq
 
 import aimc  # noqa: E402
 import aimc.llm as llm  # noqa: E402
+import aimc.rng  # noqa: E402
 
 
 def main() -> int:
@@ -37,12 +38,20 @@ def main() -> int:
     ap.add_argument("--only", choices=("forward", "program"), default=None,
                     help="time only the forward passes or only program/at_time (short runs)")
     ap.add_argument("--presets", nargs="+", default=["hermes", "llm_hermes"], choices=("hermes", "llm_hermes"))
+    ap.add_argument("--compiled-rng", action="store_true",
+                    help="opt-in aimc.rng.use_compiled_rounds() (torch.compile; its compile time is printed apart)")
     a = ap.parse_args()
     if a.quick:
         a.threads, a.repeats = [1], 1
     t_start = time.perf_counter()
     header(settings=f"512 tokens, batch 1, repeats {a.repeats}, threads {a.threads}, presets {a.presets}"
-           + (" (--quick)" if a.quick else "") + (f" (--only {a.only})" if a.only else ""))
+           + (" (--quick)" if a.quick else "") + (f" (--only {a.only})" if a.only else "")
+           + (" (--compiled-rng)" if a.compiled_rng else ""))
+    if a.compiled_rng:
+        t0 = time.perf_counter()
+        aimc.rng.use_compiled_rounds(True)
+        print(f"compiled Threefry rounds (aimc.rng.use_compiled_rounds): compiled in {fmt_t(time.perf_counter() - t0)}"
+              " (not in the timings below)", flush=True)
     digital, tok = llm.load_smollm2(a.model)
     ids = llm.sample_windows(llm.corpus_windows(tok, a.corpus, "test"), 1)
     data = llm.lm_batches(ids)
@@ -57,6 +66,10 @@ def main() -> int:
     for n in a.threads:
         torch.set_num_threads(n)
         print(f"\n--- {n} thread(s) ---")
+        if a.compiled_rng:  # torch compiles the kernel again for a new thread count: not in the timings either
+            t0 = time.perf_counter()
+            aimc.rng.normal(0, 0, 1 << 18)
+            print(f"(compiled rounds at {n} thread(s): warm-up {fmt_t(time.perf_counter() - t0)})", flush=True)
         for preset, m in analog.items():
             if a.only == "forward":  # programmed and drifted once, before the first section
                 continue

@@ -222,3 +222,32 @@ def test_pairs_stream_equals_the_index_stream():
         b.normal((3,), device=None, dtype=torch.float32)
     with pytest.raises(ValueError, match="start"):
         rng.CounterStream.pairs(9, 0, out * rows + 1, 2 * out * rows)
+
+
+@pytest.mark.slow
+def test_compiled_rounds_give_the_same_numbers():
+    """aimc.rng.use_compiled_rounds (torch.compile, opt-in): the same normals as the eager rounds (numpy at one
+    thread, torch at two), for the whole-draw, index and pairs paths and a far counter (high word ≠ 0); switched
+    off again afterwards. Slow: the first compilation takes 25-40 s on 2 cores."""
+    n = torch.get_num_threads()
+    far = torch.tensor([5, (1 << 40) + 3, (3 << 44) + 11])
+    try:
+        eager = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            eager[threads] = (rng.normal(3, 1, 70_001), rng.normal(3, 1, index=far, size=1 << 48),
+                              rng.CounterStream.pairs(8, 10, 5000, 20_000).normal((9980,), device=None,
+                                                                                  dtype=torch.float32))
+        try:
+            rng.use_compiled_rounds(True)
+        except RuntimeError as e:
+            pytest.skip(str(e))
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            got = (rng.normal(3, 1, 70_001), rng.normal(3, 1, index=far, size=1 << 48),
+                   rng.CounterStream.pairs(8, 10, 5000, 20_000).normal((9980,), device=None, dtype=torch.float32))
+            assert all(torch.equal(a, b) for a, b in zip(got, eager[threads]))
+    finally:
+        rng.use_compiled_rounds(False)
+        torch.set_num_threads(n)
+    assert rng._compiled is None
