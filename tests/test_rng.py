@@ -228,7 +228,7 @@ def test_pairs_stream_equals_the_index_stream():
 def test_compiled_rounds_give_the_same_numbers():
     """aimc.rng.use_compiled_rounds (torch.compile, opt-in): the same normals as the eager rounds (numpy at one
     thread, torch at two), for the whole-draw, index and pairs paths and a far counter (high word ≠ 0); switched
-    off again afterwards. Slow: the first compilation takes 25-40 s on 2 cores."""
+    off again afterwards. Slow: the first compilation takes 23-38 s on 2 cores."""
     n = torch.get_num_threads()
     far = torch.tensor([5, (1 << 40) + 3, (3 << 44) + 11])
     try:

@@ -231,7 +231,7 @@ def use_compiled_rounds(on: bool = True) -> None:
     """Opt-in speed-up: run the Threefry rounds as one compiled kernel (``torch.compile``; on CPU it needs a C++
     compiler). Integer arithmetic only, so every word, normal and chip is the same as without it, bit for bit
     (tested). The rounds were 30 % of ``aimc.at_time`` on SmolLM2 at one thread; compiled they cost 2.2 instead of
-    9.2 ns per counter here. Switching on compiles at once (about 25–40 s on this 2-core machine the first time;
+    9.2 ns per counter here. Switching on compiles at once (23–38 s on this 2-core machine the first time;
     torch keeps a disk cache) and torch compiles again for each new thread count (about 10 s), so it pays off over
     several ``program``/``at_time`` calls.
 
