@@ -1,6 +1,7 @@
 """Distributed data parallel training with analog layers (gloo, 2 CPU processes): clean weights stay identical on
 every rank, training noise is independent per rank, and a re-run with the same seeds is bit-identical."""
 
+import datetime
 import os
 import socket
 
@@ -22,7 +23,9 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a bounded rendezvous: a rank that never arrives fails the test after 2 min instead of hanging CI (one fresh-clone
+    # run on 2026-12-07 sat 20 min with one rank waiting here and the other gone)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
     try:
         torch.manual_seed(0)  # same initial weights on every rank
         model = aimc.convert(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)), aimc.presets.joshi2020())
