@@ -24,6 +24,7 @@ Public pieces:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -67,7 +68,7 @@ def threefry2x32(c0: torch.Tensor, c1: torch.Tensor | int, key: tuple[int, int])
     """
     c1 = torch.as_tensor(c1, dtype=torch.int64, device=c0.device)
     a, b = torch.broadcast_tensors(_to_i32(c0), _to_i32(c1))
-    x0, x1 = _rounds(a.clone(), b.clone(), key)
+    x0, x1 = _rounds(a.clone(), b.clone(), (int(key[0]), int(key[1])))  # a tuple: the constants are cached by key
     return x0.to(torch.int64) & _MASK, x1.to(torch.int64) & _MASK
 
 
@@ -95,28 +96,24 @@ def _rounds(x0: torch.Tensor, x1: torch.Tensor, key: tuple[int, int]) -> tuple[t
     return x0, x1
 
 
-_CONSTANTS: dict[tuple[int, int, torch.device], tuple] = {}
-
-
-def _constants(key: tuple[int, int], device: torch.device) -> tuple[tuple, tuple]:
-    """The rounds' constants as int32 0-d tensors on ``device``: the key injections (s = 0..5: words ks[s % 3] and
-    ks[(s + 1) % 3] + s, ks = (k0, k1, parity ^ k0 ^ k1)) and per rotation r the shifts r, 32 − r and the mask
-    2ʳ − 1. Kept for the last few keys (a draw calls this once per pass of counters)."""
+@functools.lru_cache(maxsize=64)
+def _key_schedule(key: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+    """The six key injections of the rounds (s = 0..5): words ks[s % 3] and ks[(s + 1) % 3] + s modulo 2³², with
+    ks = (k0, k1, parity ^ k0 ^ k1); the one schedule the torch, numpy and compiled rounds take their constants from."""
     k0, k1 = int(key[0]) & _MASK, int(key[1]) & _MASK
-    ck = (k0, k1, device)
-    found = _CONSTANTS.get(ck)
-    if found is not None:
-        return found
+    ks = (k0, k1, _PARITY ^ k0 ^ k1)
+    return tuple((ks[s % 3], (ks[(s + 1) % 3] + s) & _MASK) for s in range(6))
 
+
+@functools.lru_cache(maxsize=64)
+def _constants(key: tuple[int, int], device: torch.device) -> tuple[tuple, tuple]:
+    """The rounds' constants as int32 0-d tensors on ``device``: the key injections (:func:`_key_schedule`) and per
+    rotation r the shifts r, 32 − r and the mask 2ʳ − 1 (cached: a draw asks once per pass of counters)."""
     def c(v: int) -> torch.Tensor:
         return torch.tensor(_s32(v), dtype=torch.int32, device=device)
 
-    ks = (k0, k1, _PARITY ^ k0 ^ k1)
-    inject = tuple((c(ks[s % 3]), c(ks[(s + 1) % 3] + s)) for s in range(6))
+    inject = tuple((c(a), c(b)) for a, b in _key_schedule(key))
     rot = tuple((c(r), c(32 - r), c((1 << r) - 1)) for r in _ROT)
-    if len(_CONSTANTS) >= 64:
-        _CONSTANTS.clear()
-    _CONSTANTS[ck] = (inject, rot)
     return inject, rot
 
 
@@ -161,22 +158,18 @@ def _words(key: tuple[int, int], draw: int, c: torch.Tensor, *, low: bool = Fals
     return _rounds(c.to(torch.int32), ((c >> 32) + (draw << 16)).to(torch.int32), key)
 
 
-_NP_CONSTANTS: dict[tuple[int, int], tuple] = {}
+_NP_ROT = tuple((np.uint32(r), np.uint32(32 - r)) for r in _ROT)
+
+
+@functools.lru_cache(maxsize=64)
+def _numpy_injections(key: tuple[int, int]) -> tuple[tuple[np.uint32, np.uint32], ...]:
+    return tuple((np.uint32(a), np.uint32(b)) for a, b in _key_schedule(key))
 
 
 def _rounds_numpy(x0: np.ndarray, x1: np.ndarray, key: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_rounds` on numpy uint32 words ``x0``, ``x1`` (same shape; overwritten and returned): additions wrap
     modulo 2³² and the right shift is logical, as Threefry's are."""
-    k0, k1 = int(key[0]) & _MASK, int(key[1]) & _MASK
-    consts = _NP_CONSTANTS.get((k0, k1))
-    if consts is None:
-        ks = (k0, k1, _PARITY ^ k0 ^ k1)
-        consts = (tuple((np.uint32(ks[s % 3]), np.uint32((ks[(s + 1) % 3] + s) & _MASK)) for s in range(6)),
-                  tuple((np.uint32(r), np.uint32(32 - r)) for r in _ROT))
-        if len(_NP_CONSTANTS) >= 64:
-            _NP_CONSTANTS.clear()
-        _NP_CONSTANTS[(k0, k1)] = consts
-    inject, rot = consts
+    inject, rot = _numpy_injections(key), _NP_ROT
     np.add(x0, inject[0][0], out=x0)
     np.add(x1, inject[0][1], out=x1)
     t = np.empty_like(x1)
@@ -195,7 +188,6 @@ def _rounds_numpy(x0: np.ndarray, x1: np.ndarray, key: tuple[int, int]) -> tuple
 
 
 _compiled = None  # the compiled rounds, when switched on (use_compiled_rounds)
-_INJECTIONS: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
 
 def _rounds_functional(x0: torch.Tensor, x1: torch.Tensor, inject: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,18 +205,10 @@ def _rounds_functional(x0: torch.Tensor, x1: torch.Tensor, inject: torch.Tensor)
     return x0, x1
 
 
+@functools.lru_cache(maxsize=64)
 def _injections(key: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """The six key injections of :func:`_rounds` (words ks[s % 3] and ks[(s + 1) % 3] + s) as int32 ``(6, 2)``."""
-    k0, k1 = int(key[0]) & _MASK, int(key[1]) & _MASK
-    found = _INJECTIONS.get((k0, k1, device))
-    if found is None:
-        ks = (k0, k1, _PARITY ^ k0 ^ k1)
-        found = torch.tensor([[_s32(ks[s % 3]), _s32(ks[(s + 1) % 3] + s)] for s in range(6)], dtype=torch.int32,
-                             device=device)
-        if len(_INJECTIONS) >= 64:
-            _INJECTIONS.clear()
-        _INJECTIONS[(k0, k1, device)] = found
-    return found
+    """:func:`_key_schedule` as an int32 ``(6, 2)`` tensor on ``device`` (the compiled rounds' input)."""
+    return torch.tensor([[_s32(a), _s32(b)] for a, b in _key_schedule(key)], dtype=torch.int32, device=device)
 
 
 def use_compiled_rounds(on: bool = True) -> None:
@@ -279,7 +263,7 @@ def _box_muller(x0: torch.Tensor, x1: torch.Tensor, out: tuple[torch.Tensor, tor
     afterwards, so the libraries' last-bit differences in float64 (0.2 % of logarithms, 1.3 % of roots) change it
     only when they cross a float32 rounding boundary, with probability about 2⁻²⁹ each: none of 2²⁸ normals
     differed from torch's, nor the SmolLM2 chips' weights."""
-    u, (a_unit, m_unit, m2, sh, a_theta, m_theta) = _unit(x0), _bm_constants(x0.device)
+    u, (_, _, m2, sh, a_theta, m_theta) = _unit(x0), _bm_constants(x0.device)
     if u.device.type == "cpu":
         a = u.numpy()
         np.log(a, out=a)
@@ -294,19 +278,13 @@ def _box_muller(x0: torch.Tensor, x1: torch.Tensor, out: tuple[torch.Tensor, tor
     return torch.cos(theta, out=out[0]).mul_(r), torch.sin(theta, out=out[1]).mul_(r)
 
 
-_BM_CONSTANTS: dict[torch.device, tuple[torch.Tensor, ...]] = {}
-
-
+@functools.lru_cache(maxsize=8)
 def _bm_constants(device: torch.device) -> tuple[torch.Tensor, ...]:
     """0-d tensors of :func:`_unit`'s and :func:`_box_muller`'s constants (float64: 2³¹ + ½, 2⁻³², −2; int32: 8;
     float32: 2²³ + ½, 2π·2⁻²⁴), the values torch would use for the Python numbers, without its slower scalar path."""
-    found = _BM_CONSTANTS.get(device)
-    if found is None:
-        f64 = [torch.tensor(v, dtype=torch.float64, device=device) for v in (2.0**31 + 0.5, 2.0**-32, -2.0)]
-        f32 = [torch.tensor(v, dtype=torch.float32, device=device) for v in (2.0**23 + 0.5, 2.0 * math.pi * 2.0**-24)]
-        found = (*f64, torch.tensor(8, dtype=torch.int32, device=device), *f32)
-        _BM_CONSTANTS[device] = found
-    return found
+    f64 = [torch.tensor(v, dtype=torch.float64, device=device) for v in (2.0**31 + 0.5, 2.0**-32, -2.0)]
+    f32 = [torch.tensor(v, dtype=torch.float32, device=device) for v in (2.0**23 + 0.5, 2.0 * math.pi * 2.0**-24)]
+    return (*f64, torch.tensor(8, dtype=torch.int32, device=device), *f32)
 
 
 def _pairs(idx: torch.Tensor, half: int) -> torch.Tensor | None:

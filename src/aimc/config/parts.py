@@ -138,6 +138,13 @@ class PeripheryConfig:
                 and self.out_noise == 0 and self.input_range == "static")
 
     @property
+    def independent_outputs(self) -> bool:
+        """True when no output noise and no iterative bound management: after the product each output is converted
+        (ADC, scales) on its own and nothing is drawn, so the column tiles of a row band can be read as one
+        product (``aimc.nn.bands``, the GDC read-outs of ``aimc.nn.gdc``)."""
+        return not self.out_noise > 0 and not (self.bound_management == "iterative" and self.out_bound is not None)
+
+    @property
     def needs_matrix_path(self) -> bool:
         """True when the output side (noise, ADC, bounds) or dynamic ranges need per-tile partial outputs."""
         return not (self.adc_bits is None and self.out_bound is None and self.out_noise == 0

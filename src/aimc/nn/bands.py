@@ -26,8 +26,7 @@ def bands_apply(mat) -> bool:  # noqa: ANN001
     """Whether :func:`bands_forward` computes ``mat``'s (an ``AnalogMatrix``) product: one group, a static input
     range, no output noise, no bound management (whose retries need each tile's outputs on their own)."""
     p = mat.config.periphery
-    return (mat.layout.groups == 1 and p.input_range == "static" and not p.out_noise > 0
-            and not (p.bound_management == "iterative" and p.out_bound is not None))
+    return mat.layout.groups == 1 and p.input_range == "static" and p.independent_outputs
 
 
 @torch.compiler.disable  # eager, like tiles_forward

@@ -86,8 +86,7 @@ def tile_reads(w_a: torch.Tensor, layout, p, gen: torch.Generator,  # noqa: ANN0
     out = []
     # without output noise and bound management a tile's read is elementwise per output after the product (no
     # draws from gen, nothing shared between columns): the column tiles of a row band are read as one block
-    whole = layout.groups == 1 and not p.out_noise > 0 and not (p.bound_management == "iterative"
-                                                                 and p.out_bound is not None)
+    whole = layout.groups == 1 and p.independent_outputs
     for k in range(layout.n_row_tiles):
         if whole:
             s, e = layout.row_bounds[k]

@@ -31,7 +31,6 @@ from aimc.nn.parallel_normal import HANDED, lane_count
 
 __all__ = ["lane_count", "torch_threads", "install"]
 
-_HANDED = HANDED
 _stack = threading.local()
 
 
@@ -39,7 +38,7 @@ _stack = threading.local()
 def torch_threads() -> Iterator[None]:
     """Within the block torch runs on the thread count handed over to the lanes (for a step that parallelises
     through torch's own threads, such as a grouped convolution's chunks); nothing changes when none was."""
-    n = _HANDED.get()
+    n = HANDED.get()
     if not n or torch.get_num_threads() == n:
         yield
         return
@@ -70,10 +69,10 @@ def _hand_over(module: nn.Module, args: tuple) -> None:
     if stack is None:
         stack = _stack.items = []
     n = torch.get_num_threads()
-    if n == 1 or _HANDED.get() or not _on_cpu(args) or not _uses_lanes(module):
+    if n == 1 or HANDED.get() or not _on_cpu(args) or not _uses_lanes(module):
         stack.append(None)
         return
-    stack.append((_HANDED.set(n), n, noise_ahead.start(module)))
+    stack.append((HANDED.set(n), n, noise_ahead.start(module)))
     torch.set_num_threads(1)
 
 
@@ -87,7 +86,7 @@ def _give_back(module: nn.Module, args: tuple, out: object) -> None:
         try:
             noise_ahead.finish(plan)
         finally:
-            _HANDED.reset(token)
+            HANDED.reset(token)
             torch.set_num_threads(n)
 
 

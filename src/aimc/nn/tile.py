@@ -97,12 +97,12 @@ def _checksum(w: torch.Tensor) -> torch.Tensor:
         torch.set_num_threads(n)
 
 
-def same_weight(weight: torch.Tensor, check: torch.Tensor) -> bool:
+def same_weight(weight: torch.Tensor, check: torch.Tensor, checksum: torch.Tensor | None = None) -> bool:
     """Whether the master ``weight`` ``(out, rows)`` is the one whose :func:`_checksum` is ``check``; also accepts
     the parallel sum of the current thread count (states programmed before the checksum was summed on one
-    thread)."""
+    thread). ``checksum``: the weight's :func:`_checksum` when the caller has it already."""
     w = _master(weight)
-    if torch.equal(_checksum(w).to(check.device), check):
+    if torch.equal((_checksum(w) if checksum is None else checksum).to(check.device), check):
         return True
     return w.device.type == "cpu" and torch.get_num_threads() > 1 and torch.equal(_block_sums(w), check.cpu())
 
@@ -363,8 +363,7 @@ class AnalogMatrix(GdcReadout, nn.Module):
     def _drift(self, t: float, read_seed: int, gdc: bool, weight: torch.Tensor | None = None,
                name: str = "", *, keep: bool = False) -> None:
         w_a, check, bounds = self._blocks(weight, t, name, read_seed)
-        if not self.stores_devices and not torch.equal(check, self.prog_check) and not same_weight(weight,
-                                                                                                  self.prog_check):
+        if not self.stores_devices and not same_weight(weight, self.prog_check, check):
             raise StateError(f"layer {name!r}: the master weight changed since aimc.program (the devices are "
                              "regenerated from it); call aimc.program(model, seed=...) again after changing weights.")
         self._forward_gen = _generator(read_seed ^ 0x1F2E3D, w_a.device)
