@@ -159,6 +159,8 @@ def main() -> None:
         for k, v in SHAPES[args.preset].items():
             setattr(args, k, v)
     args.kv_heads = args.kv_heads or args.heads
+    if args.save:  # the files are written (and deleted) in a temporary folder inside it
+        Path(args.save).mkdir(parents=True, exist_ok=True)
     if args.case:
         print(json.dumps(run_case(args)))
         return
