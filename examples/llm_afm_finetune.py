@@ -2,8 +2,8 @@
 
 Student: the model converted with ``llm_hermes`` (``lm_head`` digital), static DAC ranges calibrated on training
 windows, then learned. Each step (``aimc.train.distill_step``): per-channel weight noise η·max|W_i| (fresh draw),
-loss (1 − β)·LM + β·T²·KL(digital teacher ‖ student), AdamW, per-channel clipping (``--clip-alpha``; the preset's
-2.5·std by default, 0 = none) and learned input ranges copied into the inference buffers. Training windows come
+loss (1 − β)·LM + β·T²·KL(digital teacher ‖ student), AdamW, per-channel clipping (``--clip-alpha``: at this
+many std after each step; AFM's 2.5 wrecks SmolLM2, and the preset and the default have none) and learned input ranges copied into the inference buffers. Training windows come
 from the train works in a seeded random order.
 
 Every ``--val-every`` steps the distillation loss on ``--val-windows`` fixed validation windows is measured with
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--beta", type=float, default=1.0, help="distillation weight (1 = pure distillation, AFM)")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--clip-alpha", type=float, default=None,
-                    help="per-channel clip after each step at this many std (default: the preset's 2.5; 0 = none)")
+                    help="per-channel clip after each step at this many std (AFM: 2.5; default: the preset's: "
+                         "none; 0 = none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-every", type=int, default=50)
     ap.add_argument("--val-every", type=int, default=50, help="steps between validation losses (0 = never)")

@@ -2,6 +2,7 @@
 step, save/load), the corpus helpers of ``aimc.llm``, and the real SmolLM2 behind the ``slow`` marker."""
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -52,7 +53,10 @@ def test_tiny_llama_end_to_end(tmp_path, monkeypatch):
 
     # one HWA step with distillation: the student changes, the teacher does not, loss finite
     teacher_state = copy.deepcopy(digital.state_dict())
-    student = llm.convert_llm(digital, aimc.presets.llm_hermes())
+    base = aimc.presets.llm_hermes()  # with AFM's per-channel clip (the preset leaves it off) to check it runs
+    afm = dataclasses.replace(base, training=dataclasses.replace(base.training, clip="channel_gaussian",
+                                                                  clip_alpha=2.5))
+    student = llm.convert_llm(digital, afm)
     llm.calibrate(student, data)
     before = student.model.layers[0].mlp.up_proj.weight.detach().clone()
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3)

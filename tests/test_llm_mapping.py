@@ -116,8 +116,8 @@ def test_llm_hermes_preset_matches_its_stated_sources() -> None:
     assert p.output_units == "normalized" and p.bound_management == "none"
     assert 2 / (2**8 - 2) == pytest.approx(2 / 254)  # 254 levels, AFM inp_res/out_res
     t = c.training
-    assert (t.noise, t.eta, t.clip, t.clip_alpha, t.learn_input_range) == ("additive_channel", 0.03, "channel_gaussian",
-                                                                           2.5, True)
+    # AFM's noise and learned ranges; no training clip (AFM's 2.5 std wrecked the SmolLM2 fine-tune: the docstring)
+    assert (t.noise, t.eta, t.clip, t.learn_input_range) == ("additive_channel", 0.03, "none", True)
 
 
 def test_llm_hermes_end_to_end() -> None:
