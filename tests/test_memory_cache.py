@@ -2,6 +2,8 @@
 2 B per weight, results within float16 rounding of the float32 cache (far below the device noise), device physics
 still in float32, never bfloat16; save/load, the matrix path, torch.compile and training keep working."""
 
+import platform
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -241,3 +243,27 @@ def test_a_bfloat16_cnn_runs_its_analog_products_in_float32(preset):
     with torch.no_grad():
         y = m(torch.randn(2, 3, 8, 8).to(torch.bfloat16))
     assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+
+
+def test_heap_trimmed_after_large_matrices_and_at_the_end_with_the_same_numbers(monkeypatch):
+    """``program``/``at_time`` hand freed temporaries' pages back (``inference._trim_heap``) after each matrix of ≥
+    ``_TRIM_WEIGHTS`` weights and once at the end; the numbers are those of a run without any trim."""
+    import aimc.inference as inf
+
+    def run(trim: bool) -> tuple[torch.Tensor, int]:
+        calls = []
+        monkeypatch.setattr(inf, "_TRIM_WEIGHTS", 256 * 512)  # the first Linear only
+        monkeypatch.setattr(inf, "_trim_heap", (lambda: calls.append(1)) if not trim else
+                            (lambda real=inf._trim_heap: (calls.append(1), real())))
+        model = aimc.convert(_mlp(), aimc.presets.joshi2020()).eval()
+        aimc.program(model, seed=3)
+        aimc.at_time(model, T, seed=3)
+        with torch.no_grad():
+            return model(torch.randn(4, 256, generator=torch.Generator().manual_seed(0))), len(calls)
+
+    with_trim, n = run(True)
+    without, _ = run(False)
+    assert n == 4  # program: after the large matrix and at the end; at_time: the same
+    assert torch.equal(with_trim, without)
+    if platform.libc_ver()[0] == "glibc":
+        assert inf._malloc_trim() is not None  # the real trim ran above
