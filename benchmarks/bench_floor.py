@@ -45,7 +45,7 @@ from bench_grouped import efficientnet_b0, mobilenet_v3_small  # noqa: E402
 
 import aimc  # noqa: E402
 from aimc.models import resnet32_cifar  # noqa: E402
-from aimc.nn.parallel_normal import normal_  # noqa: E402
+from aimc.nn.parallel_normal import MIN_SPLIT, PARTS, _bounds, normal_  # noqa: E402
 
 PRESET = "aihwkit_default"
 TARGETS = {"resnet32": 2.5, "mobilenet_v3_small": 3.0, "efficientnet_b0": 3.0}
@@ -73,10 +73,25 @@ def median_time(f, n: int) -> float:  # noqa: ANN001
 
 
 def noise_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
-    """Shapes of every ``aten::normal_`` of one forward (one thread: every call on this thread)."""
+    """Shapes of the noise tensors of one forward (one thread: every draw on this thread), from its
+    ``aten::normal_`` calls; the :data:`~aimc.nn.parallel_normal.PARTS` flat parts that
+    ``aimc.nn.parallel_normal.normal_`` splits a large tensor into are merged back into one tensor, so that the
+    replay splits it over the lanes as the forward does."""
     with profile(record_shapes=True) as prof:
         model(x)
-    return [tuple(e.input_shapes[0]) for e in prof.events() if e.name == "aten::normal_" and e.input_shapes]
+    shapes = [tuple(e.input_shapes[0]) for e in prof.events() if e.name == "aten::normal_" and e.input_shapes]
+    out, i = [], 0
+    while i < len(shapes):
+        run = shapes[i:i + PARTS]
+        if len(run) == PARTS and all(len(s) == 1 for s in run):
+            total = sum(s[0] for s in run)
+            if total >= MIN_SPLIT and [e - b for b, e in _bounds(total)] == [s[0] for s in run]:
+                out.append((total,))
+                i += PARTS
+                continue
+        out.append(shapes[i])
+        i += 1
+    return out
 
 
 def by_kind(model: torch.nn.Module, x: torch.Tensor) -> Counter:

@@ -17,7 +17,7 @@ def test_noise_shapes_count_one_normal_per_output_and_row_tile():
     # without bound management the count is exact: one normal per output element of every row tile
     base = aimc.presets.aihwkit_default()
     cfg = dc.replace(base, periphery=dc.replace(base.periphery, bound_management="none"))
-    plain, x = bench_floor.workload("resnet32", 2)
+    plain, x = bench_floor.workload("resnet32", 4)
     analog = aimc.convert(plain, cfg).eval()
     aimc.program(analog, seed=0)
     aimc.at_time(analog, 86400.0, seed=0)
@@ -36,6 +36,9 @@ def test_noise_shapes_count_one_normal_per_output_and_row_tile():
             h.remove()
     assert any(n > 1 for n in (len(layer.analog.layout.row_bounds) for _, layer in analog_layers(analog)))
     assert sum(torch.Size(s).numel() for s in shapes) == sum(outputs) > 0
+    # the parts of a split tensor are merged back: the first layer's output noise is one tensor, not 4 parts
+    first = 4 * 16 * 32 * 32
+    assert first >= bench_floor.MIN_SPLIT and shapes[0] == (first,)
 
 
 def test_quick_run_prints_the_table(capsys, monkeypatch):
