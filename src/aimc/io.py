@@ -28,7 +28,8 @@ from torch import nn
 from aimc.config import AnalogConfig
 from aimc.errors import ConfigError, FileFormatError, StateError
 from aimc.nn.convert import analog_layers, convert
-from aimc.nn.tile import _EMPTY, same_weight
+from aimc.nn.master import same_weight
+from aimc.nn.tile import _EMPTY
 
 __all__ = ["save", "load", "read_metadata", "FORMAT"]
 
