@@ -49,9 +49,11 @@ def _settle_heap() -> None:
 def _malloc_trim():  # noqa: ANN202
     """glibc's ``malloc_trim`` (``None`` where the C library has none: macOS, musl)."""
     try:
-        return ctypes.CDLL(None).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int  # int malloc_trim(size_t pad)
+    return trim
 
 
 _TRIM_WEIGHTS = 1 << 22
