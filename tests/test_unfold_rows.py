@@ -1,5 +1,6 @@
-"""Patches of stride-1, width-preserving convolutions built from row-padded inputs (``aimc.nn.unfold._RowPadded``):
-the outputs are bit for bit those of fully padded rows, for every geometry, periphery and lane count."""
+"""Patches of stride-1, width-preserving convolutions built from row-padded inputs (``aimc.nn.unfold._RowPadded``),
+on the batched path of ungrouped layers and on the grouped path: the outputs are bit for bit those of fully padded
+rows, for every geometry, periphery and lane count."""
 
 import dataclasses as dc
 
@@ -50,6 +51,11 @@ GEOMETRIES = {
     "1x3 pad (0, 1)": lambda: nn.Conv2d(6, 4, (1, 3), padding=(0, 1)),
     "two row tiles": lambda: nn.Conv2d(64, 16, 3, padding=1),  # 576 rows: tiles of 512 and 64
     "conv1d": lambda: nn.Conv1d(8, 6, 5, padding=2),
+    # grouped layers (aimc.nn.layers, groups packed into tiles)
+    "depthwise 3x3": lambda: nn.Conv2d(12, 12, 3, padding=1, groups=12),
+    "depthwise 5x5, three packed tiles": lambda: nn.Conv2d(48, 48, 5, padding=2, groups=48),
+    "grouped 3x3, 2 groups": lambda: nn.Conv2d(8, 6, 3, padding=1, groups=2),
+    "depthwise conv1d": lambda: nn.Conv1d(8, 8, 3, padding=1, groups=8),
 }
 
 
@@ -58,7 +64,7 @@ GEOMETRIES = {
 def test_row_padded_patches_give_the_same_outputs(name, threads):
     torch.manual_seed(1)
     layer = GEOMETRIES[name]()
-    x = torch.randn((5, layer.in_channels, 9) if name == "conv1d" else (5, layer.in_channels, 7, 9))
+    x = torch.randn((5, layer.in_channels, 9) if "conv1d" in name else (5, layer.in_channels, 7, 9))
     x = torch.relu(x)  # many exact zeros: zero products next to the ±0 of the padded taps
     out = _outputs(layer, x, _config("aihwkit_default"), threads)  # noise, DAC/ADC, bound management
     assert torch.equal(out[True], out[False])
@@ -70,12 +76,13 @@ def test_row_padded_patches_give_the_same_outputs(name, threads):
     ({"input_range": "static", "dac_bits": 7, "out_bound": 0.1}, "clear_edges"),
     ({"bound_management": "none", "adc_bits": None}, "edge_divisor"),
 ])
-def test_row_padded_patches_with_other_peripheries(periphery, used, monkeypatch):
+@pytest.mark.parametrize("groups", [1, 8])
+def test_row_padded_patches_with_other_peripheries(periphery, used, groups, monkeypatch):
     calls = []
     real = getattr(_RowPadded, used)
     monkeypatch.setattr(_RowPadded, used, lambda self, t: (calls.append(1), real(self, t))[1])
     torch.manual_seed(2)
-    layer = nn.Conv2d(8, 6, 3, padding=1)
+    layer = nn.Conv2d(8, 8 if groups > 1 else 6, 3, padding=1, groups=groups)
     x = torch.relu(torch.randn(4, 8, 6, 6))
     x[:, :, :, 0] = 0.0  # a whole column of zeros next to the left padding
     out = _outputs(layer, x, _config("aihwkit_default", **periphery), 1)

@@ -24,7 +24,7 @@ from aimc.nn import cache
 from aimc.nn.bands import bands_apply, bands_forward
 from aimc.nn.cache import in_dtype
 from aimc.nn.mvm import grouped_forward, static_conv_forward, tile_max, tile_to_groups, tiles_forward
-from aimc.nn.unfold import _patches, _unfold, batched_forward, patch_absmax, window_max
+from aimc.nn.unfold import _RowPadded, _patches, _unfold, batched_forward, patch_absmax, window_max
 from aimc.nn.threads import torch_threads
 from aimc.nn.tile import AnalogMatrix
 from aimc.nn.weight import plain, same_geometry
@@ -44,6 +44,9 @@ _RANGE_WARMUP = 10
 # Changing it changes the order of output-noise draws in layers with several row tiles (same statistics, other
 # numbers); 3-5 MB measured within the benchmark's noise of 2 MB, so it stays.
 _CHUNK_BYTES = 2 << 20
+_ROWS_MAX_WIDTH = 28
+"""Grouped layers build row-padded patches (``aimc.nn.unfold._RowPadded``) up to this output width: EfficientNet-B0
+at batch 8, one thread, with every width: the division 156 -> 119-134 ms but the divisor copies 21 -> 39-46 ms."""
 
 
 def _check_input(x: torch.Tensor, name: str) -> None:
@@ -339,12 +342,20 @@ class _AnalogConvNd(AnalogLayer):
         # grouped layouts and autograd: torch's threads (given back for this layer if the model's forward handed
         # them to the lanes, aimc.nn.threads)
         with torch_threads():
-            padded = x.new_zeros(step, c, hp, wp) if (pl or pr or pt or pb) else None  # borders stay zero
+            # stride 1, as wide as the input: rows padded above and below only (aimc.nn.unfold._RowPadded), where
+            # rows are short (the per-channel divisor with its padded taps costs more than it saves on wide rows)
+            rows = (_RowPadded(x, step, (pl, pr, pt, pb), k, dil, ho)
+                    if reuse and grouped and wo <= _ROWS_MAX_WIDTH and _RowPadded.fits((pl, pr, pt, pb), st, w, wo)
+                    else None)
+            padded = x.new_zeros(step, c, hp, wp) if (pl or pr or pt or pb) and rows is None else None
             cols_buf = x.new_empty(step, c * kk, ho * wo) if reuse else None
             y = x.new_empty(b, self.out_channels, ho * wo)
             for i in range(0, b, step):
                 n = min(step, b - i)
-                if padded is not None:
+                if rows is not None:
+                    rows.load(x[i:i + n])
+                    xc = None  # the rare bound-management rebuild pads the chunk itself
+                elif padded is not None:
                     padded[:n, :, pt:pt + h, pl:pl + w] = x[i:i + n]
                     xc = padded[:n]
                 else:
@@ -359,11 +370,12 @@ class _AnalogConvNd(AnalogLayer):
                     cols = _unfold(xc, k, dil, st, ho, wo)  # (n, C·kh·kw, L)
                 else:
                     cols = cols_buf[:n]
-                    src, dst = _patches(xc, k, dil, st, ho, wo), cols.view(n, c, k[0], k[1], ho, wo)
+                    src = rows.patches(n) if rows is not None else _patches(xc, k, dil, st, ho, wo)
+                    dst = cols.view(n, c, k[0], k[1], ho, wo)
                 if prescaled and grouped:  # one division: every channel's patches by its tile's DAC divisor
                     d = batch_tile_scale()[i:i + n]
-                    d = tile_to_groups(d * dac if dac is not None else d, per_c, c)  # (n, C, L)
-                    torch.div(src, d.view(n, c, 1, 1, ho, wo), out=dst)
+                    d = tile_to_groups(d * dac if dac is not None else d, per_c, c).view(n, c, 1, 1, ho, wo)
+                    torch.div(src, rows.edge_divisor(d) if rows is not None else d, out=dst)
                 elif prescaled:  # unfold and scale in one pass: each row tile's patches divided by their DAC divisor
                     for tile, (s, e) in enumerate(lay.row_bounds):
                         for g in range(self.groups):
@@ -373,11 +385,15 @@ class _AnalogConvNd(AnalogLayer):
                             torch.div(src[:, c0:c1], d.view(n, 1, 1, 1, ho, wo), out=dst[:, c0:c1])
                 elif reuse:
                     dst.copy_(src)
+                    if rows is not None:
+                        rows.clear_edges(dst)
                 # bound-management retries (rare) rebuild the unquantised columns of this chunk into a new tensor
                 if grouped:
                     grouped_forward(self.analog, cols, self.aimc_name, owned=True, prescaled=prescaled,
                                     tile_scale=batch_tile_scale()[i:i + n] if dynamic else None,
-                                    rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
+                                    rebuild=lambda xc=xc, i=i, n=n: _unfold(
+                                        xc if xc is not None else F.pad(x[i:i + n], (pl, pr, pt, pb)),
+                                        k, dil, st, ho, wo), out=y[i:i + n])
                     continue
                 tiles_forward(self.analog, cols, self.aimc_name, owned=True, scale_fn=scale_fn, prescaled=prescaled,
                               rebuild=lambda xc=xc: _unfold(xc, k, dil, st, ho, wo), out=y[i:i + n])
