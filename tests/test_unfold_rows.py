@@ -90,6 +90,18 @@ def test_row_padded_patches_with_other_peripheries(periphery, used, groups, monk
     assert torch.equal(out[True], out[False])
 
 
+@pytest.mark.parametrize("case", ["kernel wider than the input", "float64, channels-last input"])
+def test_row_padded_patches_in_corner_cases(case):
+    torch.manual_seed(3)
+    if case == "kernel wider than the input":  # taps reach two rows back and forth
+        layer, x = nn.Conv2d(3, 4, 7, padding=3), torch.randn(3, 3, 5, 2)
+    else:
+        layer = nn.Conv2d(6, 5, 3, padding=1).double()
+        x = torch.randn(3, 6, 6, 7, dtype=torch.float64).to(memory_format=torch.channels_last)
+    out = _outputs(layer, x, _config("aihwkit_default"), 1)
+    assert torch.equal(out[True], out[False])
+
+
 def test_geometries_that_keep_fully_padded_rows():
     assert _RowPadded.fits((1, 1, 1, 1), (1, 1), 9, 9)
     assert not _RowPadded.fits((1, 1, 1, 1), (2, 2), 9, 5)  # stride 2
