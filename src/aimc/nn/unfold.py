@@ -62,8 +62,7 @@ class _RowPadded:
 
     Its patches, one strided view over the buffer (:meth:`patches`), read ``ho·wo`` consecutive elements for each
     channel and kernel tap, where the usual fully padded rows give runs of only ``wo`` (torch's elementwise loops pay
-    per run: the division that builds the DAC inputs took 0.76 ns an element for 8×8 outputs against 0.11 in one
-    run). A tap that reaches left or right of a row reads the neighbouring row's end instead of the zero padding.
+    per run: the division that builds the DAC inputs took 0.76 ns an element for 8×8 outputs, 0.11 contiguous). A tap that reaches left or right of a row reads the neighbouring row's end instead of the zero padding.
     Divided patches take those columns' divisor as +inf (:meth:`edge_divisor`): a finite value over +inf is ±0,
     which adds nothing to a product's sum, exactly as the padding's +0.0 (0 / d) does (a sum that starts from
     +0.0 or from the output noise is unchanged by adding −0.0; ``tests/test_unfold_rows.py`` compares outputs bit
@@ -72,7 +71,7 @@ class _RowPadded:
 
     def __init__(self, x: torch.Tensor, step: int, pads: tuple[int, int, int, int], k: tuple[int, int],
                  dil: tuple[int, int], ho: int) -> None:
-        b, c, h, w = x.shape
+        _, c, h, w = x.shape
         pl, pr, pt, pb = pads
         self.c, self.hp, self.w, self.pt, self.h, self.k, self.dil, self.ho, self.pl = (
             c, h + pt + pb, w, pt, h, k, dil, ho, pl)
@@ -105,8 +104,8 @@ class _RowPadded:
         return out
 
     def edge_divisor(self, d: torch.Tensor) -> torch.Tensor:
-        """The per-patch divisor ``(n, 1, 1, 1, ho, wo)`` as ``(n, 1, 1, kw, ho, wo)``, +inf where the tap falls
-        on padding."""
+        """The per-patch divisor ``(n, C', 1, 1, ho, wo)`` (C' = 1, or the channels of a grouped layer) as
+        ``(n, C', 1, kw, ho, wo)``, +inf where the tap falls on padding."""
         out = d.expand(-1, -1, -1, self.k[1], -1, -1).clone()
         for j, cols in self._edges():
             out[:, :, :, j, :, cols] = float("inf")
