@@ -69,6 +69,34 @@ def test_train_mode_keeps_torch_threads(two_threads):
     assert probe.seen == [(2, 2)]
 
 
+def test_layers_listed_once_per_install_and_asked_every_forward(two_threads):
+    """The hooks list the model's lane-voting layers once (``threads._voters``) and ask them at every forward, so a
+    mode change counts at once; ``program`` (``install``) lists them again, so a layer swapped in counts after it."""
+    from aimc.nn import threads
+
+    a, probe = _model(lambda: nn.Conv2d(3, 8, 3, padding=1))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        a(x)
+    assert [type(m).__name__ for m in threads._voters[a]] == ["AnalogConv2d"]
+    a[0].train()  # the layer's vote changes: torch keeps its threads
+    with torch.inference_mode():
+        a(x)
+    a[0].eval()
+    grouped = aimc.convert(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8)), aimc.presets.aihwkit_default())
+    aimc.program(grouped, seed=0)
+    aimc.at_time(grouped, 3600.0, seed=0)
+    a[1] = grouped[0].eval()  # a grouped convolution swapped in for the ReLU: counted after the next program
+    with torch.inference_mode():
+        a(x)
+    aimc.program(a, seed=0)
+    aimc.at_time(a, 3600.0, seed=0)
+    with torch.inference_mode():
+        a(torch.randn(2, 3, 8, 8).relu())
+    assert len(threads._voters[a]) == 2
+    assert probe.seen == [(1, 2), (2, 2), (1, 2), (2, 2)]
+
+
 def test_thread_count_restored_when_the_forward_raises(two_threads):
     a, probe = _model(lambda: nn.Conv2d(3, 8, 3, padding=1))
     probe.fail = True

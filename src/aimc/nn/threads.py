@@ -20,6 +20,7 @@ the model) leaves torch's threads as they are; so does a model with grouped conv
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -49,12 +50,22 @@ def torch_threads() -> Iterator[None]:
         torch.set_num_threads(1)
 
 
+_voters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""model -> its layers that have ``aimc_uses_lanes`` (listed at the first forward after :func:`install`: walking
+SmolLM2's 607 modules took 1.2 ms, every forward)."""
+
+
 def _uses_lanes(model: nn.Module) -> bool:
     """``model`` has a layer whose forward runs on aimc's lanes and none that runs on torch's threads (their
-    ``aimc_uses_lanes()`` says ``True`` / ``False``). A model with grouped convolutions keeps torch's threads: handing
-    them over and back at every grouped layer measured slower (MobileNetV3-small and EfficientNet-B0 shapes,
-    ``benchmarks/bench_grouped.py``)."""
-    votes = {m.aimc_uses_lanes() for m in model.modules() if getattr(m, "aimc_uses_lanes", None) is not None}
+    ``aimc_uses_lanes()`` says ``True`` / ``False``, asked at every forward: the answer depends on the layer's
+    mode). A model with grouped convolutions keeps torch's threads: handing them over and back at every grouped
+    layer measured slower (MobileNetV3-small and EfficientNet-B0 shapes, ``benchmarks/bench_grouped.py``). The
+    layers are listed once per :func:`install` (``aimc.program``); a layer added to the model after that is not
+    asked until the next ``program``, which only changes who runs on how many threads, never a number."""
+    voters = _voters.get(model)
+    if voters is None:
+        voters = _voters[model] = tuple(m for m in model.modules() if getattr(m, "aimc_uses_lanes", None) is not None)
+    votes = {m.aimc_uses_lanes() for m in voters}
     return True in votes and False not in votes
 
 
@@ -92,7 +103,8 @@ def _give_back(module: nn.Module, args: tuple, out: object) -> None:
 
 def install(model: nn.Module) -> None:
     """Add the hand-over hooks to ``model`` (once; first among its hooks, the restoring one called even when the
-    forward raises)."""
+    forward raises); its layers are listed again at the next forward."""
+    _voters.pop(model, None)
     if _hand_over not in model._forward_pre_hooks.values():
         model.register_forward_pre_hook(_hand_over, prepend=True)
     if _give_back not in model._forward_hooks.values():
