@@ -35,7 +35,8 @@ def has_non_finite(x: torch.Tensor) -> bool:
 def check_layer_input(x: torch.Tensor, name: str) -> None:
     """An analog layer's input check: active only while :func:`_locate` re-runs a batch whose output was not
     finite (no host read in the normal forward)."""
-    if _PER_LAYER.get() and not torch.compiler.is_compiling() and has_non_finite(x):
+    # is_compiling first: dynamo cannot trace ContextVar.get, and a graph break in every layer undid torch.compile
+    if not torch.compiler.is_compiling() and _PER_LAYER.get() and has_non_finite(x):
         raise NonFiniteError(f"layer {name!r}: the input holds NaN/Inf; analog hardware cannot represent it. "
                              "Check the data and the preceding layers.")
 
@@ -51,7 +52,7 @@ def _tensors(obj: object) -> list[torch.Tensor]:
 
 
 def _skip(module: nn.Module) -> bool:
-    return module.training or _PER_LAYER.get() or torch.compiler.is_compiling()
+    return torch.compiler.is_compiling() or module.training or _PER_LAYER.get()  # is_compiling first: as above
 
 
 def _input_hook(module: nn.Module, args: tuple) -> None:
