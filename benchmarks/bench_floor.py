@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import time
 from collections import Counter
@@ -40,7 +39,7 @@ from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _paired import paired_ratio  # noqa: E402
-from bench_core import footer, header  # noqa: E402
+from bench_core import footer, header, med, timed  # noqa: E402
 from bench_grouped import efficientnet_b0, mobilenet_v3_small  # noqa: E402
 
 import aimc  # noqa: E402
@@ -64,12 +63,9 @@ def workload(name: str, batch: int | None, size: int = 224) -> tuple[torch.nn.Mo
 
 
 def median_time(f, n: int) -> float:  # noqa: ANN001
-    ts = []
-    for _ in range(n + 1):  # the first is a warm-up
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts[1:])
+    """Median of ``n`` timed calls of ``f`` after one untimed warm-up call."""
+    f()
+    return med([timed(f) for _ in range(n)])
 
 
 def noise_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
@@ -120,7 +116,7 @@ def main() -> int:
     t0 = time.perf_counter()
     header(settings=f"{PRESET}, t = 1 day, median of {args.repeats}, torch.inference_mode")
     rows = []
-    for name in args.only or sorted(TARGETS, key=list(TARGETS).index):
+    for name in args.only or list(TARGETS):
         plain, x = workload(name, args.batch, size)
         analog = aimc.convert(plain, aimc.presets.get(PRESET)).eval()
         aimc.program(analog, seed=0)
